@@ -1,0 +1,216 @@
+"""Training throughput: images/s of full steps (forward, loss, backward, SGD step) for the MLP and
+the CNN on digits-shaped (1, 8, 8) input and the small ResNet on CIFAR-shaped (3, 32, 32) input,
+against PyTorch CPU with the same architecture, batch and optimizer in the same run.
+
+The batches are built before timing (data already in memory, cycled), so this measures the
+framework: kernels, autograd and optimizer. After warm-up steps, --repeat timing windows of ours
+and torch alternate, and each side keeps its fastest window: the cores are shared with other
+work, which only ever slows a window down, and alternating exposes both sides to the same
+conditions. Before each window the script sleeps --settle seconds so that the other library's
+OpenMP threads have stopped spinning on the two cores, and with --wait-idle it also waits until
+the CPUs are idle (other people's jobs on a shared machine). ratio = ours / torch (> 1 means
+faster than PyTorch).
+
+    python bench/train.py                      # all models, batches 32 128 512
+    python bench/train.py --quick              # fewer repetitions, smaller ResNet batches
+    python bench/train.py --models cnn --batches 32 --profile 15   # where does a step go?
+"""
+import cProfile
+import io
+import os
+import pstats
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import parser, report, time_call  # noqa: E402
+
+import pyneural as pn  # noqa: E402
+from pyneural import functional as F  # noqa: E402
+from pyneural import models, optim  # noqa: E402
+
+MODELS = ("mlp", "cnn", "resnet")
+INPUT_SHAPES = {"mlp": (1, 8, 8), "cnn": (1, 8, 8), "resnet": (3, 32, 32)}
+LR, MOMENTUM = 0.01, 0.9
+NUM_BATCHES = 4  # distinct batches cycled through: real data movement, still all in memory
+
+
+MODEL_NAMES = {"mlp": "mlp", "cnn": "cnn", "resnet": "resnet_small"}
+
+
+def make_batches(name, batch, rng):
+    shape = INPUT_SHAPES[name]
+    if name == "resnet":
+        data = pn.datasets.synthetic_images(NUM_BATCHES * batch, shape=shape, seed=0)
+        x, y = data.arrays
+    else:
+        train, _ = pn.datasets.digits()
+        x, y = train.arrays
+        idx = rng.integers(0, len(y), size=NUM_BATCHES * batch)
+        x, y = x[idx], y[idx]
+    return [(np.ascontiguousarray(x[i * batch:(i + 1) * batch]), y[i * batch:(i + 1) * batch].copy())
+            for i in range(NUM_BATCHES)]
+
+
+def ours_step_fn(name, batches):
+    model = models.MODELS[MODEL_NAMES[name]]()
+    opt = optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
+    tensors = [(pn.Tensor(x), pn.Tensor(y)) for x, y in batches]
+    state = {"i": 0}
+
+    def step():
+        x, y = tensors[state["i"] % NUM_BATCHES]
+        state["i"] += 1
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        return loss.item()
+    return step
+
+
+def torch_step_fn(name, batches):
+    import torch
+    import torch_models
+    model = torch_models.MODELS[MODEL_NAMES[name]]()
+    opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
+    tensors = [(torch.from_numpy(x), torch.from_numpy(y)) for x, y in batches]
+    state = {"i": 0}
+
+    def step():
+        x, y = tensors[state["i"] % NUM_BATCHES]
+        state["i"] += 1
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return loss.item()
+    return step
+
+
+def wait_idle(limit, threshold=0.9, window=0.3):
+    """Wait up to ``limit`` seconds until the CPUs were >= ``threshold`` idle over ``window`` s
+    (Linux /proc/stat; a no-op elsewhere)."""
+    def counters():
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:9]]
+        return sum(fields), fields[3] + fields[4]  # total, idle + iowait
+    if limit <= 0 or not os.path.exists("/proc/stat"):
+        return
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        total0, idle0 = counters()
+        time.sleep(window)
+        total1, idle1 = counters()
+        if idle1 - idle0 >= threshold * max(total1 - total0, 1):
+            return
+
+
+def time_interleaved(steps, repeat, warmup, min_time, settle, idle_limit):
+    """Seconds per call of each function in ``steps``: the fastest of ``repeat`` windows each,
+    the functions taking turns."""
+    for step in steps:
+        for _ in range(warmup):
+            step()
+    best = [float("inf")] * len(steps)
+    for _ in range(repeat):
+        for i, step in enumerate(steps):
+            wait_idle(idle_limit)
+            time.sleep(settle)
+            best[i] = min(best[i], time_call(step, repeat=1, warmup=1, min_time=min_time))
+    return best
+
+
+def profile_steps(step, seconds_per_step, top):
+    """cProfile about half a second of steps; return the top functions by own time."""
+    steps = max(3, int(0.5 / max(seconds_per_step, 1e-6)))
+    prof = cProfile.Profile()
+    prof.enable()
+    for _ in range(steps):
+        step()
+    prof.disable()
+    out = io.StringIO()
+    stats = pstats.Stats(prof, stream=out)
+    stats.sort_stats("tottime").print_stats(top)
+    body = out.getvalue()
+    start = body.find("   ncalls")
+    return f"({steps} steps profiled; times are totals over them)\n" + body[start:].rstrip()
+
+
+def main():
+    p = parser(__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="3 windows of 0.1 s, ResNet at batch <= 128 only")
+    p.add_argument("--models", default=",".join(MODELS), help=f"comma-separated subset of {','.join(MODELS)}")
+    p.add_argument("--batches", default="32,128,512", help="comma-separated batch sizes (default: 32,128,512)")
+    p.add_argument("--resnet-batches", default=None,
+                   help="batch sizes for the ResNet (default: --batches; with --quick 32,128)")
+    p.add_argument("--settle", type=float, default=0.2, help="idle seconds before each timing window")
+    p.add_argument("--wait-idle", type=float, default=0.0, metavar="SECONDS",
+                   help="before each window wait up to SECONDS for idle CPUs (shared machines; Linux)")
+    p.add_argument("--profile", type=int, default=0, metavar="N",
+                   help="cProfile our steps where ratio < 1 and print the top N functions by own time")
+    args = p.parse_args()
+    names = [m.strip() for m in args.models.split(",") if m.strip()]
+    unknown = set(names) - set(MODELS)
+    if unknown:
+        p.error(f"--models: unknown {sorted(unknown)}; choose from {','.join(MODELS)}")
+    batches = [int(b) for b in args.batches.split(",")]
+    resnet_batches = ([int(b) for b in args.resnet_batches.split(",")] if args.resnet_batches
+                      else ([b for b in batches if b <= 128] or batches[:1]) if args.quick else batches)
+    repeat = 3 if args.quick else args.repeat
+    try:
+        import torch
+        torch_threads = torch.get_num_threads()
+    except ImportError:
+        torch = None
+        print("torch is not installed: measuring pyneural only")
+
+    rng = np.random.default_rng(0)
+    rows, profiles = [], []
+    for name in names:
+        for batch in (resnet_batches if name == "resnet" else batches):
+            data = make_batches(name, batch, rng)
+            # ResNet steps are ~100x longer: fewer of them, and one step per timing window is enough.
+            warmup, min_time = (2, 0.0) if name == "resnet" else (5, 0.1 if args.quick else 0.25)
+            pn.manual_seed(0)
+            steps = [ours_step_fn(name, data)]
+            if torch is not None:
+                torch.manual_seed(0)
+                steps.append(torch_step_fn(name, data))
+            times = time_interleaved(steps, repeat, warmup, min_time, args.settle, args.wait_idle)
+            ours_step, ours_t, torch_t = steps[0], times[0], (times[1] if torch is not None else None)
+            row = {"model": name, "batch": batch, "ours": batch / ours_t,
+                   "torch": batch / torch_t if torch_t else None,
+                   "ratio": torch_t / ours_t if torch_t else None}
+            rows.append(row)
+            print(f"  {name:>6} batch {batch:>4}: ours {row['ours']:10,.0f} img/s"
+                  + (f"   torch {row['torch']:10,.0f} img/s   ratio {row['ratio']:.2f}" if torch_t else ""),
+                  flush=True)
+            if args.profile and torch_t and row["ratio"] < 1.0:
+                profiles.append((name, batch, row["ratio"], profile_steps(ours_step, ours_t, args.profile)))
+
+    columns = [("model", "model", "{}"), ("batch", "batch", "{}"), ("ours", "ours img/s", "{:,.0f}"),
+               ("torch", "torch img/s", "{:,.0f}"), ("ratio", "ratio", "{:.2f}")]
+    threads = f"torch threads {torch_threads}" if torch is not None else "no torch"
+    title = f"training throughput, SGD momentum (images/s, best of {repeat} windows; {threads})"
+
+    def plot(rows, ax):
+        labels = [f"{r['model']}/{r['batch']}" for r in rows]
+        xs = np.arange(len(rows))
+        ax.bar(xs - 0.2, [r["ours"] for r in rows], 0.4, label="pyneural")
+        ax.bar(xs + 0.2, [r["torch"] or 0 for r in rows], 0.4, label="torch")
+        ax.set_xticks(xs, labels, rotation=45)
+        ax.set_ylabel("images/s")
+        ax.set_yscale("log")
+        ax.legend()
+
+    report(rows, columns, args, title, plot=plot)
+    for name, batch, ratio, text in profiles:
+        print(f"\nprofile: {name} batch {batch} (ratio {ratio:.2f}), top {args.profile} by own time")
+        print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,118 @@
+// Bindings of the 2-D convolution kernels (csrc/cpu/conv.h). Every array is checked here against the
+// shape the others imply, so no combination of arguments can make a kernel read or write out of
+// bounds; the outputs are allocated by the caller (pyneural/kernels/conv.py) and written in place.
+#include <pybind11/stl.h>
+
+#include <optional>
+#include <string>
+#include <utility>
+
+#include "bindings.h"
+#include "cpu/conv.h"
+
+namespace pn {
+
+namespace {
+
+using Pair = std::pair<int64_t, int64_t>;
+
+std::string shape_str(const std::vector<int64_t>& shape) {
+  std::string out = "(";
+  for (size_t i = 0; i < shape.size(); ++i) out += (i ? ", " : "") + std::to_string(shape[i]);
+  return out + (shape.size() == 1 ? ",)" : ")");
+}
+
+void check_ndim(const py::array& a, const char* name, int ndim) {
+  PN_CHECK(a.ndim() == ndim, name, ": expected ", ndim, " dimensions, got shape ", shape_str(shape_of(a)));
+}
+
+void check_shape(const py::array& a, const char* name, const std::vector<int64_t>& want) {
+  PN_CHECK(shape_of(a) == want, name, ": expected shape ", shape_str(want), ", got ", shape_str(shape_of(a)));
+}
+
+// The kernels write the output while reading the inputs: they must not share memory.
+void check_disjoint(const py::array& out, const char* out_name, const py::array& in, const char* in_name) {
+  const char* o = static_cast<const char*>(out.data());
+  const char* i = static_cast<const char*>(in.data());
+  PN_CHECK(o + out.nbytes() <= i || i + in.nbytes() <= o, out_name, " must not overlap ", in_name);
+}
+
+Conv2dShape shape_from(const std::vector<int64_t>& x, const std::vector<int64_t>& w, Pair stride, Pair padding,
+                       Pair dilation, int64_t groups) {
+  return make_conv2d_shape(x[0], x[1], x[2], x[3], w[0], w[1], w[2], w[3], stride.first, stride.second,
+                           padding.first, padding.second, dilation.first, dilation.second, groups);
+}
+
+void forward(const py::array& x, const py::array& w, const std::optional<py::array>& bias, py::array& y, Pair stride,
+             Pair padding, Pair dilation, int64_t groups, bool relu, const std::string& parallel) {
+  const float* xp = data_ptr<float>(x, "conv2d_forward: x");
+  const float* wp = data_ptr<float>(w, "conv2d_forward: w");
+  float* yp = mutable_data_ptr<float>(y, "conv2d_forward: y");
+  check_ndim(x, "conv2d_forward: x", 4);
+  check_ndim(w, "conv2d_forward: w", 4);
+  check_ndim(y, "conv2d_forward: y", 4);
+  const Conv2dShape s = shape_from(shape_of(x), shape_of(w), stride, padding, dilation, groups);
+  check_shape(y, "conv2d_forward: y", {s.N, s.Co, s.Ho, s.Wo});
+  check_disjoint(y, "conv2d_forward: y", x, "x");
+  check_disjoint(y, "conv2d_forward: y", w, "w");
+  const float* bp = nullptr;
+  if (bias) {
+    bp = data_ptr<float>(*bias, "conv2d_forward: bias");
+    check_shape(*bias, "conv2d_forward: bias", {s.Co});
+    check_disjoint(y, "conv2d_forward: y", *bias, "bias");
+  }
+  const ConvParallel par = conv_parallel_from_name(parallel.c_str());
+  py::gil_scoped_release release;
+  conv2d_forward(s, xp, wp, bp, relu, yp, par);
+}
+
+void backward_data(const py::array& dy, const py::array& w, py::array& dx, Pair stride, Pair padding, Pair dilation,
+                   int64_t groups, const std::string& parallel) {
+  const float* dyp = data_ptr<float>(dy, "conv2d_backward_data: dy");
+  const float* wp = data_ptr<float>(w, "conv2d_backward_data: w");
+  float* dxp = mutable_data_ptr<float>(dx, "conv2d_backward_data: dx");
+  check_ndim(dy, "conv2d_backward_data: dy", 4);
+  check_ndim(w, "conv2d_backward_data: w", 4);
+  check_ndim(dx, "conv2d_backward_data: dx", 4);
+  const Conv2dShape s = shape_from(shape_of(dx), shape_of(w), stride, padding, dilation, groups);
+  check_shape(dy, "conv2d_backward_data: dy", {s.N, s.Co, s.Ho, s.Wo});
+  check_disjoint(dx, "conv2d_backward_data: dx", dy, "dy");
+  check_disjoint(dx, "conv2d_backward_data: dx", w, "w");
+  const ConvParallel par = conv_parallel_from_name(parallel.c_str());
+  py::gil_scoped_release release;
+  conv2d_backward_data(s, dyp, wp, dxp, par);
+}
+
+void backward_weight(const py::array& dy, const py::array& x, py::array& dw, Pair stride, Pair padding,
+                     Pair dilation, int64_t groups, const std::string& parallel) {
+  const float* dyp = data_ptr<float>(dy, "conv2d_backward_weight: dy");
+  const float* xp = data_ptr<float>(x, "conv2d_backward_weight: x");
+  float* dwp = mutable_data_ptr<float>(dw, "conv2d_backward_weight: dw");
+  check_ndim(dy, "conv2d_backward_weight: dy", 4);
+  check_ndim(x, "conv2d_backward_weight: x", 4);
+  check_ndim(dw, "conv2d_backward_weight: dw", 4);
+  const Conv2dShape s = shape_from(shape_of(x), shape_of(dw), stride, padding, dilation, groups);
+  check_shape(dy, "conv2d_backward_weight: dy", {s.N, s.Co, s.Ho, s.Wo});
+  check_disjoint(dw, "conv2d_backward_weight: dw", dy, "dy");
+  check_disjoint(dw, "conv2d_backward_weight: dw", x, "x");
+  const ConvParallel par = conv_parallel_from_name(parallel.c_str());
+  py::gil_scoped_release release;
+  conv2d_backward_weight(s, dyp, xp, dwp, par);
+}
+
+}  // namespace
+
+void bind_conv(py::module_& m) {
+  m.def("conv2d_forward", &forward, py::arg("x"), py::arg("w"), py::arg("bias"), py::arg("y"), py::arg("stride"),
+        py::arg("padding"), py::arg("dilation"), py::arg("groups"), py::arg("relu") = false,
+        py::arg("parallel") = "auto",
+        "y = conv2d(x, w) (+ bias, then ReLU if relu), written into y (N, Co, Ho, Wo). float32, NCHW.");
+  m.def("conv2d_backward_data", &backward_data, py::arg("dy"), py::arg("w"), py::arg("dx"), py::arg("stride"),
+        py::arg("padding"), py::arg("dilation"), py::arg("groups"), py::arg("parallel") = "auto",
+        "dx = gradient of conv2d with respect to its input, written into dx (N, C, H, W).");
+  m.def("conv2d_backward_weight", &backward_weight, py::arg("dy"), py::arg("x"), py::arg("dw"), py::arg("stride"),
+        py::arg("padding"), py::arg("dilation"), py::arg("groups"), py::arg("parallel") = "auto",
+        "dw = gradient of conv2d with respect to its weight, written into dw (Co, C/groups, kh, kw).");
+}
+
+}  // namespace pn

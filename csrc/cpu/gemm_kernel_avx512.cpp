@@ -1,0 +1,102 @@
+// AVX-512 SGEMM microkernel: a 14 x 32 tile of C held in 28 zmm accumulators.
+//
+// Per k step it loads one 32-float row of the B sliver (2 zmm) and broadcasts 14 A values straight
+// from memory into the FMAs ({1to16} operands), so one step is 28 FMAs against 2 vector loads +
+// 14 broadcast loads: the two FMA ports stay busy while the load ports have room to spare, and
+// 28 independent accumulators hide the 4-cycle FMA latency many times over. 28 + 2 B registers
+// fill 30 of the 32 zmm registers; 16 x 32 would need 32 + 2 and spill.
+//
+// Cache blocks (Sapphire Rapids class core: L1d 48 KiB, L2 2 MiB): kc = 512, mc = 336, nc = 2048.
+// The A block (336 x 512, 672 KiB) sits in L2 and the B panel (512 x 2048, 4 MiB) in L3. The
+// textbook choice keeps the B sliver (kc x 32) in L1, i.e. kc <= ~256, but measured on this CPU
+// kc = 512 is ~5% faster at 2048^3: one k step needs only 128 + 56 bytes per 14 cycles, which L2
+// delivers easily, while a longer kc halves the C tile loads/stores and the number of panel
+// passes (bench/NOTES.md has the sweep).
+//
+// Edge tiles: a template instance per row count m = 1..14 computes only the live rows, and the
+// last column vector is written through a mask, so no element outside C[0:m, 0:n] is touched.
+#include <immintrin.h>
+
+#include <array>
+#include <utility>
+
+#include "cpu/gemm_gemv.h"
+#include "cpu/gemm_microkernel.h"
+
+namespace pn {
+namespace {
+
+constexpr int kMR = 14;
+constexpr int kNR = 32;
+
+using TileFn = void (*)(int64_t, const float*, const float*, float*, int64_t, float, float, int);
+
+// M live rows, NV live 16-float column vectors; n = live columns (16 * (NV - 1) < n <= 16 * NV).
+template <int M, int NV>
+void tile(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, float alpha, float beta, int n) {
+  __m512 acc[M][NV];
+#pragma GCC unroll 16
+  for (int r = 0; r < M; ++r)
+#pragma GCC unroll 2
+    for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_setzero_ps();
+
+  // C is touched once per kc-long product: start pulling its lines in now, off the critical path.
+#pragma GCC unroll 16
+  for (int r = 0; r < M; ++r) {
+    _mm_prefetch(reinterpret_cast<const char*>(c + r * ldc), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(c + r * ldc + 16 * NV - 1), _MM_HINT_T0);
+  }
+
+#pragma GCC unroll 4
+  for (int64_t k = 0; k < kc; ++k) {
+    // The A sliver streams in from L2 at 56 bytes per step: ask for it ~8 steps ahead.
+    _mm_prefetch(reinterpret_cast<const char*>(a + 8 * kMR), _MM_HINT_T0);
+    __m512 bv[NV];
+#pragma GCC unroll 2
+    for (int v = 0; v < NV; ++v) bv[v] = _mm512_load_ps(b + 16 * v);
+#pragma GCC unroll 16
+    for (int r = 0; r < M; ++r) {
+      const __m512 ar = _mm512_set1_ps(a[r]);
+#pragma GCC unroll 2
+      for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_fmadd_ps(ar, bv[v], acc[r][v]);
+    }
+    a += kMR;
+    b += kNR;
+  }
+
+  const __mmask16 tail = static_cast<__mmask16>((1u << (n - 16 * (NV - 1))) - 1u);
+  const __m512 valpha = _mm512_set1_ps(alpha);
+  const __m512 vbeta = _mm512_set1_ps(beta);
+#pragma GCC unroll 16
+  for (int r = 0; r < M; ++r) {
+    float* crow = c + r * ldc;
+#pragma GCC unroll 2
+    for (int v = 0; v < NV; ++v) {
+      const __mmask16 mask = v == NV - 1 ? tail : static_cast<__mmask16>(0xFFFF);
+      __m512 out = _mm512_mul_ps(valpha, acc[r][v]);
+      if (beta != 0.f) out = _mm512_fmadd_ps(vbeta, _mm512_maskz_loadu_ps(mask, crow + 16 * v), out);
+      _mm512_mask_storeu_ps(crow + 16 * v, mask, out);
+    }
+  }
+}
+
+template <int... Ms>
+constexpr std::array<std::array<TileFn, 2>, kMR> make_table(std::integer_sequence<int, Ms...>) {
+  return {{{{&tile<Ms + 1, 1>, &tile<Ms + 1, 2>}}...}};
+}
+
+constexpr auto kTiles = make_table(std::make_integer_sequence<int, kMR>{});
+
+void microkernel(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, float alpha, float beta, int m,
+                 int n) {
+  kTiles[m - 1][n > 16 ? 1 : 0](kc, a, b, c, ldc, alpha, beta, n);
+}
+
+}  // namespace
+
+const GemmConfig& gemm_config_avx512() {
+  static const GemmConfig config{"avx512", kMR, kNR, 512, 336, 2048, &microkernel, &gemv_rows, &gemv_dots};
+  return config;
+}
+
+}  // namespace pn

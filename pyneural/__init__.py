@@ -1,0 +1,23 @@
+"""pyneural: a small deep-learning library built on hand-written kernels."""
+__version__ = "0.1.0"
+
+from pyneural.tensor import (Tensor, enable_grad, get_array_module, is_grad_enabled, no_grad,
+                             set_grad_enabled)
+from pyneural.creation import (arange, as_tensor, bool_, empty, empty_like, eye, float16, float32, float64,
+                               from_numpy, full, full_like, int32, int64, linspace, ones, ones_like, rand,
+                               rand_like, randint, randn, randn_like, randperm, tensor, uint8, zeros,
+                               zeros_like)
+from pyneural.random import get_rng_state, initial_seed, manual_seed, seed, set_rng_state
+from pyneural.functions.activation import relu, sigmoid, softmax, log_softmax, tanh
+from pyneural.functions.arithmetic import add, div, mul, neg, pow, sub
+from pyneural.functions.elementwise import abs, clamp, exp, log, sqrt, where
+from pyneural.functions.matmul import matmul
+from pyneural.functions.reduction import argmax, argmin, max, mean, min, sum, var
+from pyneural.functions.shape import (cat, flatten, permute, reshape, squeeze, stack, transpose,
+                                      unsqueeze)
+from pyneural.gradcheck import gradcheck
+from pyneural import random, functional, nn, optim, data, datasets  # noqa: E402
+
+long = int64
+float = float32
+double = float64

@@ -1,0 +1,1 @@
+"""One module per ``pyneural`` subcommand, each with ``register(subparsers)``; see pyneural/cli.py."""

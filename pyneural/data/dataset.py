@@ -1,0 +1,79 @@
+"""Datasets: the per-sample protocol, and TensorDataset that hands out whole batches at once.
+
+A ``Dataset`` has ``__len__`` and ``__getitem__(i)`` returning one sample (a tuple of arrays or
+scalars). The DataLoader asks for a batch through ``get_batch(indices)``: the base class loops
+over samples and stacks them, TensorDataset overrides it with one fancy-index per array, which is
+what keeps batch preparation cheap (one C-level gather per array instead of a Python loop).
+"""
+import numpy as np
+
+
+def as_array(x, what):
+    """A numpy array from an array, a pyneural Tensor (its ``.data``) or a nested sequence."""
+    if isinstance(x, np.ndarray):
+        return x
+    data = getattr(x, "data", None)
+    if isinstance(data, np.ndarray):
+        return data
+    try:
+        return np.asarray(x)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"{what} must be a numpy array or a Tensor, got {type(x).__name__}") from e
+
+
+def stack_samples(samples):
+    """Default collation: a list of samples (each a tuple of fields) -> a tuple of stacked
+    arrays, one per field."""
+    if not samples:
+        raise ValueError("stack_samples: got an empty list of samples")
+    first = samples[0]
+    if not isinstance(first, (tuple, list)):
+        return (np.stack([np.asarray(s) for s in samples]),)
+    return tuple(np.stack([np.asarray(s[f]) for s in samples]) for f in range(len(first)))
+
+
+class Dataset:
+    """Subclass and implement ``__len__`` and ``__getitem__``; override ``get_batch`` when a
+    whole batch can be produced faster than sample by sample."""
+
+    def __len__(self):
+        raise NotImplementedError
+
+    def __getitem__(self, index):
+        raise NotImplementedError
+
+    def get_batch(self, indices):
+        """A tuple of arrays holding the samples at ``indices`` (an int array), stacked."""
+        return stack_samples([self[int(i)] for i in indices])
+
+
+class TensorDataset(Dataset):
+    """Samples are the rows of equally long arrays: ``TensorDataset(images, labels)``."""
+
+    def __init__(self, *arrays):
+        if not arrays:
+            raise ValueError("TensorDataset: needs at least one array")
+        self.arrays = tuple(as_array(a, f"TensorDataset: argument {i}") for i, a in enumerate(arrays))
+        for i, a in enumerate(self.arrays):
+            if a.ndim == 0:
+                raise ValueError(f"TensorDataset: argument {i} is a scalar; every argument needs a "
+                                 f"first (sample) dimension")
+        lengths = [a.shape[0] for a in self.arrays]
+        if len(set(lengths)) != 1:
+            shapes = ", ".join(str(a.shape) for a in self.arrays)
+            raise ValueError(f"TensorDataset: arrays must have the same first dimension, got shapes {shapes}")
+
+    def __len__(self):
+        return self.arrays[0].shape[0]
+
+    def __getitem__(self, index):
+        return tuple(a[index] for a in self.arrays)
+
+    def get_batch(self, indices):
+        # Fancy indexing always copies: a batch never aliases the dataset, so in-place work on a
+        # batch (augmentation, a fused kernel writing into its input) cannot corrupt the data.
+        return tuple(a[indices] for a in self.arrays)
+
+    def __repr__(self):
+        shapes = ", ".join(f"{a.shape} {a.dtype}" for a in self.arrays)
+        return f"TensorDataset({len(self)} samples: {shapes})"

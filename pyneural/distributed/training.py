@@ -1,0 +1,110 @@
+"""DistributedTrainer: ``pyneural.trainer.Trainer`` for a DistributedDataParallel model.
+
+What changes against one process, and why:
+
+* The loss of the epoch's last step is weighted (``DistributedSampler.step_loss_weight``): the
+  sampler pads the epoch to a multiple of N ranks, and the real samples of the last step are
+  split unevenly, so each rank takes the mean over its real samples only and scales it by
+  ``N * real_local / real_step``. Averaged over ranks, that is the single-process gradient of
+  the step's real samples, so N ranks reproduce one process with the global batch.
+* ``finish_gradient_sync()`` runs between backward and the optimizer step (a no-op unless a
+  parameter got no gradient this step).
+* The epoch's loss and image count are combined over ranks (one small allreduce per epoch), so
+  the printed loss and images/s describe the whole job; the time is the slowest rank's.
+* With a timeline, every step records its data wait, backward and optimizer step (forward and
+  the bucket collectives are recorded by the DDP wrapper).
+"""
+import time
+
+import numpy as np
+
+from ..trainer import Trainer
+from ..optim import clip_grad_norm_
+from .collectives import allreduce_
+
+
+class _TimedBatches:
+    """Wraps a batch iterator (or a tqdm bar around one): each ``next`` is a 'data wait' span."""
+
+    def __init__(self, inner, timeline):
+        self._inner, self._timeline = inner, timeline
+
+    def __iter__(self):
+        it = iter(self._inner)
+        while True:
+            start = time.perf_counter()
+            try:
+                batch = next(it)
+            except StopIteration:
+                return
+            self._timeline.record("data wait", start, time.perf_counter())
+            yield batch
+
+    def set_postfix(self, **kwargs):
+        """The Trainer reports the loss through its progress bar; a bare iterator has none."""
+        if hasattr(self._inner, "set_postfix"):
+            self._inner.set_postfix(**kwargs)
+
+
+class DistributedTrainer(Trainer):
+    """``model`` is a DistributedDataParallel; the training loader should use a
+    ``DistributedSampler`` (any other sampler or shuffling trains without loss weighting)."""
+
+    def __init__(self, model, optimizer, timeline=None, **kwargs):
+        super().__init__(model, optimizer, **kwargs)
+        self.timeline = timeline if timeline is not None else model.timeline
+        self._loader = None
+
+    def train_epoch(self, loader, progress=None):
+        self._loader = loader
+        timeline = self.timeline
+
+        def timed_progress(batches, total):
+            return _TimedBatches(progress(batches, total) if progress is not None else batches, timeline)
+
+        mean_loss, images, seconds = super().train_epoch(loader, timed_progress if timeline.enabled else progress)
+        world = self.model.world
+        totals = np.array([mean_loss, images, seconds], dtype=np.float64)
+        allreduce_(world, totals[:2], what="allreduce of epoch loss and images")
+        slowest = totals[2:].copy()
+        allreduce_(world, slowest, op=_mpi_max(), what="allreduce of epoch time")
+        return totals[0] / world.size, int(totals[1]), float(slowest[0])
+
+    def _step_weight(self, batch_len):
+        """(real samples to use, loss weight) for the batch just delivered."""
+        sampler = getattr(self._loader, "sampler", None) if self._loader is not None else None
+        if sampler is None or not hasattr(sampler, "step_loss_weight"):
+            return batch_len, 1.0
+        done = self._loader.state_dict()["batches_done"]
+        index = (done or len(self._loader)) - 1
+        return sampler.step_loss_weight(index, self._loader.batch_size)
+
+    def train_step(self, inputs, targets):
+        real, weight = self._step_weight(len(targets))
+        outputs = self.model(inputs)
+        if real == len(targets) and weight == 1.0:
+            loss = base = self.loss_fn(outputs, targets)
+        elif real == 0:
+            # Only padding on this rank: it must still take part in the step's collectives.
+            base = self.loss_fn(outputs, targets)
+            loss = base * 0.0
+        else:
+            base = self.loss_fn(outputs[:real], targets[:real])
+            loss = base * weight
+        self.optimizer.zero_grad()
+        with self.timeline.span("backward"):
+            loss.backward()
+        self.model.finish_gradient_sync()
+        if self.max_grad_norm is not None:
+            clip_grad_norm_(self.model.parameters(), self.max_grad_norm)
+        with self.timeline.span("optimizer step"):
+            self.optimizer.step()
+        if self.scheduler is not None and self.scheduler_interval == "step":
+            self.scheduler.step()
+        self.global_step += 1
+        return base.item()
+
+
+def _mpi_max():
+    from ._mpi import import_mpi
+    return import_mpi().MAX

@@ -1,0 +1,146 @@
+"""Matrix products: ``matmul`` (2-D through the GEMM kernel, batched/broadcast through
+``xp.matmul``) and ``linear``, the fused ``x @ W^T + b`` with an optional ReLU epilogue.
+
+Linear runs one GEMM with ``trans_b`` (W stays in its (out, in) layout, never copied) and one
+in-place bias+ReLU pass. Its backward is three GEMMs' worth of work at most: the ReLU mask folds
+into the incoming gradient first, then dX = dY W, dW = dY^T X and db = sum(dY).
+"""
+import numpy as np
+
+from pyneural.functions.arithmetic import sum_to
+from pyneural.kernels.activation import bias_relu, relu_backward
+from pyneural.kernels.gemm import gemm
+from pyneural.tensor import Function, Tensor, get_array_module
+
+_ndarray = np.ndarray
+_GEMM_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _operand(a):
+    """``a`` as a C-contiguous array plus a transpose flag, so a transposed view (``W.T``)
+    reaches the GEMM as its contiguous original with trans set instead of being copied."""
+    if a.flags.c_contiguous:
+        return a, False
+    if a.T.flags.c_contiguous:
+        return a.T, True
+    return np.ascontiguousarray(a), False
+
+
+def mm(a, b, trans_a=False, trans_b=False):
+    """op(a) @ op(b) for 2-D numpy arrays, through the GEMM kernel when the dtypes allow."""
+    if type(a) is _ndarray and type(b) is _ndarray and a.dtype == b.dtype and a.dtype in _GEMM_DTYPES \
+            and a.size and b.size:
+        if trans_a:
+            a, ta = _operand(a.T)
+        else:
+            a, ta = _operand(a)
+        if trans_b:
+            b, tb = _operand(b.T)
+        else:
+            b, tb = _operand(b)
+        return gemm(a, b, trans_a=ta, trans_b=tb)
+    return (a.T if trans_a else a) @ (b.T if trans_b else b)
+
+
+class MatMul(Function):
+    def forward(self, a, b):
+        self.a, self.b = a, b
+        if a.ndim == 2 and b.ndim == 2:
+            return mm(a, b)
+        return get_array_module(a).matmul(a, b)
+
+    def backward(self, gy):
+        a, b = self.a, self.b
+        ga = gb = None
+        if a.ndim == 2 and b.ndim == 2:
+            if self.needs_input_grad[0]:
+                ga = mm(gy, b, trans_b=True)
+            if self.needs_input_grad[1]:
+                gb = mm(a, gy, trans_a=True)
+            return ga, gb
+        # Vectors become matrices (a row for a, a column for b) so one batched rule covers all.
+        xp = get_array_module(gy)
+        a2 = a[None, :] if a.ndim == 1 else a
+        b2 = b[:, None] if b.ndim == 1 else b
+        gy2 = gy
+        if a.ndim == 1:
+            gy2 = xp.expand_dims(gy2, -2)
+        if b.ndim == 1:
+            gy2 = xp.expand_dims(gy2, -1)
+        if self.needs_input_grad[0]:
+            ga = sum_to(xp.matmul(gy2, xp.swapaxes(b2, -1, -2)), a2.shape, a.dtype).reshape(a.shape)
+        if self.needs_input_grad[1]:
+            gb = sum_to(xp.matmul(xp.swapaxes(a2, -1, -2), gy2), b2.shape, b.dtype).reshape(b.shape)
+        return ga, gb
+
+
+class Linear(Function):
+    """y = act(x @ W^T + b) for x of shape (..., in), W (out, in), b (out,) or absent."""
+
+    def __init__(self, relu=False):
+        self.relu = relu
+
+    def forward(self, x, w, b=None):
+        x2 = x if x.ndim == 2 else x.reshape(-1, x.shape[-1])
+        if not x2.flags.c_contiguous:
+            x2 = np.ascontiguousarray(x2)
+        y = gemm(x2, w, trans_b=True)
+        if b is not None or self.relu:
+            bias_relu(y, b, relu=self.relu, out=y)
+        self.x2, self.w = x2, w
+        self.lead = x.shape[:-1]
+        if self.relu:
+            self.y = y
+        return y if x.ndim == 2 else y.reshape(self.lead + (w.shape[0],))
+
+    def backward(self, gy):
+        w = self.w
+        gy2 = gy if gy.ndim == 2 else gy.reshape(-1, w.shape[0])
+        if not gy2.flags.c_contiguous:
+            gy2 = np.ascontiguousarray(gy2)
+        if self.relu:
+            gy2 = relu_backward(gy2, self.y)
+        needs = self.needs_input_grad
+        gx = gw = gb = None
+        if needs[0]:
+            gx = gemm(gy2, w)
+            if len(self.lead) != 1:
+                gx = gx.reshape(self.lead + (w.shape[1],))
+        if needs[1]:
+            gw = gemm(gy2, self.x2, trans_a=True)
+        if len(needs) > 2 and needs[2]:
+            gb = gy2.sum(axis=0)
+        return gx, gw, gb
+
+
+def matmul(a, b):
+    if not isinstance(a, Tensor) or not isinstance(b, Tensor):
+        raise TypeError(f"matmul: expected two Tensors, got {type(a).__name__} and {type(b).__name__}")
+    sa, sb = a.data.shape, b.data.shape
+    if not sa or not sb:
+        raise ValueError(f"matmul: both operands need at least 1 dimension, got shapes {sa} and {sb}")
+    ka = sa[-1]
+    kb = sb[0] if len(sb) == 1 else sb[-2]
+    if ka != kb:
+        raise ValueError(f"matmul: shapes {sa} and {sb} cannot be multiplied ({ka} != {kb})")
+    return MatMul().apply(a, b)
+
+
+def linear(x, weight, bias=None, activation=None):
+    """``x @ weight.T + bias``, optionally followed by ``activation`` ("relu" fuses it in)."""
+    shape = x.data.shape
+    wshape = weight.data.shape
+    if len(wshape) != 2 or not shape or shape[-1] != wshape[1]:
+        raise ValueError(f"linear: input of shape {shape} does not match weight of shape {wshape} "
+                         f"(expected input (..., {wshape[-1] if wshape else '?'}))")
+    if activation is None:
+        relu = False
+    elif activation == "relu":
+        relu = True
+    else:
+        raise ValueError(f"linear: activation must be None or 'relu', got {activation!r}")
+    if x.data.dtype != weight.data.dtype:
+        raise TypeError(f"linear: input dtype {x.data.dtype} differs from weight dtype {weight.data.dtype}")
+    if bias is None:
+        return Linear(relu).apply(x, weight)
+    return Linear(relu).apply(x, weight, bias)

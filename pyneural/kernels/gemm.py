@@ -1,0 +1,81 @@
+"""General matrix multiply: ``alpha * op(a) @ op(b) + beta * out``.
+
+float32 runs the blocked SIMD kernel (``_C.sgemm``, csrc/cpu/gemm.cpp) on the inputs in place, with
+the GIL released; float64 is the numpy reference path used by gradient checks.
+"""
+import numpy as np
+
+from pyneural import _C
+from pyneural.kernels._checks import check_array, check_output, check_same_dtype
+
+_FN = "gemm"
+_F32 = np.dtype(np.float32)
+
+
+def _op_shape(x, trans):
+    return (x.shape[1], x.shape[0]) if trans else x.shape
+
+
+def _sgemm_fast(a, b, trans_a, trans_b, alpha, beta, out):
+    """The common call, float32 arrays all round, straight to _C.sgemm, which checks every argument
+    itself (rank, shapes, contiguity, zero sizes, writeable and non-overlapping out). Returns None
+    if anything is off, so that gemm() reruns its own checks and names the problem in its words.
+    This saves ~1.2 us per call, a fifth of a 64^3 product."""
+    if not (type(a) is np.ndarray and type(b) is np.ndarray and a.dtype == _F32 and b.dtype == _F32):
+        return None
+    if out is None:
+        if beta != 0.0 or a.ndim != 2 or b.ndim != 2:
+            return None
+        out = np.empty((a.shape[1] if trans_a else a.shape[0], b.shape[0] if trans_b else b.shape[1]), _F32)
+    elif not (type(out) is np.ndarray and out.dtype == _F32):
+        return None
+    try:
+        _C.sgemm(a, b, out, bool(trans_a), bool(trans_b), float(alpha), float(beta))
+    except (ValueError, TypeError):
+        return None
+    return out
+
+
+def gemm(a, b, *, trans_a=False, trans_b=False, alpha=1.0, beta=0.0, out=None):
+    """Return ``alpha * op(a) @ op(b) + beta * out`` where op transposes when its flag is set.
+
+    ``a`` and ``b`` are C-contiguous 2-D float32 or float64 arrays of one dtype (a transposed operand
+    is passed untransposed with its flag set: no copy is made). ``out`` (M x N, same dtype) receives
+    the result; if it is None a new array is returned and ``beta`` must be 0. With ``beta == 0`` the
+    old contents of ``out`` are never read (NaN there does not propagate).
+    """
+    result = _sgemm_fast(a, b, trans_a, trans_b, alpha, beta, out)
+    if result is not None:
+        return result
+
+    check_array(_FN, "a", a, ndim=2)
+    check_array(_FN, "b", b, ndim=2)
+    if b.dtype != a.dtype or (isinstance(out, np.ndarray) and out.dtype != a.dtype):
+        check_same_dtype(_FN, a=a, b=b, out=out)  # raises, naming the dtypes
+    m, k = _op_shape(a, trans_a)
+    kb, n = _op_shape(b, trans_b)
+    if k != kb:
+        raise ValueError(f"{_FN}: inner dimensions differ: op(a) is {m}x{k} (a.shape {a.shape}, "
+                         f"trans_a={trans_a}) but op(b) is {kb}x{n} (b.shape {b.shape}, trans_b={trans_b})")
+    alpha, beta = float(alpha), float(beta)
+    if out is None:
+        if beta != 0.0:
+            raise ValueError(f"{_FN}: beta={beta} needs an out array to accumulate into")
+        out = np.empty((m, n), dtype=a.dtype)
+    else:
+        check_output(_FN, "out", out, (m, n), a.dtype)
+        if a.dtype != np.float32 and (np.may_share_memory(out, a) or np.may_share_memory(out, b)):
+            # (_C.sgemm makes the same check for float32 itself.)
+            raise ValueError(f"{_FN}: out (shape {out.shape}) overlaps an input; pass a separate array")
+
+    if a.dtype == np.float32:
+        _C.sgemm(a, b, out, bool(trans_a), bool(trans_b), alpha, beta)
+        return out
+
+    product = (a.T if trans_a else a) @ (b.T if trans_b else b)
+    if alpha != 1.0:
+        product *= alpha
+    if beta != 0.0:
+        product += beta * out
+    out[...] = product
+    return out

@@ -1,0 +1,16 @@
+"""pyneural.nn: Module, Parameter and the layers."""
+from pyneural.nn import init
+from pyneural.nn.activation import GELU, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh
+from pyneural.nn.container import ModuleList, Sequential
+from pyneural.nn.conv import AvgPool2d, Conv2d, MaxPool2d
+from pyneural.nn.dropout import Dropout
+from pyneural.nn.linear import Flatten, Identity, Linear
+from pyneural.nn.loss import CrossEntropyLoss, MSELoss
+from pyneural.nn.module import Module, Parameter
+from pyneural.nn.normalization import BatchNorm1d, BatchNorm2d
+from pyneural.nn.sparse import Embedding
+from pyneural import functional
+
+__all__ = ["Module", "Parameter", "Sequential", "ModuleList", "Linear", "Conv2d", "MaxPool2d", "AvgPool2d",
+           "BatchNorm1d", "BatchNorm2d", "ReLU", "GELU", "Tanh", "Sigmoid", "Softmax", "LogSoftmax", "Dropout",
+           "Flatten", "Identity", "Embedding", "CrossEntropyLoss", "MSELoss", "init", "functional"]

@@ -1,0 +1,89 @@
+"""Adam and AdamW.
+
+Both keep running averages of the gradient (``exp_avg``) and of its square (``exp_avg_sq``) and
+take a bias-corrected step (Kingma & Ba, 2015):
+
+    m = b1 * m + (1 - b1) * g
+    v = b2 * v + (1 - b2) * g*g
+    p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
+
+They differ only in weight decay. Adam adds ``weight_decay * p`` to the gradient (L2, which the
+adaptive denominator then rescales per coordinate); AdamW decays the weights directly,
+``p *= 1 - lr * weight_decay``, before the step (Loshchilov & Hutter, "Decoupled Weight Decay").
+The order of operations follows ``torch.optim.Adam``/``AdamW`` so float32 results agree closely.
+
+All arithmetic writes into the state arrays, the parameter or two scratch views (``out=``): no
+allocation per step.
+"""
+import math
+
+import numpy as np
+
+from .optimizer import Optimizer
+
+
+class Adam(Optimizer):
+    _decoupled = False
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
+
+    def _check_group(self, group):
+        name = type(self).__name__
+        for key in ("lr", "eps", "weight_decay"):
+            value = group[key]
+            if not isinstance(value, (int, float, np.floating)) or value < 0:
+                raise ValueError(f"{name}: {key} must be a number >= 0, got {value!r}")
+            group[key] = float(value)
+        try:
+            b1, b2 = (float(b) for b in group["betas"])
+        except (TypeError, ValueError):
+            raise ValueError(f"{name}: betas must be a pair of floats, got {group['betas']!r}") from None
+        if not (0.0 <= b1 < 1.0 and 0.0 <= b2 < 1.0):
+            raise ValueError(f"{name}: betas must lie in [0, 1), got ({b1}, {b2})")
+        group["betas"] = (b1, b2)
+
+    def _update(self, param, grad, state, group):
+        lr, eps, wd = group["lr"], group["eps"], group["weight_decay"]
+        b1, b2 = group["betas"]
+        if not state:
+            state["step"] = 0
+            state["exp_avg"] = np.zeros_like(param)
+            state["exp_avg_sq"] = np.zeros_like(param)
+        state["step"] += 1
+        t = state["step"]
+        m, v = state["exp_avg"], state["exp_avg_sq"]
+        work = self._scratch_like(param, 0)
+
+        g = grad
+        if wd != 0:
+            if self._decoupled:
+                param *= 1.0 - lr * wd
+            else:
+                g = self._scratch_like(param, 1)
+                np.multiply(param, wd, out=g)
+                g += grad
+
+        m *= b1
+        np.multiply(g, 1.0 - b1, out=work)
+        m += work
+        v *= b2
+        np.multiply(g, g, out=work)
+        work *= 1.0 - b2
+        v += work
+
+        step_size = lr / (1.0 - b1 ** t)
+        np.sqrt(v, out=work)
+        work /= math.sqrt(1.0 - b2 ** t)
+        work += eps
+        np.divide(m, work, out=work)
+        work *= -step_size
+        param += work
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (default 0.01, as in PyTorch)."""
+    _decoupled = True
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01):
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)

@@ -1,0 +1,66 @@
+"""Stochastic gradient descent with momentum, dampening, Nesterov momentum and L2 weight decay.
+
+The update follows PyTorch's formulation (so results match ``torch.optim.SGD`` step for step):
+
+    g   = grad + weight_decay * p
+    buf = g                                   on the first step
+    buf = momentum * buf + (1 - dampening) * g   afterwards
+    g   = g + momentum * buf   (Nesterov)   or   g = buf
+    p  -= lr * g
+
+Every operation writes into the momentum buffer, the parameter or the optimizer's scratch
+buffer (``out=``), so a step allocates nothing: with ~10 parameters of up to a few hundred
+thousand floats each, temporaries would cost as much as the arithmetic.
+"""
+import numpy as np
+
+from .optimizer import Optimizer
+
+
+class SGD(Optimizer):
+    def __init__(self, params, lr=0.01, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False):
+        super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
+                                      weight_decay=weight_decay, nesterov=nesterov))
+
+    def _check_group(self, group):
+        for key in ("lr", "momentum", "weight_decay"):
+            value = group[key]
+            if not isinstance(value, (int, float, np.floating)) or value < 0:
+                raise ValueError(f"SGD: {key} must be a number >= 0, got {value!r}")
+            group[key] = float(value)
+        group["dampening"] = float(group["dampening"])
+        group["nesterov"] = bool(group["nesterov"])
+        if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
+            raise ValueError(f"SGD: Nesterov momentum needs momentum > 0 and dampening == 0, got "
+                             f"momentum={group['momentum']}, dampening={group['dampening']}")
+
+    def _update(self, param, grad, state, group):
+        lr, momentum, wd = group["lr"], group["momentum"], group["weight_decay"]
+        if wd != 0:
+            g = self._scratch_like(param, 0)
+            np.multiply(param, wd, out=g)
+            g += grad
+        else:
+            g = grad
+        if momentum != 0:
+            buf = state.get("momentum_buffer")
+            if buf is None:
+                buf = state["momentum_buffer"] = g.astype(param.dtype, copy=True)
+            else:
+                buf *= momentum
+                if group["dampening"] == 0:
+                    buf += g
+                else:
+                    step = self._scratch_like(param, 1)
+                    np.multiply(g, 1.0 - group["dampening"], out=step)
+                    buf += step
+            if group["nesterov"]:
+                step = self._scratch_like(param, 1)
+                np.multiply(buf, momentum, out=step)
+                step += g
+                g = step
+            else:
+                g = buf
+        step = self._scratch_like(param, 1)
+        np.multiply(g, -lr, out=step)
+        param += step

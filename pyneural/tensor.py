@@ -1,0 +1,828 @@
+"""The Tensor and the define-by-run autograd engine.
+
+A Tensor wraps an array (``.data``: numpy now, CuPy later) and, when it was produced by a
+differentiable op while grad mode was on, the ``Function`` node that made it (``grad_fn``).
+Function nodes link to their *parent nodes*, not to their input tensors: a parent is the input's
+own ``grad_fn``, or the input tensor itself when it is a leaf that requires grad. So an
+intermediate array lives only as long as someone (a user variable, or a Function that retained it
+for its backward) holds it.
+
+``Tensor.backward`` walks the graph once to count, for every node, how many gradient
+contributions it will receive, then runs each Function's ``backward`` as soon as all of its
+contributions are in (Kahn's algorithm on the reversed graph). A leaf's ``.grad`` is written, and
+its post-accumulate hooks fire, the moment its last contribution arrives, which lets distributed
+training start all-reducing a bucket while the rest of backward still runs.
+"""
+import threading
+
+import numpy as np
+
+_ndarray = np.ndarray
+
+
+def get_array_module(x):
+    """numpy for numpy arrays (and anything else), cupy for cupy arrays: the one place that
+    tells devices apart, so the ops can be written once against ``xp``."""
+    if type(x) is _ndarray:
+        return np
+    module = type(x).__module__
+    if module.startswith("cupy"):
+        import cupy
+        return cupy
+    return np
+
+
+def _device_of(array):
+    return "cpu" if get_array_module(array) is np else "cuda"
+
+
+# ---- grad mode -----------------------------------------------------------------------------
+
+class _GradMode(threading.local):
+    # Thread-local like PyTorch's: a data-loading or communication thread never flips the
+    # training thread's mode.
+    enabled = True
+
+
+_grad_mode = _GradMode()
+
+
+def is_grad_enabled():
+    """True when ops record the graph for backward."""
+    return _grad_mode.enabled
+
+
+def _with_grad_mode(fn, mode):
+    def wrapper(*args, **kwargs):
+        prev = _grad_mode.enabled
+        _grad_mode.enabled = mode
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            _grad_mode.enabled = prev
+    wrapper.__name__ = getattr(fn, "__name__", "wrapper")
+    wrapper.__doc__ = getattr(fn, "__doc__", None)
+    wrapper.__wrapped__ = fn
+    return wrapper
+
+
+class _GradModeContext:
+    _mode = True
+
+    def __enter__(self):
+        self.prev = _grad_mode.enabled
+        _grad_mode.enabled = self._mode
+        return self
+
+    def __exit__(self, *exc):
+        _grad_mode.enabled = self.prev
+        return False
+
+    def __call__(self, fn):
+        return _with_grad_mode(fn, self._mode)
+
+
+class no_grad(_GradModeContext):
+    """Context manager / decorator: ops inside record no graph (inference, optimizer steps)."""
+    _mode = False
+
+
+class enable_grad(_GradModeContext):
+    """Context manager / decorator: turn graph recording back on inside a ``no_grad`` block."""
+    _mode = True
+
+
+class set_grad_enabled(_GradModeContext):
+    """Turn graph recording on or off: as a plain call (takes effect at once), as a context
+    manager (restored on exit) or as a decorator."""
+
+    def __init__(self, mode):
+        self._mode = bool(mode)
+        self.prev = _grad_mode.enabled
+        _grad_mode.enabled = self._mode
+
+    def __enter__(self):
+        return self
+
+    def __call__(self, fn):
+        _grad_mode.enabled = self.prev  # used as a decorator: undo the switch made at construction
+        return _with_grad_mode(fn, self._mode)
+
+
+# ---- Function nodes ------------------------------------------------------------------------
+
+class Function:
+    """One differentiable op: ``forward`` on arrays and ``backward`` on arrays, side by side.
+
+    Subclasses implement ``forward(*arrays) -> array`` (stashing on ``self`` whatever backward
+    needs, and nothing more) and ``backward(gy) -> tuple`` with one gradient array (or None)
+    per input. ``self.needs_input_grad`` (a tuple of bools, set before ``forward`` runs) says which
+    input gradients are wanted; backward computes only those. Call ``SomeOp(config).apply(*tensors)``.
+    """
+    __slots__ = ("parents", "needs_input_grad", "_freed", "_retained", "__dict__", "__weakref__")
+
+    def apply(self, *inputs):
+        if _grad_mode.enabled:
+            needs = tuple([x.requires_grad for x in inputs])
+            if True in needs:
+                self.needs_input_grad = needs
+                self.parents = tuple([(x._creator or x) if x.requires_grad else None for x in inputs])
+                self._freed = False
+                self._retained = None
+                y = self.forward(*[x.data for x in inputs])
+                if type(y) is not _ndarray and isinstance(y, np.generic):
+                    y = np.asarray(y)
+                out = _new_tensor(Tensor)
+                out.data = y
+                out.grad = None
+                out.requires_grad = True
+                out._creator = self
+                out._hooks = None
+                return out
+        y = self.forward(*[x.data for x in inputs])
+        if type(y) is not _ndarray and isinstance(y, np.generic):
+            y = np.asarray(y)
+        out = _new_tensor(Tensor)
+        out.data = y
+        out.grad = None
+        out.requires_grad = False
+        out._creator = None
+        out._hooks = None
+        return out
+
+    def forward(self, *arrays):
+        raise NotImplementedError
+
+    def backward(self, gy):
+        raise NotImplementedError
+
+    def _release(self):
+        # Drop everything forward stashed for backward; the parent links stay so that a second
+        # backward through this node can say what went wrong instead of silently stopping here.
+        self.__dict__.clear()
+        self._freed = True
+
+    @property
+    def name(self):
+        return type(self).__name__ + "Backward"
+
+    def __repr__(self):
+        return f"<{self.name}>"
+
+
+def wrap(array, requires_grad=False):
+    """A leaf Tensor around ``array`` without copying or checking (the ops' fast path)."""
+    out = _new_tensor(Tensor)
+    out.data = array
+    out.grad = None
+    out.requires_grad = requires_grad
+    out._creator = None
+    out._hooks = None
+    return out
+
+
+# ---- hooks ---------------------------------------------------------------------------------
+
+class RemovableHandle:
+    """Returned by hook registration; ``remove()`` unregisters the hook (idempotent)."""
+    _next_id = 0
+
+    def __init__(self, hooks):
+        self._hooks = hooks
+        self.id = RemovableHandle._next_id
+        RemovableHandle._next_id += 1
+
+    def remove(self):
+        self._hooks.pop(self.id, None)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.remove()
+
+
+# ---- the backward engine -------------------------------------------------------------------
+
+def _count_contributions(root):
+    """Every node reachable from ``root`` mapped to the number of gradient contributions it
+    will receive (one per graph edge into it)."""
+    pending = {}
+    stack = [root]
+    while stack:
+        fn = stack.pop()
+        if fn._freed:
+            raise RuntimeError(
+                f"Trying to backward through the graph a second time: {fn.name} already freed the "
+                f"arrays it saved. Pass retain_graph=True to the first backward() to keep them.")
+        for p in fn.parents:
+            if p is None:
+                continue
+            n = pending.get(p)
+            if n is None:
+                pending[p] = 1
+                if not isinstance(p, Tensor):
+                    stack.append(p)
+            else:
+                pending[p] = n + 1
+    return pending
+
+
+def _accumulate_leaf(leaf, g, owned):
+    """Add the finished gradient ``g`` into ``leaf.grad``, then fire its hooks.
+
+    ``owned`` says ``g`` is an array nobody else holds. Otherwise it may be the incoming
+    gradient of a node passed straight through (add), a read-only broadcast view (sum) or a view
+    of another array, and storing it would let a later in-place update of ``.grad`` (an
+    optimizer, an all-reduce hook) write into memory that is not the gradient's own.
+    """
+    data = leaf.data
+    if g.shape != data.shape:
+        raise RuntimeError(f"autograd: gradient of shape {g.shape} computed for a leaf of shape {data.shape}")
+    if g.dtype != data.dtype:
+        g = g.astype(data.dtype)
+        owned = True
+    if leaf.grad is None:
+        if not owned or g.base is not None or not g.flags.writeable:
+            g = g.copy()
+        leaf.grad = wrap(g)
+    else:
+        leaf.grad.data += g
+    if leaf._hooks:
+        for hook in list(leaf._hooks.values()):
+            hook(leaf)
+
+
+def run_backward(root_tensor, grad, retain_graph=False):
+    """Backpropagate ``grad`` (an array shaped like ``root_tensor``) through the graph."""
+    root = root_tensor._creator
+    if root is None:
+        _accumulate_leaf(root_tensor, grad, owned=False)
+        return
+    pending = _count_contributions(root)
+    grads = {root: grad}
+    borrowed = set()  # nodes whose gradient so far is some node's incoming gradient passed through
+    ready = [root]
+    with no_grad():
+        while ready:
+            fn = ready.pop()
+            parents = fn.parents
+            gy = grads.pop(fn, None)
+            if gy is None:
+                # Every consumer returned None for this node: nothing to propagate, but the
+                # counts below must still drop so leaves fed from other branches complete.
+                gxs = (None,) * len(parents)
+            else:
+                if fn._retained is not None:
+                    t = fn._retained()
+                    if t is not None:
+                        t.grad = wrap(gy.copy())
+                gxs = fn.backward(gy)
+            if not retain_graph:
+                fn._release()
+            for i in range(len(parents)):
+                p = parents[i]
+                if p is None:
+                    continue
+                gx = gxs[i]
+                if gx is not None:
+                    if type(gx) is not _ndarray and isinstance(gx, np.generic):
+                        gx = np.asarray(gx)
+                    prev = grads.get(p)
+                    if prev is None:
+                        grads[p] = gx
+                        if gx is gy:
+                            borrowed.add(p)
+                    else:
+                        grads[p] = prev + gx  # out of place: prev may be someone else's array
+                        borrowed.discard(p)
+                n = pending[p] - 1
+                pending[p] = n
+                if n == 0:
+                    if isinstance(p, Tensor):
+                        g = grads.pop(p, None)
+                        if g is not None:
+                            _accumulate_leaf(p, g, p not in borrowed)
+                    else:
+                        ready.append(p)
+
+
+# ---- Tensor --------------------------------------------------------------------------------
+
+def _default_array(data, dtype=None):
+    """``data`` as a fresh array; float64 data becomes float32 unless ``dtype`` says otherwise
+    (PyTorch's default dtype), Python ints become int64 and bools stay bool."""
+    if isinstance(data, Tensor):
+        data = data.data
+    xp = get_array_module(data)
+    if dtype is not None:
+        return xp.array(data, dtype=dtype)
+    arr = xp.array(data)
+    if arr.dtype == np.float64:
+        arr = arr.astype(np.float32)
+    elif arr.dtype.kind in "iu" and arr.dtype != np.int64 and not isinstance(data, xp.ndarray):
+        arr = arr.astype(np.int64)  # Python ints; a numpy integer array keeps its dtype
+    elif arr.dtype.kind not in "biuf":
+        raise TypeError(f"tensor: cannot build a tensor from data of dtype {arr.dtype}")
+    return arr
+
+
+class Tensor:
+    """An n-dimensional array with autograd.
+
+    ``Tensor(array)`` wraps a numpy array as it is (no copy, dtype kept); ``pyneural.tensor(data)``
+    copies and applies the default dtype. ``.data`` is the underlying array (numpy here, unlike
+    PyTorch where it is a Tensor); ``.grad`` is a Tensor or None.
+    """
+    __slots__ = ("data", "grad", "requires_grad", "_creator", "_hooks", "__weakref__")
+    # numpy defers to our reflected operators: ``ndarray * tensor`` gives a Tensor.
+    __array_ufunc__ = None
+    __hash__ = object.__hash__
+
+    def __init__(self, data, requires_grad=False):
+        if isinstance(data, Tensor):
+            data = data.data
+        elif type(data) is not _ndarray and get_array_module(data) is np:
+            data = _default_array(data)
+        self.data = data
+        self.grad = None
+        self._creator = None
+        self._hooks = None
+        self.requires_grad = False
+        if requires_grad:
+            self.requires_grad_(True)
+
+    # -- properties -----------------------------------------------------------------------
+    @property
+    def shape(self):
+        return self.data.shape
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    @property
+    def ndim(self):
+        return self.data.ndim
+
+    @property
+    def device(self):
+        return _device_of(self.data)
+
+    @property
+    def is_leaf(self):
+        return self._creator is None
+
+    @property
+    def grad_fn(self):
+        return self._creator
+
+    @property
+    def T(self):
+        return _shape.permute(self, tuple(range(self.data.ndim - 1, -1, -1)))
+
+    @property
+    def mT(self):
+        return _shape.transpose(self, -2, -1)
+
+    def size(self, dim=None):
+        return self.data.shape if dim is None else self.data.shape[dim]
+
+    def dim(self):
+        return self.data.ndim
+
+    def numel(self):
+        return int(self.data.size)
+
+    def __len__(self):
+        if self.data.ndim == 0:
+            raise TypeError("len() of a 0-d tensor")
+        return self.data.shape[0]
+
+    def is_floating_point(self):
+        return self.data.dtype.kind == "f"
+
+    # -- conversion -----------------------------------------------------------------------
+    def numpy(self):
+        """The underlying numpy array (shared memory, like PyTorch)."""
+        if self.requires_grad:
+            raise RuntimeError("Can't call numpy() on a Tensor that requires grad. "
+                               "Use tensor.detach().numpy() instead.")
+        if get_array_module(self.data) is not np:
+            raise TypeError("can't convert a cuda tensor to numpy: use tensor.cpu() first")
+        return self.data
+
+    def item(self):
+        if self.data.size != 1:
+            raise ValueError(f"item(): only a one-element tensor converts to a Python scalar, "
+                             f"got shape {self.data.shape}")
+        return self.data.reshape(()).item()
+
+    def tolist(self):
+        return self.data.tolist()
+
+    def __float__(self):
+        return float(self.item())
+
+    def __int__(self):
+        return int(self.item())
+
+    def __index__(self):
+        if self.data.dtype.kind not in "iu":
+            raise TypeError(f"only integer tensors can be used as an index, got {self.data.dtype}")
+        return int(self.item())
+
+    def __bool__(self):
+        if self.data.size != 1:
+            raise RuntimeError(f"Boolean value of a tensor with {self.data.size} elements is ambiguous")
+        return bool(self.item())
+
+    def __iter__(self):
+        if self.data.ndim == 0:
+            raise TypeError("iteration over a 0-d tensor")
+        return (self[i] for i in range(self.data.shape[0]))
+
+    def __repr__(self):
+        body = np.array2string(np.asarray(self.data), separator=", ", prefix="tensor(")
+        extras = []
+        if self.data.dtype != np.float32 and self.data.dtype != np.int64 and self.data.dtype != np.bool_:
+            extras.append(f"dtype={self.data.dtype}")
+        if self._creator is not None:
+            extras.append(f"grad_fn={self._creator!r}")
+        elif self.requires_grad:
+            extras.append("requires_grad=True")
+        return "tensor(" + body + "".join(", " + e for e in extras) + ")"
+
+    def detach(self):
+        """A new leaf sharing this tensor's data, cut from the graph."""
+        return wrap(self.data)
+
+    def detach_(self):
+        self._creator = None
+        self.requires_grad = False
+        return self
+
+    def clone(self):
+        return _elementwise.clone(self)
+
+    def contiguous(self):
+        return _shape.contiguous(self)
+
+    def to(self, target=None, dtype=None):
+        """``.to("cpu")``, ``.to(dtype)`` or ``.to("cpu", dtype)``; CUDA needs the GPU backend."""
+        if target is not None and not isinstance(target, str):
+            target, dtype = None, target
+        if target is not None:
+            device = target.split(":")[0]
+            if device == "cuda":
+                raise RuntimeError("Tensor.to('cuda'): pyneural's GPU backend is not available in this build")
+            if device != "cpu":
+                raise ValueError(f"Tensor.to: unknown device {target!r} (expected 'cpu' or 'cuda')")
+        if dtype is not None and np.dtype(dtype) != self.data.dtype:
+            return _elementwise.cast(self, np.dtype(dtype))
+        return self
+
+    def cpu(self):
+        return self.to("cpu")
+
+    def cuda(self):
+        return self.to("cuda")
+
+    def type(self, dtype):
+        return self.to(dtype=dtype)
+
+    def float(self):
+        return self.to(dtype=np.float32)
+
+    def double(self):
+        return self.to(dtype=np.float64)
+
+    def long(self):
+        return self.to(dtype=np.int64)
+
+    def int(self):
+        return self.to(dtype=np.int32)
+
+    def bool(self):
+        return self.to(dtype=np.bool_)
+
+    # -- autograd ---------------------------------------------------------------------------
+    def requires_grad_(self, requires_grad=True):
+        if self._creator is not None and not requires_grad:
+            raise RuntimeError("requires_grad_(False) on a non-leaf tensor: use detach() instead")
+        if requires_grad and self.data.dtype.kind not in "fc":
+            raise RuntimeError(f"only floating point tensors can require gradients, got {self.data.dtype}")
+        self.requires_grad = bool(requires_grad) or self._creator is not None
+        return self
+
+    def backward(self, gradient=None, retain_graph=False, create_graph=False):
+        """Accumulate d(self)/d(leaf) into every leaf's ``.grad``. ``gradient`` is required
+        unless this tensor holds a single element."""
+        if create_graph:
+            raise NotImplementedError("backward(create_graph=True): higher-order gradients are not supported")
+        if not self.requires_grad:
+            raise RuntimeError("backward(): this tensor does not require grad and has no grad_fn")
+        if gradient is None:
+            if self.data.size != 1:
+                raise RuntimeError(f"backward(): grad can be implicitly created only for a single-element "
+                                   f"tensor, this one has shape {self.data.shape}; pass gradient=")
+            g = get_array_module(self.data).ones_like(self.data)
+        else:
+            g = gradient.data if isinstance(gradient, Tensor) else get_array_module(self.data).asarray(gradient)
+            if g.shape != self.data.shape:
+                raise ValueError(f"backward(): gradient has shape {g.shape}, the tensor has shape {self.data.shape}")
+            if g.dtype != self.data.dtype:
+                g = g.astype(self.data.dtype)
+        run_backward(self, g, retain_graph)
+
+    def retain_grad(self):
+        """Keep ``.grad`` for this non-leaf tensor during backward."""
+        if self._creator is None:
+            return
+        import weakref
+        self._creator._retained = weakref.ref(self)
+
+    def register_post_accumulate_grad_hook(self, hook):
+        """Run ``hook(tensor)`` right after this leaf's ``.grad`` has received its last
+        contribution of a backward pass. Returns a handle with ``.remove()``."""
+        if self._creator is not None:
+            raise RuntimeError("register_post_accumulate_grad_hook: only leaf tensors have "
+                               "accumulated gradients")
+        if not self.requires_grad:
+            raise RuntimeError("register_post_accumulate_grad_hook: the tensor does not require grad")
+        if self._hooks is None:
+            self._hooks = {}
+        handle = RemovableHandle(self._hooks)
+        self._hooks[handle.id] = hook
+        return handle
+
+    # -- in-place data updates (no graph) ---------------------------------------------------
+    def _check_inplace(self, what):
+        if self.requires_grad and _grad_mode.enabled:
+            if self._creator is None:
+                raise RuntimeError(f"{what}: a leaf tensor that requires grad is being used in an in-place "
+                                   f"operation; wrap it in pyneural.no_grad()")
+            raise RuntimeError(f"{what}: in-place operations on tensors in the graph are not supported")
+
+    def zero_(self):
+        self._check_inplace("zero_")
+        self.data[...] = 0
+        return self
+
+    def fill_(self, value):
+        self._check_inplace("fill_")
+        self.data[...] = value
+        return self
+
+    def copy_(self, src):
+        self._check_inplace("copy_")
+        src = src.data if isinstance(src, Tensor) else src
+        self.data[...] = src
+        return self
+
+    def add_(self, other, alpha=1):
+        self._check_inplace("add_")
+        other = other.data if isinstance(other, Tensor) else other
+        if alpha == 1:
+            self.data += other
+        else:
+            self.data += alpha * other
+        return self
+
+    def sub_(self, other, alpha=1):
+        return self.add_(other, alpha=-alpha)
+
+    def mul_(self, other):
+        self._check_inplace("mul_")
+        self.data *= other.data if isinstance(other, Tensor) else other
+        return self
+
+    def div_(self, other):
+        self._check_inplace("div_")
+        self.data /= other.data if isinstance(other, Tensor) else other
+        return self
+
+    def uniform_(self, a=0.0, b=1.0):
+        self._check_inplace("uniform_")
+        from pyneural import random as _random
+        self.data[...] = _random.uniform(a, b, self.data.shape, self.data.dtype)
+        return self
+
+    def normal_(self, mean=0.0, std=1.0):
+        self._check_inplace("normal_")
+        from pyneural import random as _random
+        self.data[...] = _random.normal(mean, std, self.data.shape, self.data.dtype)
+        return self
+
+    # -- arithmetic ---------------------------------------------------------------------------
+    def __add__(self, other):
+        return _arith.add(self, other)
+
+    def __radd__(self, other):
+        return _arith.add(self, other)
+
+    def __sub__(self, other):
+        return _arith.sub(self, other)
+
+    def __rsub__(self, other):
+        return _arith.rsub(self, other)
+
+    def __mul__(self, other):
+        return _arith.mul(self, other)
+
+    def __rmul__(self, other):
+        return _arith.mul(self, other)
+
+    def __truediv__(self, other):
+        return _arith.div(self, other)
+
+    def __rtruediv__(self, other):
+        return _arith.rdiv(self, other)
+
+    def __neg__(self):
+        return _arith.neg(self)
+
+    def __pos__(self):
+        return self
+
+    def __pow__(self, exponent):
+        return _arith.pow(self, exponent)
+
+    def __rpow__(self, base):
+        return _arith.rpow(self, base)
+
+    def __matmul__(self, other):
+        return _matmul.matmul(self, other)
+
+    def __rmatmul__(self, other):
+        return _matmul.matmul(other, self)
+
+    def __getitem__(self, key):
+        return _shape.getitem(self, key)
+
+    def __setitem__(self, key, value):
+        self._check_inplace("__setitem__")
+        key = _shape.index_key(key)
+        self.data[key] = value.data if isinstance(value, Tensor) else value
+
+    # comparisons give non-differentiable bool tensors
+    def __eq__(self, other):
+        return _arith.compare(self, other, "equal")
+
+    def __ne__(self, other):
+        return _arith.compare(self, other, "not_equal")
+
+    def __lt__(self, other):
+        return _arith.compare(self, other, "less")
+
+    def __le__(self, other):
+        return _arith.compare(self, other, "less_equal")
+
+    def __gt__(self, other):
+        return _arith.compare(self, other, "greater")
+
+    def __ge__(self, other):
+        return _arith.compare(self, other, "greater_equal")
+
+    def add(self, other):
+        return _arith.add(self, other)
+
+    def sub(self, other):
+        return _arith.sub(self, other)
+
+    def mul(self, other):
+        return _arith.mul(self, other)
+
+    def div(self, other):
+        return _arith.div(self, other)
+
+    def neg(self):
+        return _arith.neg(self)
+
+    def pow(self, exponent):
+        return _arith.pow(self, exponent)
+
+    def matmul(self, other):
+        return _matmul.matmul(self, other)
+
+    def eq(self, other):
+        return self.__eq__(other)
+
+    def ne(self, other):
+        return self.__ne__(other)
+
+    def lt(self, other):
+        return self.__lt__(other)
+
+    def le(self, other):
+        return self.__le__(other)
+
+    def gt(self, other):
+        return self.__gt__(other)
+
+    def ge(self, other):
+        return self.__ge__(other)
+
+    # -- elementwise math -------------------------------------------------------------------
+    def exp(self):
+        return _elementwise.exp(self)
+
+    def log(self):
+        return _elementwise.log(self)
+
+    def sqrt(self):
+        return _elementwise.sqrt(self)
+
+    def abs(self):
+        return _elementwise.abs(self)
+
+    def clamp(self, min=None, max=None):
+        return _elementwise.clamp(self, min, max)
+
+    def relu(self):
+        return _activation.relu(self)
+
+    def gelu(self):
+        return _activation.gelu(self)
+
+    def tanh(self):
+        return _activation.tanh(self)
+
+    def sigmoid(self):
+        return _activation.sigmoid(self)
+
+    def softmax(self, dim):
+        return _activation.softmax(self, dim)
+
+    def log_softmax(self, dim):
+        return _activation.log_softmax(self, dim)
+
+    # -- reductions -----------------------------------------------------------------------
+    def sum(self, dim=None, keepdim=False):
+        return _reduction.sum(self, dim, keepdim)
+
+    def mean(self, dim=None, keepdim=False):
+        return _reduction.mean(self, dim, keepdim)
+
+    def var(self, dim=None, keepdim=False, unbiased=True):
+        return _reduction.var(self, dim, keepdim, unbiased)
+
+    def max(self, dim=None, keepdim=False):
+        return _reduction.max(self, dim, keepdim)
+
+    def min(self, dim=None, keepdim=False):
+        return _reduction.min(self, dim, keepdim)
+
+    def argmax(self, dim=None, keepdim=False):
+        return _reduction.argmax(self, dim, keepdim)
+
+    def argmin(self, dim=None, keepdim=False):
+        return _reduction.argmin(self, dim, keepdim)
+
+    # -- shape --------------------------------------------------------------------------------
+    def reshape(self, *shape):
+        return _shape.reshape(self, shape[0] if len(shape) == 1 and not isinstance(shape[0], int) else shape)
+
+    def view(self, *shape):
+        return self.reshape(*shape)
+
+    def view_as(self, other):
+        return _shape.reshape(self, other.shape)
+
+    def transpose(self, dim0, dim1):
+        return _shape.transpose(self, dim0, dim1)
+
+    def t(self):
+        if self.data.ndim > 2:
+            raise ValueError(f"t() expects a tensor with <= 2 dimensions, got shape {self.data.shape}")
+        return self.T
+
+    def permute(self, *dims):
+        return _shape.permute(self, dims[0] if len(dims) == 1 and not isinstance(dims[0], int) else dims)
+
+    def flatten(self, start_dim=0, end_dim=-1):
+        return _shape.flatten(self, start_dim, end_dim)
+
+    def squeeze(self, dim=None):
+        return _shape.squeeze(self, dim)
+
+    def unsqueeze(self, dim):
+        return _shape.unsqueeze(self, dim)
+
+    def expand(self, *sizes):
+        return _shape.expand(self, sizes[0] if len(sizes) == 1 and not isinstance(sizes[0], int) else sizes)
+
+    def expand_as(self, other):
+        return _shape.expand(self, other.shape)
+
+
+_new_tensor = object.__new__
+
+# The op families import this module for Tensor and Function, so they are bound at the bottom;
+# the methods above look them up at call time.
+from pyneural.functions import activation as _activation  # noqa: E402
+from pyneural.functions import arithmetic as _arith  # noqa: E402
+from pyneural.functions import elementwise as _elementwise  # noqa: E402
+from pyneural.functions import matmul as _matmul  # noqa: E402
+from pyneural.functions import reduction as _reduction  # noqa: E402
+from pyneural.functions import shape as _shape  # noqa: E402

@@ -1,0 +1,27 @@
+"""Shared test helpers: fresh random inputs, relative error, NaN poisoning."""
+import numpy as np
+import pytest
+
+
+@pytest.fixture
+def rng():
+    """A fresh generator per test, seeded from OS entropy: every run draws new inputs.
+    The seed is printed on failure so a failing draw can be replayed."""
+    seed = np.random.SeedSequence().entropy % (2**32)
+    print(f"rng seed: {seed}")
+    return np.random.default_rng(seed)
+
+
+def rel_err(out, ref):
+    """||out - ref|| / ||ref|| in float64; NaN anywhere in out gives inf."""
+    out = np.asarray(out, dtype=np.float64)
+    ref = np.asarray(ref, dtype=np.float64)
+    if not np.all(np.isfinite(out)):
+        return np.inf
+    denom = np.linalg.norm(ref)
+    return np.linalg.norm(out - ref) / (denom if denom > 0 else 1.0)
+
+
+def poisoned(shape, dtype=np.float32):
+    """An array full of NaN: any element a kernel forgets to write shows up in rel_err."""
+    return np.full(shape, np.nan, dtype=dtype)

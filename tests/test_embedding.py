@@ -1,0 +1,196 @@
+"""Embedding lookup and its dense and row-sparse backward: float32 C++ on every SIMD path against
+the float64 numpy path, which is itself checked against weight[indices] and np.add.at."""
+import numpy as np
+import pytest
+
+from conftest import poisoned, rel_err
+from pyneural import _C
+from pyneural.kernels.embedding import embedding_backward_dense, embedding_backward_sparse, embedding_forward
+
+ISAS = ("generic", "avx2", "avx512")
+
+
+@pytest.fixture(params=ISAS)
+def isa(request):
+    """Run on one SIMD path of the C++ kernels; skipped where the CPU lacks it."""
+    if ISAS.index(request.param) > ISAS.index(_C.detected_isa()):
+        pytest.skip(f"this CPU has no {request.param}")
+    before = _C.active_isa()
+    _C.set_isa(request.param)
+    yield request.param
+    _C.set_isa(before)
+
+
+# (V, D, indices shape): odd widths, a scalar index, 1-D to 3-D indices, enough work to go parallel.
+CASES = [(11, 5, (13,)), (1, 5, (40,)), (50, 37, (6, 7)), (7, 3, ()), (200, 16, (3, 4, 5)), (3000, 64, (4000,))]
+
+
+def add_at_reference(dout, indices, num_embeddings):
+    dweight = np.zeros((num_embeddings, dout.shape[-1]))
+    np.add.at(dweight, indices.reshape(-1), dout.reshape(-1, dout.shape[-1]))
+    return dweight
+
+
+@pytest.mark.parametrize("V,D,shape", CASES)
+def test_forward_float32_matches_float64(isa, rng, V, D, shape):
+    weight = rng.standard_normal((V, D))
+    indices = rng.integers(0, V, shape)
+    ref = embedding_forward(weight, indices)
+    assert ref.shape == shape + (D,) and np.array_equal(ref, weight[indices])
+    w32 = weight.astype(np.float32)
+    assert np.array_equal(embedding_forward(w32, indices), w32[indices])
+    out = poisoned((indices.size, D))
+    _C.embedding_forward(w32, indices, out)
+    assert rel_err(out, ref.reshape(-1, D)) < 1e-7
+
+
+@pytest.mark.parametrize("V,D,shape", CASES)
+def test_backward_float32_matches_float64(isa, rng, V, D, shape):
+    indices = rng.integers(0, V, shape)
+    dout = rng.standard_normal(shape + (D,)).astype(np.float32).astype(np.float64)  # exact in float32
+    ref = embedding_backward_dense(dout, indices, V)
+    assert rel_err(ref, add_at_reference(dout, indices, V)) < 1e-14
+    ref_rows, ref_grads = embedding_backward_sparse(dout, indices, V)
+    assert np.array_equal(ref_rows, np.unique(indices)) and np.array_equal(ref_grads, ref[ref_rows])
+
+    d32 = dout.astype(np.float32)
+    dense = embedding_backward_dense(d32, indices, V)
+    rows, grads = embedding_backward_sparse(d32, indices, V)
+    assert dense.dtype == grads.dtype == np.float32 and rows.dtype == np.int64
+    assert rel_err(dense, ref) < 1e-5
+    assert np.array_equal(rows, ref_rows)
+    assert rel_err(grads, ref_grads) < 1e-5
+
+
+def test_bindings_write_every_output(isa, rng):
+    V, D, n = 40, 9, 30
+    indices = rng.integers(0, V // 2, n)  # rows V/2.. untouched: the dense kernel must zero them
+    dout = rng.standard_normal((n, D)).astype(np.float32)
+    ref = add_at_reference(dout, indices, V)
+    dweight = poisoned((V, D))
+    _C.embedding_backward_dense(dout, indices, dweight)
+    assert rel_err(dweight, ref) < 1e-5
+
+    groups = _C.EmbeddingRowGroups(indices, V)
+    rows = np.full(groups.num_rows, -1, np.int64)
+    grads = poisoned((groups.num_rows, D))
+    groups.rows_into(rows)
+    groups.sum_into(dout, grads)
+    assert np.array_equal(rows, np.unique(indices))
+    assert rel_err(grads, ref[rows]) < 1e-5
+
+
+@pytest.mark.parametrize("n_rows", [1, 7])
+def test_sparse_backward_with_many_duplicates_is_deterministic(isa, rng, n_rows):
+    V, D, n = 100_000, 33, 6000
+    indices = rng.choice(rng.integers(0, V, n_rows), size=n)  # ~6000/n_rows copies of each row
+    dout = rng.standard_normal((n, D)).astype(np.float32)
+    ref = add_at_reference(dout.astype(np.float64), indices, V)
+    rows, grads = embedding_backward_sparse(dout, indices, V)
+    assert np.array_equal(rows, np.unique(indices))
+    assert rel_err(grads, ref[rows]) < 1e-5
+    again_rows, again = embedding_backward_sparse(dout, indices, V)
+    assert np.array_equal(again_rows, rows) and np.array_equal(again.view(np.uint32), grads.view(np.uint32))
+    # The dense backward runs the same plan: the same bits, zeros elsewhere.
+    dense = embedding_backward_dense(dout, indices, V)
+    assert np.array_equal(dense[rows].view(np.uint32), grads.view(np.uint32))
+    assert np.count_nonzero(np.delete(dense, rows, axis=0)) == 0
+
+
+def test_sparse_backward_sums_rows_in_index_order(rng):
+    """Each row is summed serially in the order its indices appear (the documented order that makes the
+    result independent of the thread count), so float32 addition in that order reproduces it bit for bit."""
+    V, D, n = 500, 24, 20000
+    indices = rng.integers(0, 40, n)
+    dout = rng.standard_normal((n, D)).astype(np.float32)
+    rows, grads = embedding_backward_sparse(dout, indices, V)
+    for u, r in enumerate(rows[:5]):
+        acc = np.zeros(D, np.float32)
+        for i in np.flatnonzero(indices == r):
+            acc += dout[i]
+        assert np.array_equal(acc.view(np.uint32), grads[u].view(np.uint32))
+
+
+def test_backward_with_vocabulary_far_larger_than_batch(isa, rng):
+    # V > 32 n groups by sorting instead of counting.
+    V, D, n = 2_000_000, 8, 300
+    indices = rng.integers(0, V, n)
+    indices[::7] = indices[0]
+    dout = rng.standard_normal((n, D)).astype(np.float32)
+    ref_rows, ref_grads = embedding_backward_sparse(dout.astype(np.float64), indices, V)
+    rows, grads = embedding_backward_sparse(dout, indices, V)
+    assert np.array_equal(rows, ref_rows)
+    assert rel_err(grads, ref_grads) < 1e-5
+
+
+# ---- bad input: one test each ------------------------------------------------------------------
+
+def test_forward_rejects_index_too_large():
+    with pytest.raises(ValueError, match=r"indices\[1, 0\] = 5 is out of range for 5 embeddings"):
+        embedding_forward(np.zeros((5, 3), np.float32), np.array([[0], [5]]))
+
+
+def test_backward_rejects_negative_index():
+    with pytest.raises(ValueError, match=r"indices\[2\] = -1 is out of range for 5 embeddings"):
+        embedding_backward_sparse(np.zeros((3, 2), np.float32), np.array([0, 1, -1]), 5)
+
+
+def test_forward_binding_checks_indices_itself():
+    with pytest.raises(ValueError, match=r"indices\[1\] \(flat\) = 9 is out of range for 5 embeddings"):
+        _C.embedding_forward(np.zeros((5, 3), np.float32), np.array([0, 9]), np.empty((2, 3), np.float32))
+
+
+def test_row_groups_binding_checks_indices_itself():
+    with pytest.raises(ValueError, match=r"indices\[0\] \(flat\) = -2 is out of range for 5 embeddings"):
+        _C.EmbeddingRowGroups(np.array([-2, 0]), 5)
+
+
+def test_dense_binding_checks_indices_itself():
+    with pytest.raises(ValueError, match=r"= 5 is out of range for 5 embeddings"):
+        _C.embedding_backward_dense(np.zeros((2, 3), np.float32), np.array([0, 5]), np.empty((5, 3), np.float32))
+
+
+def test_rejects_int32_indices():
+    with pytest.raises(TypeError, match="indices must have dtype int64"):
+        embedding_forward(np.zeros((5, 3), np.float32), np.array([0, 1], np.int32))
+
+
+def test_rejects_1d_weight():
+    with pytest.raises(ValueError, match=r"weight must have 2 dimensions, got shape \(5,\)"):
+        embedding_forward(np.zeros(5, np.float32), np.array([0, 1]))
+
+
+def test_rejects_int_weight():
+    with pytest.raises(TypeError, match="weight must have dtype float32 or float64"):
+        embedding_forward(np.zeros((5, 3), np.int32), np.array([0, 1]))
+
+
+def test_rejects_empty_indices():
+    with pytest.raises(ValueError, match="zero-size"):
+        embedding_forward(np.zeros((5, 3), np.float32), np.zeros(0, np.int64))
+
+
+def test_rejects_non_contiguous_indices():
+    with pytest.raises(ValueError, match="C-contiguous"):
+        embedding_backward_dense(np.zeros((2, 3), np.float32), np.arange(4)[::2], 5)
+
+
+def test_backward_rejects_dout_shape():
+    with pytest.raises(ValueError, match=r"dout has shape \(3, 4\) but indices \(2,\) needs \(2, 'D'\)"):
+        embedding_backward_sparse(np.zeros((3, 4), np.float32), np.array([0, 1]), 5)
+
+
+def test_backward_rejects_zero_embeddings():
+    with pytest.raises(ValueError, match="num_embeddings must be >= 1, got 0"):
+        embedding_backward_dense(np.zeros((2, 3), np.float32), np.array([0, 0]), 0)
+
+
+def test_backward_rejects_float_num_embeddings():
+    with pytest.raises(TypeError, match="num_embeddings must be an int, got float"):
+        embedding_backward_sparse(np.zeros((2, 3), np.float32), np.array([0, 0]), 5.0)
+
+
+def test_sum_into_binding_checks_dout_rows():
+    groups = _C.EmbeddingRowGroups(np.array([0, 2, 2]), 5)
+    with pytest.raises(ValueError, match=r"dout must have shape \(3, D\)"):
+        groups.sum_into(np.zeros((4, 3), np.float32), np.empty((2, 3), np.float32))
