@@ -1,6 +1,19 @@
 """Shared test helpers: fresh random inputs, relative error, NaN poisoning."""
+import os
+
 import numpy as np
 import pytest
+
+import pyneural
+
+
+def subprocess_env(**extra):
+    """Environment for a child Python that must import the *same* pyneural as this test process
+    (the installed package in CI, the in-place build in development), never the bare source tree.
+    Children should also run with ``cwd`` outside the repository for the same reason."""
+    site = os.path.dirname(os.path.dirname(os.path.abspath(pyneural.__file__)))
+    path = [site] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(path), **extra)
 
 
 @pytest.fixture

@@ -7,15 +7,13 @@ import sys
 
 import pytest
 
+from conftest import subprocess_env
 from pyneural import cli
 
-ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir)
 
-
-def run_module(*args, timeout=120):
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]))
+def run_module(*args, timeout=120, cwd=None):
     return subprocess.run([sys.executable, "-m", "pyneural", *args], capture_output=True, text=True,
-                          timeout=timeout, env=env, cwd=ROOT)
+                          timeout=timeout, env=subprocess_env(), cwd=cwd or os.path.expanduser("~"))
 
 
 def accuracies(stdout):

@@ -16,6 +16,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from conftest import subprocess_env
 
 from pyneural.data import DataLoader, TensorDataset
 from pyneural.distributed import DistributedDataParallel, DistributedSampler, Timeline
@@ -322,8 +323,7 @@ def mpirun():
 
 def run_job(mpirun, args, np_=2, timeout=60):
     """Run ``python ARGS`` on ``np_`` ranks; kill the whole job if it outlives ``timeout``."""
-    env = dict(os.environ, OMP_NUM_THREADS="1",
-               PYTHONPATH=os.pathsep.join(p for p in (REPO, os.environ.get("PYTHONPATH")) if p))
+    env = subprocess_env(OMP_NUM_THREADS="1")
     cmd = mpirun + ["-np", str(np_), sys.executable] + list(args)
     start = time.monotonic()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,

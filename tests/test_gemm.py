@@ -6,7 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from conftest import poisoned, rel_err
+from conftest import poisoned, rel_err, subprocess_env
 
 from pyneural import _C
 from pyneural.kernels.gemm import gemm
@@ -162,11 +162,10 @@ print(worst)
 @pytest.mark.parametrize("threads", [None, "1", "3"])
 def test_thread_counts(rng, threads):
     """OpenMP left to its default (all cores), one thread, and more threads than cores."""
-    env = {key: value for key, value in os.environ.items() if key != "OMP_NUM_THREADS"}
+    env = subprocess_env()
+    env.pop("OMP_NUM_THREADS", None)
     if threads is not None:
         env["OMP_NUM_THREADS"] = threads
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
     code = _SUBPROCESS_CHECK.format(seed=int(rng.integers(2**31)))
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
