@@ -16,6 +16,7 @@ from pyneural.functions.reduction import argmax, argmin, max, mean, min, sum, va
 from pyneural.functions.shape import (cat, flatten, permute, reshape, squeeze, stack, transpose,
                                       unsqueeze)
 from pyneural.gradcheck import gradcheck
+from pyneural.checkpoint import load, save
 from pyneural import random, functional, nn, optim, data, datasets  # noqa: E402
 
 long = int64

@@ -30,6 +30,8 @@ def main(argv=None):
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
+    if hasattr(args, "check"):
+        args.check(parser, args)
     try:
         return args.handler(args) or 0
     except KeyboardInterrupt:

@@ -326,7 +326,7 @@ def run_job(mpirun, args, np_=2, timeout=60):
     env = subprocess_env(OMP_NUM_THREADS="1")
     cmd = mpirun + ["-np", str(np_), sys.executable] + list(args)
     start = time.monotonic()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=os.path.expanduser("~"),
                             start_new_session=True)
     try:
         out, err = proc.communicate(timeout=timeout)

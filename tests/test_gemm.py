@@ -167,7 +167,8 @@ def test_thread_counts(rng, threads):
     if threads is not None:
         env["OMP_NUM_THREADS"] = threads
     code = _SUBPROCESS_CHECK.format(seed=int(rng.integers(2**31)))
-    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120,
+                          cwd=os.path.expanduser("~"))
     assert done.returncode == 0, done.stderr
     assert float(done.stdout) < 1e-5
 

@@ -28,7 +28,7 @@ def torch_twins():
 
 @pytest.mark.parametrize("name", ["mlp", "cnn", "resnet_small"])
 def test_models_match_their_torch_twins(rng, name):
-    import torch
+    torch = pytest.importorskip("torch")
     ours = models.MODELS[name]()
     theirs = torch_twins().MODELS[name]()
     state = {k: torch.from_numpy(v) for k, v in ours.state_dict().items()}

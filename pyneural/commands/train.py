@@ -30,8 +30,13 @@ def register(subparsers):
     parser = subparsers.add_parser("train", help="train a model on the digits dataset",
                                    description=__doc__.split("\n\n")[0])
     add_arguments(parser)
-    parser.set_defaults(handler=run)
+    parser.set_defaults(handler=run, check=check_arguments)
     return parser
+
+
+def check_arguments(parser, args):
+    from pyneural.distributed import cli_support
+    cli_support.check_arguments(parser, args)
 
 
 def add_arguments(parser):
@@ -45,10 +50,14 @@ def add_arguments(parser):
                              f"{DEFAULT_LR['sgd']} for sgd, {DEFAULT_LR['adam']} for adam)")
     parser.add_argument("--seed", type=int, default=0, help="seeds initialisation and shuffling (default: 0)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    from pyneural.distributed import cli_support
+    cli_support.add_arguments(parser)
 
 
-def build(args):
-    """The model, optimizer, schedule and loaders that ``args`` describe."""
+def build(args, world=None):
+    """The model, optimizer, schedule and loaders that ``args`` describe. With ``world`` (a
+    distributed run) the training set is sharded by a DistributedSampler and ``--batch-size`` is
+    per rank; rank 0's initial parameters are broadcast later by the DDP wrapper."""
     import pyneural as pn
     from pyneural import models, optim
     from pyneural.data import DataLoader
@@ -56,7 +65,12 @@ def build(args):
 
     pn.manual_seed(args.seed)
     train_set, test_set = digits()
-    train_loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=True, seed=args.seed)
+    if world is None:
+        train_loader = DataLoader(train_set, batch_size=args.batch_size, shuffle=True, seed=args.seed)
+    else:
+        from pyneural.distributed import DistributedSampler
+        sampler = DistributedSampler(train_set, num_replicas=world.size, rank=world.rank, seed=args.seed)
+        train_loader = DataLoader(train_set, batch_size=args.batch_size, sampler=sampler)
     test_loader = DataLoader(test_set, batch_size=512)
     model = models.MODELS[args.model]()
     lr = args.lr if args.lr is not None else DEFAULT_LR[args.optimizer]
@@ -86,21 +100,40 @@ def run(args):
 
     from pyneural.trainer import Trainer
 
-    model, optimizer, scheduler, train_loader, test_loader = build(args)
-    printer = EpochPrinter(args.epochs, lambda line: tqdm.write(line, file=sys.stdout))
-    trainer = Trainer(model, optimizer, scheduler=scheduler, scheduler_interval="step", callbacks=[printer])
-    print(f"training {args.model} on digits ({len(train_loader.dataset)} train / {len(test_loader.dataset)} "
-          f"test images), {args.optimizer}, lr {optimizer.param_groups[0]['lr']}, batch {args.batch_size}, "
-          f"{args.epochs} epochs")
+    world = timeline = None
+    if args.distributed:
+        from pyneural.distributed import cli_support
+        world, timeline = cli_support.setup(args)
+    main_rank = world is None or world.rank == 0
+
+    def write(line):
+        if main_rank:
+            tqdm.write(line, file=sys.stdout)
+
+    model, optimizer, scheduler, train_loader, test_loader = build(args, world)
+    printer = EpochPrinter(args.epochs, write)
+    if world is None:
+        trainer = Trainer(model, optimizer, scheduler=scheduler, scheduler_interval="step", callbacks=[printer])
+    else:
+        from pyneural.distributed.training import DistributedTrainer
+        ddp = cli_support.wrap_model(args, model, timeline)
+        trainer = DistributedTrainer(ddp, optimizer, scheduler=scheduler, scheduler_interval="step",
+                                     callbacks=[printer])
+    ranks = f" on {world.size} ranks (global batch {args.batch_size * world.size})" if world else ""
+    write(f"training {args.model} on digits ({len(train_loader.dataset)} train / {len(test_loader.dataset)} "
+          f"test images), {args.optimizer}, lr {optimizer.param_groups[0]['lr']}, batch {args.batch_size}"
+          f"{ranks}, {args.epochs} epochs")
 
     def progress(batches, total):
         return tqdm(batches, total=total, desc=f"epoch {train_loader.epoch + 1}/{args.epochs}", unit="batch",
-                    leave=False, disable=True if args.no_progress else None)
+                    leave=False, disable=True if args.no_progress or not main_rank else None)
 
     history = trainer.fit(train_loader, args.epochs, eval_loader=test_loader, progress=progress)
     train_seconds = sum(s.seconds for s in history)
     images = sum(s.images_per_s * s.seconds for s in history)
-    print(f"final test accuracy {100 * history[-1].test_accuracy:.2f}% after {args.epochs} epochs; "
+    if world is not None:
+        cli_support.finish(args, ddp, timeline, write)
+    write(f"final test accuracy {100 * history[-1].test_accuracy:.2f}% after {args.epochs} epochs; "
           f"training {train_seconds:.2f} s ({images / train_seconds:,.0f} img/s), "
           f"total {time.perf_counter() - start:.2f} s")
     return 0
