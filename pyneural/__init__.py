@@ -1,6 +1,15 @@
 """pyneural: a small deep-learning library built on hand-written kernels."""
 __version__ = "0.1.0"
 
+try:
+    from pyneural import _C  # noqa: F401  (the compiled CPU kernels; everything below needs them)
+except ImportError as _error:
+    import os as _os
+    raise ImportError(
+        f"pyneural's compiled extension pyneural._C could not be imported from {_os.path.dirname(__file__)} "
+        f"({_error}). If that is a source checkout, install it with 'pip install .' and run from another "
+        f"directory, or build in place (see README, 'Development').") from _error
+
 from pyneural.tensor import (Tensor, enable_grad, get_array_module, is_grad_enabled, no_grad,
                              set_grad_enabled)
 from pyneural.creation import (arange, as_tensor, bool_, empty, empty_like, eye, float16, float32, float64,
