@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import pyneural
+from pyneural import _C
 
 
 def subprocess_env(**extra):
@@ -38,3 +39,17 @@ def rel_err(out, ref):
 def poisoned(shape, dtype=np.float32):
     """An array full of NaN: any element a kernel forgets to write shows up in rel_err."""
     return np.full(shape, np.nan, dtype=dtype)
+
+
+ISAS = ("generic", "avx2", "avx512")
+
+
+@pytest.fixture(params=ISAS)
+def isa(request):
+    """Run a test on one SIMD path of the C++ kernels; skipped where the CPU lacks it."""
+    if ISAS.index(request.param) > ISAS.index(_C.detected_isa()):
+        pytest.skip(f"this CPU has no {request.param}")
+    before = _C.active_isa()
+    _C.set_isa(request.param)
+    yield request.param
+    _C.set_isa(before)

@@ -7,18 +7,6 @@ from conftest import poisoned, rel_err
 from pyneural import _C
 from pyneural.kernels.activation import bias_relu, relu_backward
 
-ISAS = ("generic", "avx2", "avx512")
-
-
-@pytest.fixture(params=ISAS)
-def isa(request):
-    """Run on one SIMD path of the C++ kernels; skipped where the CPU lacks it."""
-    if ISAS.index(request.param) > ISAS.index(_C.detected_isa()):
-        pytest.skip(f"this CPU has no {request.param}")
-    before = _C.active_isa()
-    _C.set_isa(request.param)
-    yield request.param
-    _C.set_isa(before)
 
 
 # (N, F) after Linear, NCHW after Conv2d (odd planes, 1x1 planes), and a 3-D (N, C, L).

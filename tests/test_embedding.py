@@ -7,18 +7,6 @@ from conftest import poisoned, rel_err
 from pyneural import _C
 from pyneural.kernels.embedding import embedding_backward_dense, embedding_backward_sparse, embedding_forward
 
-ISAS = ("generic", "avx2", "avx512")
-
-
-@pytest.fixture(params=ISAS)
-def isa(request):
-    """Run on one SIMD path of the C++ kernels; skipped where the CPU lacks it."""
-    if ISAS.index(request.param) > ISAS.index(_C.detected_isa()):
-        pytest.skip(f"this CPU has no {request.param}")
-    before = _C.active_isa()
-    _C.set_isa(request.param)
-    yield request.param
-    _C.set_isa(before)
 
 
 # (V, D, indices shape): odd widths, a scalar index, 1-D to 3-D indices, enough work to go parallel.

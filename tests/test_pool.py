@@ -7,18 +7,6 @@ from conftest import poisoned, rel_err
 from pyneural import _C
 from pyneural.kernels.pool import avg_pool2d_backward, avg_pool2d_forward, max_pool2d_backward, max_pool2d_forward
 
-ISAS = ("generic", "avx2", "avx512")
-
-
-@pytest.fixture(params=ISAS)
-def isa(request):
-    """Run on one SIMD path of the C++ kernels; skipped where the CPU lacks it."""
-    if ISAS.index(request.param) > ISAS.index(_C.detected_isa()):
-        pytest.skip(f"this CPU has no {request.param}")
-    before = _C.active_isa()
-    _C.set_isa(request.param)
-    yield request.param
-    _C.set_isa(before)
 
 
 # (x shape, kernel_size, stride, padding): odd planes, 1x1 planes, stride > kernel, padding at

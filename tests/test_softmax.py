@@ -8,18 +8,6 @@ from conftest import poisoned, rel_err
 from pyneural import _C
 from pyneural.kernels.softmax import log_softmax, softmax, softmax_cross_entropy, softmax_cross_entropy_backward
 
-ISAS = ("generic", "avx2", "avx512")
-
-
-@pytest.fixture(params=ISAS)
-def isa(request):
-    """Run on one SIMD path of the C++ kernels; skipped where the CPU lacks it."""
-    if ISAS.index(request.param) > ISAS.index(_C.detected_isa()):
-        pytest.skip(f"this CPU has no {request.param}")
-    before = _C.active_isa()
-    _C.set_isa(request.param)
-    yield request.param
-    _C.set_isa(before)
 
 
 # Rows shorter than, between and longer than the 8- and 16-lane vectors, odd lengths, 1-D and 3-D.
