@@ -71,3 +71,53 @@ def report(rows, columns, args, title, plot=None):
         fig.tight_layout()
         fig.savefig(args.plot, dpi=120)
         print(f"wrote {args.plot}")
+
+
+def wait_idle(limit, threshold=0.9, window=0.3):
+    """Wait up to ``limit`` seconds until the CPUs were >= ``threshold`` idle over ``window`` s
+    (Linux /proc/stat; a no-op elsewhere or with limit <= 0)."""
+    import os
+
+    def counters():
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:9]]
+        return sum(fields), fields[3] + fields[4]  # total, idle + iowait
+
+    if limit <= 0 or not os.path.exists("/proc/stat"):
+        return
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        total0, idle0 = counters()
+        time.sleep(window)
+        total1, idle1 = counters()
+        if idle1 - idle0 >= threshold * max(total1 - total0, 1):
+            return
+
+
+def best_interleaved(fns, rounds=3, repeat=3, min_time=0.05, settle=0.3, idle_limit=0.0):
+    """Fastest seconds per call of each of ``fns`` (None entries give None), the functions taking
+    turns for ``rounds`` rounds of ``repeat`` timing windows each (a window loops the call until
+    ``min_time`` has passed). Before each round: wait for idle CPUs (``idle_limit`` s at most), then
+    sleep ``settle`` s so the previous library's worker threads (OpenBLAS, OpenMP) have stopped
+    spinning on the cores. On a shared machine other work only ever slows a window down, so the
+    fastest window is the least disturbed estimate (short windows, many of them, are likelier to
+    find a quiet moment), and alternating exposes every library to the same conditions."""
+    live = [fn for fn in fns if fn is not None]
+    for fn in live:
+        fn()
+    best = {id(fn): float("inf") for fn in live}
+    for _ in range(rounds):
+        for fn in live:
+            wait_idle(idle_limit)
+            time.sleep(settle)
+            fn()  # warm caches and wake this library's threads
+            for _ in range(repeat):
+                n, start = 0, time.perf_counter()
+                while True:
+                    fn()
+                    n += 1
+                    elapsed = time.perf_counter() - start
+                    if elapsed >= min_time:
+                        break
+                best[id(fn)] = min(best[id(fn)], elapsed / n)
+    return [best[id(fn)] if fn is not None else None for fn in fns]

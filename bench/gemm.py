@@ -1,33 +1,43 @@
-"""SGEMM: pyneural's blocked kernel (_C.sgemm) against numpy's BLAS (OpenBLAS), GFLOP/s.
+"""SGEMM: pyneural's blocked kernel (_C.sgemm) against numpy's BLAS (OpenBLAS) and torch (MKL), GFLOP/s.
 
-    python bench/gemm.py                     # square 64..4096 + deep-learning shapes
-    python bench/gemm.py --sizes 1024,2048   # just these squares (and no DL shapes)
-    python bench/gemm.py --isa avx2 --quick  # force a SIMD path, short run
+    python bench/gemm.py                         # squares 64..4096, DL shapes, training shapes
+    python bench/gemm.py --set square            # one set: square, dl or train (comma-separated)
+    python bench/gemm.py --sizes 1024,2048       # just these squares
+    python bench/gemm.py --isa avx2 --quick      # force a SIMD path, short run
 
-Both are timed in the same run, interleaved (ours, numpy, ours, numpy, ...) over --rounds rounds,
-and each keeps its best round: the machine is shared, so only the ratio in one run means much.
-Before each timing the script sleeps --settle seconds: OpenBLAS's idle threads busy-wait for
-~0.1 s after a call (and OpenMP's for a moment), and timing one library while the other's threads
-still spin on the same two cores measures the spinning. --wait-idle additionally waits (Linux) until
-the CPUs are idle before each timing, which keeps other people's jobs on a shared machine out of
-the numbers. Each shape is first checked against numpy.
+ratio = ours / numpy (the issue's goal: >= 0.9 at 1024..4096); vs torch = ours / torch.matmul,
+when torch is installed, on the same number of threads. All libraries are timed in the same run,
+taking turns over --rounds rounds, and each keeps its best (bench/common.py: best_interleaved):
+the machine is shared, so only ratios within one run mean much. Before each timing the script
+sleeps --settle seconds: OpenBLAS's idle threads busy-wait for ~0.1 s after a call, and timing one
+library while another's threads still spin on the same two cores measures the spinning.
+--wait-idle additionally waits (Linux) until the CPUs are idle. Each shape is first checked
+against numpy.
+
+The "train" set is every product one training step of the framework's MLP (64-512-512-10) and
+CNN head (1024-128-10) makes at batch 32, 128 and 512 (pyneural/functions/matmul.py Linear:
+forward x @ W^T, backward dX = dY @ W, dW = dY^T @ X).
 """
 import os
 import sys
-import time
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import parser, report, time_call  # noqa: E402
+from common import best_interleaved, parser, report  # noqa: E402
 
 from pyneural import _C  # noqa: E402
 from pyneural.kernels.gemm import gemm  # noqa: E402
 
+try:
+    import torch
+except ImportError:
+    torch = None
+
 SQUARES = [64, 128, 256, 512, 1024, 2048, 3072, 4096]
 QUICK_SQUARES = [256, 1024, 2048]
 
-# (label, M, N, K, trans_a, trans_b): the shapes a training step of a small network produces.
+# (label, M, N, K, trans_a, trans_b)
 DL_SHAPES = [
     ("linear fwd x@W", 32, 512, 64, False, False),
     ("linear bwd dX=dY@W^T", 32, 64, 512, False, True),
@@ -42,21 +52,21 @@ DL_SHAPES = [
     ("tall-skinny N=16", 8192, 16, 256, False, False),
 ]
 
+# (layer name, in, out, needs dX): Linear layers of the training benchmark's MLP and CNN head.
+TRAIN_LAYERS = [("mlp1", 64, 512, False), ("mlp2", 512, 512, True), ("mlp3", 512, 10, True),
+                ("cnn-fc1", 1024, 128, True), ("cnn-fc2", 128, 10, True)]
+TRAIN_BATCHES = [32, 128, 512]
 
-def wait_idle(limit, threshold=0.9, window=0.5):
-    """Wait up to ``limit`` seconds until the CPUs were >= ``threshold`` idle over ``window`` s."""
-    def counters():
-        with open("/proc/stat") as f:
-            fields = [int(v) for v in f.readline().split()[1:9]]
-        return sum(fields), fields[3]
 
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        total0, idle0 = counters()
-        time.sleep(window)
-        total1, idle1 = counters()
-        if (idle1 - idle0) >= threshold * max(total1 - total0, 1):
-            return
+def train_shapes():
+    shapes = []
+    for batch in TRAIN_BATCHES:
+        for name, fan_in, fan_out, needs_dx in TRAIN_LAYERS:
+            shapes.append((f"B{batch} {name} y=xW^T", batch, fan_out, fan_in, False, True))
+            if needs_dx:
+                shapes.append((f"B{batch} {name} dX=dYW", batch, fan_in, fan_out, False, False))
+            shapes.append((f"B{batch} {name} dW=dY^Tx", fan_out, fan_in, batch, True, False))
+    return shapes
 
 
 def make_case(rng, m, n, k, trans_a, trans_b):
@@ -77,27 +87,25 @@ def measure(label, m, n, k, trans_a, trans_b, args, rng):
     def reference():
         np.matmul(op_a, op_b, out=ref_out)
 
+    theirs = None
+    if torch is not None:
+        t_a, t_b, t_out = torch.from_numpy(op_a), torch.from_numpy(op_b), torch.empty((m, n))
+
+        def theirs():
+            torch.matmul(t_a, t_b, out=t_out)
+
     ours()
     reference()
     err = np.linalg.norm(ours_out - ref_out) / max(np.linalg.norm(ref_out), 1e-30)
     if not err < 1e-5:
         raise SystemExit(f"{label}: ours differs from numpy, relative error {err:.2e}")
 
-    ours_t, ref_t = [], []
-    def settle():
-        time.sleep(args.settle)
-        if args.wait_idle:
-            wait_idle(args.wait_idle)
-
-    for _ in range(args.rounds):
-        settle()
-        ours_t.append(time_call(ours, repeat=args.repeat, min_time=args.min_time))
-        settle()
-        ref_t.append(time_call(reference, repeat=args.repeat, min_time=args.min_time))
-    flops = 2.0 * m * n * k
-    ours_gf, ref_gf = flops / min(ours_t) / 1e9, flops / min(ref_t) / 1e9
+    times = best_interleaved([ours, reference, theirs], rounds=args.rounds, repeat=args.repeat,
+                             min_time=args.min_time, settle=args.settle, idle_limit=args.wait_idle)
+    gf = [None if t is None else 2.0 * m * n * k / t / 1e9 for t in times]
     return {"shape": label, "m": m, "n": n, "k": k, "trans_a": trans_a, "trans_b": trans_b,
-            "ours_gflops": ours_gf, "numpy_gflops": ref_gf, "ratio": ours_gf / ref_gf, "rel_err": float(err)}
+            "ours_gflops": gf[0], "numpy_gflops": gf[1], "torch_gflops": gf[2], "ratio": gf[0] / gf[1],
+            "ratio_torch": gf[0] / gf[2] if gf[2] else None, "rel_err": float(err)}
 
 
 def plot(rows, ax):
@@ -105,6 +113,8 @@ def plot(rows, ax):
     sizes = [r["m"] for r in squares]
     ax.plot(sizes, [r["ours_gflops"] for r in squares], "o-", label="pyneural sgemm")
     ax.plot(sizes, [r["numpy_gflops"] for r in squares], "s--", label="numpy (OpenBLAS)")
+    if squares and squares[0]["torch_gflops"]:
+        ax.plot(sizes, [r["torch_gflops"] for r in squares], "^:", label="torch (MKL)")
     ax.set_xscale("log", base=2)
     ax.set_xlabel("M = N = K")
     ax.set_ylabel("GFLOP/s")
@@ -114,32 +124,45 @@ def plot(rows, ax):
 
 def main():
     p = parser(__doc__.splitlines()[0])
-    p.add_argument("--sizes", help="comma-separated square sizes (default: 64..4096 and the DL shapes)")
+    p.add_argument("--set", default="square,dl,train", help="shape sets: square, dl, train (comma-separated)")
+    p.add_argument("--sizes", help="comma-separated square sizes (replaces the square set)")
     p.add_argument("--isa", choices=["generic", "avx2", "avx512"], help="force a SIMD path")
-    p.add_argument("--quick", action="store_true", help="a few sizes, short timings")
+    p.add_argument("--quick", action="store_true", help="a few squares, short timings")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds per shape (best is kept)")
-    p.add_argument("--min-time", type=float, default=0.1, help="seconds per timed repetition")
-    p.add_argument("--settle", type=float, default=0.3, help="idle seconds before each timing (see above)")
+    p.add_argument("--min-time", type=float, default=0.01, help="seconds per timed repetition")
+    p.add_argument("--settle", type=float, default=0.2, help="idle seconds before each round (see above)")
     p.add_argument("--wait-idle", type=float, default=0.0, metavar="SECONDS",
                    help="before each timing wait up to SECONDS for idle CPUs (shared machines; Linux)")
-    p.add_argument("--no-dl", action="store_true", help="skip the deep-learning shapes")
+    p.set_defaults(repeat=5)
     args = p.parse_args()
     if args.isa:
         _C.set_isa(args.isa)
     if args.quick:
         args.repeat, args.rounds, args.min_time = 1, 2, 0.05
+    threads = int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count())
+    if torch is not None:
+        torch.set_num_threads(threads)
 
-    squares = [int(s) for s in args.sizes.split(",")] if args.sizes else (QUICK_SQUARES if args.quick else SQUARES)
-    cases = [(f"square {s}", s, s, s, False, False) for s in squares]
-    if not (args.sizes or args.no_dl):
+    sets = args.set.split(",")
+    cases = []
+    if args.sizes or "square" in sets:
+        squares = [int(s) for s in args.sizes.split(",")] if args.sizes else (QUICK_SQUARES if args.quick else SQUARES)
+        cases += [(f"square {s}", s, s, s, False, False) for s in squares]
+    if "dl" in sets and not args.sizes:
         cases += [(f"{label} {m}x{n}x{k}", m, n, k, ta, tb) for label, m, n, k, ta, tb in DL_SHAPES]
+    if "train" in sets and not args.sizes:
+        cases += [(f"{label} {m}x{n}x{k}", m, n, k, ta, tb) for label, m, n, k, ta, tb in train_shapes()]
 
     rng = np.random.default_rng(0)
-    rows = [measure(*case, args, rng) for case in cases]
+    rows = []
+    for case in cases:
+        rows.append(measure(*case, args, rng))
+        print(f"  {rows[-1]['shape']:40s} {rows[-1]['ours_gflops']:7.1f} GFLOP/s", file=sys.stderr)
     columns = [("shape", "shape (MxNxK)", "{}"), ("ours_gflops", "ours GFLOP/s", "{:.1f}"),
-               ("numpy_gflops", "numpy GFLOP/s", "{:.1f}"), ("ratio", "ratio", "{:.2f}")]
-    threads = os.environ.get("OMP_NUM_THREADS", "default")
-    title = f"SGEMM, isa={_C.active_isa()}, OMP_NUM_THREADS={threads}, ratio = ours / numpy"
+               ("numpy_gflops", "numpy GFLOP/s", "{:.1f}"), ("torch_gflops", "torch GFLOP/s", "{:.1f}"),
+               ("ratio", "ratio", "{:.2f}"), ("ratio_torch", "vs torch", "{:.2f}")]
+    title = (f"SGEMM, isa={_C.active_isa()}, {threads} threads (ours, torch; numpy's OpenBLAS its default), "
+             f"ratio = ours / numpy, vs torch = ours / torch")
     report(rows, columns, args, title, plot=plot)
 
 

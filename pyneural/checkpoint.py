@@ -404,7 +404,11 @@ def restore_training_state(state, trainer, loader):
 
 class SaveEvery:
     """Trainer callback: a checkpoint every ``every`` optimizer steps, and one at the end of
-    training (``on_train_end``), so the last state is always on disk."""
+    training (``on_train_end``), so the last state is always on disk.
+
+    A step that ends an epoch is saved at ``on_epoch_end`` instead, after the trainer has
+    stepped an epoch-wise schedule, evaluated and recorded the epoch: a checkpoint is always
+    at a point that a resumed run can continue from exactly."""
 
     def __init__(self, checkpointer, loader, every, extra=None):
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
@@ -413,6 +417,7 @@ class SaveEvery:
         self.extra = extra
         self.seconds = 0.0
         self.last_saved_step = None
+        self._pending = False
 
     def save(self, trainer):
         import time
@@ -421,10 +426,19 @@ class SaveEvery:
         extra = self.extra() if callable(self.extra) else self.extra
         self.checkpointer.save(step, training_state(trainer, self.loader, step, extra))
         self.last_saved_step = step
+        self._pending = False
         self.seconds += time.perf_counter() - start
 
     def on_step_end(self, trainer, loss):
         if trainer.global_step % self.every == 0:
+            delivered = getattr(self.loader, "last_delivered", None)
+            if delivered is not None and delivered.epoch != self.loader.epoch:
+                self._pending = True  # the epoch just ended: save once the trainer has closed it
+            else:
+                self.save(trainer)
+
+    def on_epoch_end(self, trainer, stats):
+        if self._pending:
             self.save(trainer)
 
     def on_train_end(self, trainer):

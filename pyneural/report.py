@@ -232,7 +232,9 @@ class UtilizationReport:
     def format(self):
         def share(seconds):
             return f"{seconds:8.3f} s {100 * seconds / self.wall_s if self.wall_s > 0 else 0:5.1f}%"
-        lines = [f"utilization report ({self.device}, {self.steps} steps, {self.samples} samples)",
+        ranks = self.details.get("ranks", 1)
+        scope = f", rank 0 of {ranks}" if ranks > 1 else ""
+        lines = [f"utilization report ({self.device}{scope}, {self.steps} steps, {self.samples} samples)",
                  f"  training wall time    {self.wall_s:8.3f} s",
                  f"  compute               {share(self.compute_s)}",
                  f"  data wait             {share(self.data_wait_s)}"]

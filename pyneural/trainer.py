@@ -2,14 +2,21 @@
 
 ``Trainer`` owns one model, its optimizer and (optionally) a learning-rate schedule and gradient
 clipping. ``fit`` runs passes over a ``DataLoader`` until the loader reaches the requested epoch:
-the loader's ``(epoch, batches_done)`` is the position of the run, so restoring a loader's
-``state_dict`` (with the model's and optimizer's) resumes a run mid-epoch and ``fit`` simply goes on.
+the loader's ``(epoch, position)`` is the position of the run, so restoring a loader's
+``state_dict`` (with the model's, the optimizer's and the trainer's own) resumes a run mid-epoch
+and ``fit`` simply goes on. The trainer's ``state_dict`` holds its step counter, the history and
+the running sums of the epoch in progress, so the resumed epoch reports the same mean loss.
+
+Timing, for the utilization report: ``compute_time`` (inside ``train_step``), ``data_wait_time``
+(blocked on the loader) and ``eval_time``, summed over this object's life; they describe this
+process and are not part of the saved state.
 
 Extension points, so that distributed training, checkpointing or reporting can wrap the loop
 instead of copying it:
   * subclass and override ``train_step`` (e.g. all-reduce gradients between backward and step);
-  * pass ``callbacks``: objects with any of ``on_step_end(trainer, loss)`` and
-    ``on_epoch_end(trainer, stats)`` (the CLI's per-epoch printout is one).
+  * pass ``callbacks``: objects with any of ``on_step_end(trainer, loss)``,
+    ``on_epoch_end(trainer, stats)`` and ``on_train_end(trainer)`` (the CLI's per-epoch printout
+    and ``pyneural.checkpoint.SaveEvery`` are such callbacks).
 """
 import time
 from dataclasses import asdict, dataclass
@@ -53,6 +60,22 @@ class Trainer:
         self.callbacks = list(callbacks)
         self.global_step = 0
         self.history = []
+        self.compute_time = self.data_wait_time = self.eval_time = 0.0
+        self.samples_trained = self.steps_run = 0
+        self._epoch_sums = [0.0, 0]  # loss sum and batches of the epoch in progress
+        self._epoch_lr = None        # the learning rate when it began
+
+    def state_dict(self):
+        """The step counter, the finished epochs' stats and the epoch in progress's running sums."""
+        return {"global_step": self.global_step, "history": [s.as_dict() for s in self.history],
+                "epoch_sums": list(self._epoch_sums), "epoch_lr": self._epoch_lr}
+
+    def load_state_dict(self, state):
+        self.global_step = int(state["global_step"])
+        self.history = [EpochStats(**s) for s in state["history"]]
+        loss, batches = state["epoch_sums"]
+        self._epoch_sums = [float(loss), int(batches)]
+        self._epoch_lr = state["epoch_lr"]
 
     def train_step(self, inputs, targets):
         """Forward, backward and one optimizer step on a batch; returns the loss as a float."""
@@ -68,24 +91,36 @@ class Trainer:
         return loss.item()
 
     def train_epoch(self, loader, progress=None):
-        """One pass over ``loader`` (from wherever it stands). Returns (mean loss, images,
-        seconds). ``progress`` wraps the loader's iterator, e.g. a tqdm factory."""
+        """One pass over ``loader`` (from wherever it stands). Returns (mean loss over the epoch,
+        resumed part included; images and seconds of this pass). ``progress`` wraps the
+        loader's iterator, e.g. a tqdm factory."""
         self.model.train()
-        total_loss, images, batches = 0.0, 0, 0
-        start = time.perf_counter()
         batches_iter = iter(loader)
+        if loader.state_dict()["position"] == 0:
+            self._epoch_sums = [0.0, 0]  # a fresh epoch (not the rest of a resumed one)
+            self._epoch_lr = self.optimizer.param_groups[0]["lr"]
+        sums = self._epoch_sums
+        images = 0
+        start = time.perf_counter()
         bar = progress(batches_iter, total=len(batches_iter)) if progress is not None else batches_iter
         for inputs, targets in bar:
+            step_start = time.perf_counter()
             loss = self.train_step(inputs, targets)
-            total_loss += loss
+            self.compute_time += time.perf_counter() - step_start
             images += len(targets)
-            batches += 1
+            self.steps_run += 1
+            sums[0] += loss
+            sums[1] += 1
             if progress is not None:
                 bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
             for cb in self.callbacks:
                 if hasattr(cb, "on_step_end"):
                     cb.on_step_end(self, loss)
         seconds = time.perf_counter() - start
+        self.data_wait_time += loader.wait_time
+        self.samples_trained += images
+        total_loss, batches = sums
+        self._epoch_sums = [0.0, 0]
         return total_loss / max(batches, 1), images, seconds
 
     def evaluate(self, loader):
@@ -109,11 +144,13 @@ class Trainer:
         run = []
         while train_loader.epoch < epochs:
             epoch = train_loader.epoch
-            lr = self.optimizer.param_groups[0]["lr"]
             train_loss, images, seconds = self.train_epoch(train_loader, progress)
+            lr = self._epoch_lr
             if self.scheduler is not None and self.scheduler_interval == "epoch":
                 self.scheduler.step()
+            eval_start = time.perf_counter()
             test_loss, test_acc = self.evaluate(eval_loader) if eval_loader is not None else (float("nan"),) * 2
+            self.eval_time += time.perf_counter() - eval_start
             stats = EpochStats(epoch=epoch, train_loss=train_loss, test_loss=test_loss, test_accuracy=test_acc,
                                images_per_s=images / seconds if seconds > 0 else float("inf"),
                                seconds=seconds, data_wait_s=train_loader.wait_time, lr=lr)
@@ -122,4 +159,7 @@ class Trainer:
             for cb in self.callbacks:
                 if hasattr(cb, "on_epoch_end"):
                     cb.on_epoch_end(self, stats)
+        for cb in self.callbacks:
+            if hasattr(cb, "on_train_end"):
+                cb.on_train_end(self)
         return run

@@ -69,3 +69,15 @@ def test_version(capsys):
         cli.main(["--version"])
     assert exc.value.code == 0
     assert re.match(r"pyneural \d", capsys.readouterr().out)
+
+
+def test_augment_is_off_by_default_and_crops_without_flipping():
+    from pyneural.commands.train import build
+    from pyneural.data.augment import RandomCrop
+    parser = cli.build_parser()
+    assert build(parser.parse_args(["train"]))[3].transform is None
+    args = parser.parse_args(["train", "--augment", "--workers", "2", "--deterministic"])
+    loader = build(args)[3]
+    assert isinstance(loader.transform, RandomCrop), "a mirrored digit is another symbol: crop only"
+    assert (loader.transform.size, loader.transform.padding, loader.workers) == ((8, 8), 1, 2)
+    args.check(parser, args)  # --deterministic is accepted without --distributed

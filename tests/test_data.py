@@ -193,12 +193,92 @@ def test_set_epoch():
 
 def test_load_state_dict_rejects_a_different_loader():
     state = DataLoader(make_dataset(23), batch_size=4, shuffle=True, seed=1).state_dict()
-    with pytest.raises(ValueError, match="batch_size=4 but this loader has batch_size=5"):
-        DataLoader(make_dataset(23), batch_size=5, shuffle=True).load_state_dict(state)
-    with pytest.raises(ValueError, match="num_samples"):
+    with pytest.raises(ValueError, match="epoch_size=23 but this loader has epoch_size=24"):
         DataLoader(make_dataset(24), batch_size=4, shuffle=True).load_state_dict(state)
-    with pytest.raises(ValueError, match="batches_done"):
-        DataLoader(make_dataset(23), batch_size=4, shuffle=True).load_state_dict(dict(state, batches_done=9))
+    with pytest.raises(ValueError, match="shuffle=True but this loader has shuffle=False"):
+        DataLoader(make_dataset(23), batch_size=4).load_state_dict(state)
+    with pytest.raises(ValueError, match="drop_last"):
+        DataLoader(make_dataset(23), batch_size=4, shuffle=True, drop_last=True).load_state_dict(state)
+    with pytest.raises(ValueError, match=r"position=24 outside \[0, 23\]"):
+        DataLoader(make_dataset(23), batch_size=4, shuffle=True).load_state_dict(dict(state, position=24))
+
+
+@pytest.mark.parametrize("new_batch", [3, 4, 7])
+def test_resume_with_another_batch_size_skips_and_repeats_nothing(new_batch):
+    """The position is in samples: a run may resume with another batch size and still see the
+    rest of the interrupted epoch exactly once, in the same order."""
+    full = sum(labels_of(DataLoader(make_dataset(), batch_size=4, shuffle=True, seed=5)), [])
+    loader = DataLoader(make_dataset(), batch_size=4, shuffle=True, seed=5)
+    it = iter(loader)
+    first = sum([next(it)[1].data.tolist() for _ in range(3)], [])
+    state = loader.state_dict()
+    assert state["position"] == 12 and state["batches_done"] == 3
+    resumed = DataLoader(make_dataset(), batch_size=new_batch, shuffle=True, seed=5)
+    resumed.load_state_dict(state)
+    rest = labels_of(resumed)
+    assert all(len(b) == new_batch for b in rest[:-1])
+    assert first + sum(rest, []) == full
+    assert resumed.epoch == 1 and resumed.state_dict()["position"] == 0
+
+
+def test_resume_at_the_end_of_an_epoch_starts_the_next():
+    loader = DataLoader(make_dataset(), batch_size=5, shuffle=True, seed=3, drop_last=True)
+    state = dict(loader.state_dict(), position=21)  # only a partial batch left, and drop_last
+    loader.load_state_dict(state)
+    assert loader.epoch == 1
+    assert len(labels_of(loader)) == 4
+
+
+# ---- augmentation inside the loader -----------------------------------------------------------
+
+def images_dataset(n=10):
+    x = np.arange(n * 2 * 4 * 4, dtype=np.float32).reshape(n, 2, 4, 4)
+    return TensorDataset(x, np.arange(n, dtype=np.int64))
+
+
+def test_transform_is_seeded_by_position_so_resume_and_workers_agree():
+    from pyneural.data.augment import Compose, RandomCrop, RandomHorizontalFlip
+    transform = Compose([RandomCrop(4, padding=1), RandomHorizontalFlip()])
+
+    def images(loader):
+        return [b[0].data.copy() for b in loader]
+
+    reference = DataLoader(images_dataset(), batch_size=3, shuffle=True, seed=4, transform=transform, prefetch=0)
+    expected = images(reference) + images(reference)
+    threaded = DataLoader(images_dataset(), batch_size=3, shuffle=True, seed=4, transform=transform,
+                          prefetch=3, workers=3)
+    got = images(threaded) + images(threaded)
+    assert len(got) == len(expected) == 8
+    assert all(np.array_equal(a, b) for a, b in zip(got, expected))
+    plain = images(DataLoader(images_dataset(), batch_size=3, shuffle=True, seed=4, prefetch=0))
+    assert not all(np.array_equal(a, b) for a, b in zip(expected[:4], plain)), "the transform did nothing"
+    resumed = DataLoader(images_dataset(), batch_size=3, shuffle=True, seed=4, transform=transform)
+    resumed.load_state_dict(dict(reference.state_dict(), epoch=1, position=6, batches_done=2))
+    assert all(np.array_equal(a, b) for a, b in zip(images(resumed), expected[6:]))
+
+
+def test_transform_arguments():
+    with pytest.raises(TypeError, match="transform must be callable"):
+        DataLoader(images_dataset(), transform=3)
+    with pytest.raises(ValueError, match="collate_fn"):
+        DataLoader(images_dataset(), transform=lambda x, rng: x, collate_fn=list)
+
+
+@pytest.mark.parametrize("workers,prefetch", [(1, 1), (2, 2), (3, 5), (4, 2)])
+def test_several_workers_deliver_in_order(workers, prefetch):
+    before = len(loader_threads())
+    loader = DataLoader(make_dataset(), batch_size=2, prefetch=prefetch, workers=workers)
+    assert sum(labels_of(loader), []) == list(range(23))
+    assert len(loader_threads()) == before
+
+
+def test_last_delivered_names_the_batch():
+    loader = DataLoader(make_dataset(), batch_size=4, shuffle=True, seed=1)
+    loader.load_state_dict(dict(loader.state_dict(), position=8))
+    it = iter(loader)
+    next(it)
+    next(it)
+    assert loader.last_delivered == (0, 8, 1)
 
 
 # ---- the prefetch thread ----------------------------------------------------------------------
@@ -276,3 +356,62 @@ def test_loader_bad_arguments():
         DataLoader(ds, shuffle=True, sampler=object())
     with pytest.raises(ValueError, match="empty"):
         DataLoader(TensorDataset(np.zeros((0, 2))))
+    with pytest.raises(ValueError, match="workers must be an int >= 1, got 0"):
+        DataLoader(ds, workers=0)
+
+
+# ---- onto the GPU on a side stream --------------------------------------------------------------
+
+def test_cuda_prefetcher_imports_without_cupy_and_says_what_is_missing(monkeypatch):
+    from pyneural.data.device import CudaPrefetcher
+    monkeypatch.setitem(__import__("sys").modules, "cupy", None)
+    with pytest.raises(ImportError, match="needs CuPy"):
+        CudaPrefetcher([])
+
+
+def test_cuda_prefetcher_copies_ahead_and_waits_on_each_copy(monkeypatch):
+    """With a stand-in for CuPy that logs calls: the copy of batch k+1 is enqueued before batch k
+    is handed out, and the consumer's stream waits on batch k's own event first."""
+    import sys
+    import types
+    log = []
+
+    class Stream:
+        def __init__(self, non_blocking):
+            assert non_blocking
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def record(self):
+            log.append(("record", len(log)))
+            return log[-1]
+
+    class DeviceArray(np.ndarray):
+        def set(self, host, stream):
+            self[...] = host
+            log.append(("copy", int(host.flat[0])))
+
+    consumer = types.SimpleNamespace(wait_event=lambda event: log.append(("wait", event)))
+    cupy = types.SimpleNamespace(cuda=types.SimpleNamespace(Stream=Stream, get_current_stream=lambda: consumer),
+                                 empty=lambda shape, dtype: np.empty(shape, dtype).view(DeviceArray))
+    cupyx = types.SimpleNamespace(empty_pinned=lambda shape, dtype: np.empty(shape, dtype))
+    monkeypatch.setitem(sys.modules, "cupy", cupy)
+    monkeypatch.setitem(sys.modules, "cupyx", cupyx)
+    from pyneural.data.device import CudaPrefetcher
+    loader = DataLoader(make_dataset(9), batch_size=3, prefetch=0)
+    got = []
+    for inputs, labels in CudaPrefetcher(loader):
+        got.append(labels.data.tolist())
+        log.append(("use", int(labels.data[0])))
+    assert got == [[0, 1, 2], [3, 4, 5], [6, 7, 8]]
+    kinds = [entry[0] if entry[0] != "copy" else f"copy{entry[1]}" for entry in log]
+    # inputs' first element is 3 * label: batch k's copies are "copy<9k>" then "copy<3k>".
+    assert kinds == ["copy0", "copy0", "record", "copy9", "copy3", "record", "wait", "use",
+                     "copy18", "copy6", "record", "wait", "use", "wait", "use"]
+    waits = [entry[1] for entry in log if entry[0] == "wait"]
+    records = [entry for entry in log if entry[0] == "record"]
+    assert waits == records

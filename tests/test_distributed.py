@@ -1,6 +1,9 @@
 """pyneural.distributed: the pieces that need no MPI run in this process; everything else runs
 as real ``mpirun -np 2`` jobs (helper scripts in tests/mpi/), each under a hard subprocess
-timeout, marked ``mpi`` and skipped when mpi4py or mpirun is missing.
+timeout, marked ``mpi`` and skipped when mpi4py or mpirun is missing. Jobs that succeed are
+shared: one 2-rank job trains in every DDP mode and one runs the corner cases, and the tests
+read their part of its JSON (each start-up costs about a second on two cores). The real command
+line runs through tests/mpi/cli_train.py; the GPU paths run with CuPy faked (tests/mpi/fake_cupy.py).
 
 Every job runs with OMP_NUM_THREADS=1 in every process: bitwise comparisons between processes
 (ranks against each other, ranks against a single-process replay) are only meaningful when each
@@ -25,6 +28,10 @@ from pyneural.distributed.compress import _sum_bf16, decode_bf16, encode_bf16
 from pyneural.distributed.ddp import _interval_union
 from pyneural.distributed.launch import find_mpirun, launcher_flags
 from pyneural.distributed.sync import first_mismatch
+from pyneural.distributed import ddp as ddp_module
+from pyneural.distributed import init as dist_init
+from pyneural.distributed.threads import get_threads, set_threads, threads_per_rank
+from pyneural.distributed.transport import DeviceDirectWire, HostWire, StagedWire, make_wire
 from pyneural.distributed.watchdog import _ranks_text
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -309,6 +316,94 @@ def test_disabled_timeline_records_nothing():
     assert tl.events == []
 
 
+# ---- threads per rank, device transport (CuPy faked) --------------------------------------------
+
+@pytest.mark.parametrize("cores,local_size,expected", [((2, 2), 2, 1), ((2, 2), 1, 2), ((16, 16), 4, 4),
+                                                       ((16, 16), 3, 5), ((4, 4), 8, 1), ((4, 16), 4, 4),
+                                                       ((1, 16), 2, 1)])
+def test_threads_per_rank_divides_the_cores_unless_the_launcher_bound_the_rank(cores, local_size, expected):
+    assert threads_per_rank(local_size, cores=cores) == expected
+
+
+def test_set_threads_reaches_the_openmp_runtime():
+    before = get_threads()
+    if before is None:
+        pytest.skip("no OpenMP runtime found in this process")
+    try:
+        assert set_threads(1) is not None and get_threads() == 1
+        set_threads(3)
+        assert get_threads() == 3
+    finally:
+        set_threads(before)
+
+
+@pytest.fixture
+def fake_cupy():
+    sys.path.insert(0, SCRIPTS)
+    try:
+        import fake_cupy
+    finally:
+        sys.path.remove(SCRIPTS)
+    with fake_cupy.installed() as cupy:
+        yield cupy, fake_cupy.COUNTS
+
+
+def test_host_arrays_are_their_own_wire():
+    flat = np.arange(5, dtype=np.float32)
+    wire = make_wire(flat, device_direct=True)
+    assert isinstance(wire, HostWire) and wire.to_wire() is flat
+
+
+def test_device_arrays_are_staged_through_pinned_host_memory(fake_cupy):
+    cupy, counts = fake_cupy
+    flat = cupy.full(7, 2.0)
+    wire = make_wire(flat, device_direct=False)
+    assert isinstance(wire, StagedWire)
+    host = wire.to_wire()
+    assert type(host) is np.ndarray and np.all(host == 2.0)
+    host += 1
+    wire.from_wire()
+    assert np.all(cupy.asnumpy(flat) == 3.0)
+    assert counts["pinned_allocations"] == 1 and counts["device_to_host"] == counts["host_to_device"] == 1
+
+
+def test_cuda_aware_wire_synchronises_the_stream_and_copies_nothing(fake_cupy):
+    cupy, counts = fake_cupy
+    flat = cupy.full(7, 2.0)
+    wire = make_wire(flat, device_direct=True)
+    assert isinstance(wire, DeviceDirectWire) and wire.to_wire() is flat
+    assert counts["synchronize"] == 1 and counts["device_to_host"] == 0
+
+
+def test_device_direct_follows_the_library_unless_disabled(fake_cupy, monkeypatch):
+    cupy, _ = fake_cupy
+    device, host = [SimpleNamespace(data=cupy.full(3, 1.0))], [SimpleNamespace(data=np.ones(3))]
+    monkeypatch.setattr(ddp_module, "cuda_aware", lambda: (True, "fake"))
+    assert ddp_module._device_direct_default(device) is True
+    assert ddp_module._device_direct_default(host) is False, "host gradients never go 'direct'"
+    monkeypatch.setenv("PYNEURAL_MPI_CUDA_AWARE", "0")
+    assert ddp_module._device_direct_default(device) is False
+    monkeypatch.delenv("PYNEURAL_MPI_CUDA_AWARE")
+    for answer in (False, None):
+        monkeypatch.setattr(ddp_module, "cuda_aware", lambda answer=answer: (answer, "fake"))
+        assert ddp_module._device_direct_default(device) is False
+
+
+def test_device_gradients_get_device_buckets(fake_cupy):
+    cupy, _ = fake_cupy
+    params = [("w", cupy.full(10, 1.0)), ("b", cupy.full(3, 1.0))]
+    reducer = GradReducer(WORLD_OF_ONE, params, cap_bytes=2**20)
+    (bucket,) = reducer.buckets
+    assert type(bucket.data) is cupy.ndarray and isinstance(bucket.wire, StagedWire)
+    bf16 = GradReducer(WORLD_OF_ONE, params, cap_bytes=2**20, compress="bf16", device_direct=True).buckets[0]
+    assert isinstance(bf16.wire, StagedWire), "the bf16 sum is a host-only MPI op: always staged"
+
+
+def test_init_rejects_a_bad_thread_count():
+    with pytest.raises(ValueError, match="threads must be an int >= 1 or None, got 0"):
+        dist_init(threads=0)
+
+
 # ---- real MPI jobs --------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -322,9 +417,11 @@ def mpirun():
 
 
 def run_job(mpirun, args, np_=2, timeout=60):
-    """Run ``python ARGS`` on ``np_`` ranks; kill the whole job if it outlives ``timeout``."""
+    """Run ``python ARGS`` on ``np_`` ranks (None: one process, no launcher); kill the whole job
+    if it outlives ``timeout``."""
     env = subprocess_env(OMP_NUM_THREADS="1")
-    cmd = mpirun + ["-np", str(np_), sys.executable] + list(args)
+    launcher = [] if np_ is None else mpirun + ["-np", str(np_)]
+    cmd = launcher + [sys.executable] + list(args)
     start = time.monotonic()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=os.path.expanduser("~"),
                             start_new_session=True)
@@ -343,18 +440,24 @@ def job_result(job):
     return json.loads(job.out.strip().splitlines()[-1])
 
 
-def train_job(mpirun, mode, *extra, np_=2):
-    return job_result(run_job(mpirun, [os.path.join(SCRIPTS, "ddp_train.py"), "--mode", mode, *extra], np_=np_))
+@pytest.fixture(scope="module")
+def two_rank_training(mpirun, tmp_path_factory):
+    """One 2-rank job trains in every DDP mode (one start-up for all); results by mode."""
+    trace_path = tmp_path_factory.mktemp("trace") / "trace.json"
+    modes = "allreduce,no_sync,bf16,deterministic"
+    result = job_result(run_job(mpirun, [os.path.join(SCRIPTS, "ddp_train.py"), "--modes", modes,
+                                         "--trace", str(trace_path)], timeout=90))
+    result["trace"] = json.loads(trace_path.read_text())
+    return result
 
 
 @pytest.mark.mpi
-def test_two_ranks_match_one_process_with_the_global_batch_and_write_a_trace(mpirun, tmp_path):
-    trace_path = tmp_path / "trace.json"
-    result = train_job(mpirun, "allreduce", "--trace", str(trace_path))
+def test_two_ranks_match_one_process_with_the_global_batch_and_write_a_trace(two_rank_training):
+    result = two_rank_training["allreduce"]
     assert result["ranks_bitwise_identical"]
     assert result["rel_err_vs_reference"] < 1e-5
     assert result["buckets"] > 1, "the test must exercise several buckets"
-    trace = json.loads(trace_path.read_text())
+    trace = two_rank_training["trace"]
     spans = [e for e in trace["traceEvents"] if e["ph"] == "X"]
     assert {e["pid"] for e in spans} == {0, 1}
     names = {e["name"] for e in spans}
@@ -364,39 +467,101 @@ def test_two_ranks_match_one_process_with_the_global_batch_and_write_a_trace(mpi
 
 
 @pytest.mark.mpi
-def test_distributed_trainer_over_whole_epochs_matches_the_single_process_trainer(mpirun):
-    # 1437 digits on 2 ranks: every epoch ends in a padded step split 15/14, which only the
-    # loss weighting turns back into the single-process step over 29 samples.
-    result = train_job(mpirun, "trainer", "--epochs", "2")
+def test_no_sync_accumulation_matches_one_process_with_the_whole_batch(two_rank_training):
+    result = two_rank_training["no_sync"]
     assert result["ranks_bitwise_identical"]
     assert result["rel_err_vs_reference"] < 1e-5
 
 
 @pytest.mark.mpi
-def test_no_sync_accumulation_matches_one_process_with_the_whole_batch(mpirun):
-    result = train_job(mpirun, "no_sync")
-    assert result["ranks_bitwise_identical"]
-    assert result["rel_err_vs_reference"] < 1e-5
-
-
-@pytest.mark.mpi
-@pytest.mark.parametrize("ranks", [2, 3])
-def test_deterministic_mode_is_bitwise_one_process_accumulating_the_micro_batches(mpirun, ranks):
-    result = train_job(mpirun, "deterministic", np_=ranks)
-    assert result["ranks_bitwise_identical"]
-    assert result["bitwise_equal_reference"], f"rel. error {result['rel_err_vs_reference']:.2e}"
-
-
-@pytest.mark.mpi
-def test_bf16_compression_halves_the_wire_and_stays_close(mpirun):
-    result = train_job(mpirun, "bf16")
+def test_bf16_compression_halves_the_wire_and_stays_close(two_rank_training):
+    result = two_rank_training["bf16"]
     assert result["ranks_bitwise_identical"]
     assert result["wire_bytes_per_step"] * 2 == result["param_bytes"]
     assert 0 < result["rel_err_vs_reference"] < 1e-2
 
 
+@pytest.mark.mpi
+def test_deterministic_mode_is_bitwise_one_process_accumulating_the_micro_batches(two_rank_training):
+    result = two_rank_training["deterministic"]
+    assert result["ranks_bitwise_identical"]
+    assert result["bitwise_equal_reference"], f"rel. error {result['rel_err_vs_reference']:.2e}"
+
+
+@pytest.mark.mpi
+def test_deterministic_mode_on_three_ranks_sums_in_rank_order(mpirun):
+    # Three ranks: the order of the sum matters (a + b + c), and no MPI algorithm is trivially ordered.
+    job = run_job(mpirun, [os.path.join(SCRIPTS, "ddp_train.py"), "--modes", "deterministic", "--steps", "6",
+                                    "--model", "mlp"], np_=3)
+    result = job_result(job)["deterministic"]
+    assert result["ranks_bitwise_identical"]
+    assert result["bitwise_equal_reference"], f"rel. error {result['rel_err_vs_reference']:.2e}"
+
+
+# ---- the real command line -----------------------------------------------------------------
+
+CLI_TRAIN = ["train", "--model", "mlp", "--epochs", "1", "--seed", "3", "--no-progress"]
+
+
+def cli_params(tmp_path, name, mpirun, cli_args, ranks):
+    """Run the CLI (through tests/mpi/cli_train.py, which saves the parameters) on ``ranks``
+    processes (1: no mpirun); returns (job, [parameters of each rank])."""
+    prefix = str(tmp_path / name)
+    args = [os.path.join(SCRIPTS, "cli_train.py"), prefix] + CLI_TRAIN + cli_args
+    if ranks == 1:
+        job = run_job([], args, np_=None)
+    else:
+        job = run_job(mpirun, args, np_=ranks)
+    assert job.rc == 0, f"{job.cmd} failed with {job.rc}:\n{job.out[-2000:]}\n{job.err[-4000:]}"
+    return job, [np.load(f"{prefix}.rank{r}.npy") for r in range(ranks)]
+
+
+def rel_to(a, ref):
+    return float(np.linalg.norm(a.astype(np.float64) - ref) / np.linalg.norm(ref))
+
+
+@pytest.mark.mpi
+def test_cli_distributed_training_matches_one_process_with_the_global_batch(mpirun, tmp_path):
+    # 1437 digits on 2 ranks of batch 16: the epoch ends in a padded step split 15/14, which
+    # only the loss weighting turns back into the single-process step over 29 samples.
+    _, (single,) = cli_params(tmp_path, "single", mpirun, ["--batch-size", "32"], ranks=1)
+    trace = tmp_path / "cli_trace.json"
+    job, ranks = cli_params(tmp_path, "ddp", mpirun, ["--batch-size", "16", "--distributed",
+                                                      "--bucket-cap-mb", "0.05", "--trace", str(trace)], ranks=2)
+    assert np.array_equal(ranks[0], ranks[1]), "parameters must be bitwise identical on all ranks"
+    assert rel_to(ranks[0], single) < 1e-5
+    assert job.out.count("training mlp on digits") == 1, "only rank 0 prints"
+    assert "on 2 ranks (global batch 32)" in job.out and "not hidden behind backward" in job.out
+    spans = [e for e in json.loads(trace.read_text())["traceEvents"] if e["ph"] == "X"]
+    assert {e["pid"] for e in spans} == {0, 1} and any(e["name"] == "allreduce bucket 3" for e in spans)
+
+    job, ranks = cli_params(tmp_path, "det", mpirun, ["--batch-size", "16", "--distributed", "--deterministic"],
+                            ranks=2)
+    assert np.array_equal(ranks[0], ranks[1])
+    assert rel_to(ranks[0], single) < 1e-5
+
+
+@pytest.mark.mpi
+def test_cli_doctor_in_one_process_and_on_two_ranks(mpirun):
+    alone = run_job([], ["-m", "pyneural", "doctor"], np_=None)
+    assert alone.rc == 0, alone.err[-4000:]
+    assert "1 rank(s) on 1 host(s)" in alone.out and "FAIL" not in alone.out
+    job = run_job(mpirun, ["-m", "pyneural", "doctor"])
+    assert job.rc == 0, job.err[-4000:]
+    assert "2 rank(s) on 1 host(s)" in job.out and job.out.count("MPI library:") == 1, "only rank 0 prints"
+    assert job.out.count("PASS") >= 4 and "FAIL" not in job.out
+    assert "CUDA-aware:" in job.out and "threads:" in job.out
+
+
+# ---- jobs that go wrong on purpose, and corner cases -------------------------------------------
+
 def edge_case_job(mpirun, mode, *extra, timeout=45):
     return run_job(mpirun, [os.path.join(SCRIPTS, "ddp_edge_cases.py"), "--mode", mode, *extra], timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def corner_cases(mpirun):
+    return job_result(edge_case_job(mpirun, "ok"))
 
 
 @pytest.mark.mpi
@@ -412,9 +577,9 @@ def test_a_rank_that_stops_participating_aborts_the_job_naming_bucket_and_rank(m
     job = edge_case_job(mpirun, "hang", "--thread-level", thread_level)
     assert job.rc != 0
     assert "timeout: allreduce of gradient bucket 0 (step 3;" in job.err
-    assert "did not complete within 3 s" in job.err
+    assert "did not complete within 2 s" in job.err
     assert "ranks that had not arrived: 1" in job.err
-    assert job.seconds < 30, "the watchdog must end the job soon after its 3 s timeout"
+    assert job.seconds < 30, "the watchdog must end the job soon after its 2 s timeout"
 
 
 @pytest.mark.mpi
@@ -426,9 +591,8 @@ def test_an_exception_on_one_rank_aborts_every_rank(mpirun):
 
 
 @pytest.mark.mpi
-def test_a_parameter_unused_on_one_rank_is_completed_by_finish_gradient_sync(mpirun):
-    result = job_result(edge_case_job(mpirun, "unused"))
-    assert result == {"ranks_bitwise_identical": True, "extra_changed": True}
+def test_a_parameter_unused_on_one_rank_is_completed_by_finish_gradient_sync(corner_cases):
+    assert corner_cases["unused"] == {"ranks_bitwise_identical": True, "extra_changed": True}
 
 
 @pytest.mark.mpi
@@ -439,15 +603,33 @@ def test_forgetting_finish_gradient_sync_with_unused_parameters_raises(mpirun):
 
 
 @pytest.mark.mpi
-def test_buffers_follow_rank_0_so_the_whole_state_stays_identical(mpirun):
-    result = job_result(edge_case_job(mpirun, "buffers"))
-    assert result["state_bitwise_identical"] and result["buffers"] == 3
+def test_buffers_follow_rank_0_so_the_whole_state_stays_identical(corner_cases):
+    assert corner_cases["buffers"] == {"state_bitwise_identical": True, "buffers": 3}
 
 
 @pytest.mark.mpi
-def test_doctor_self_test_passes_on_two_ranks(mpirun):
-    job = run_job(mpirun, ["-m", "pyneural.distributed.doctor"])
-    assert job.rc == 0, job.err[-4000:]
-    assert "2 rank(s) on 1 host(s)" in job.out
-    assert job.out.count("PASS") >= 4 and "FAIL" not in job.out
-    assert "CUDA-aware:" in job.out and "MPI library:" in job.out
+@pytest.mark.parametrize("mode,staged", [("staged", True), ("direct", False), ("deterministic_staged", True),
+                                         ("deterministic_direct", False), ("bf16_direct_requested", True)])
+def test_device_gradients_reduce_staged_or_direct(corner_cases, mode, staged):
+    # CuPy faked (tests/mpi/fake_cupy.py): staging copies each bucket to its pinned host buffer
+    # and back once per step; the direct path synchronises the stream and copies nothing.
+    r = corner_cases["fake_gpu"][mode]
+    assert r["correct"]
+    transfers = r["buckets"] * r["steps"]
+    counts = r["counts"]
+    if staged:
+        assert counts == {"device_to_host": transfers, "host_to_device": transfers, "synchronize": 0,
+                          "pinned_allocations": r["buckets"]}
+    else:
+        assert counts == {"device_to_host": 0, "host_to_device": 0, "synchronize": transfers,
+                          "pinned_allocations": 0}
+
+
+@pytest.mark.mpi
+def test_doctor_falls_back_to_staging_when_cuda_aware_transfer_fails(corner_cases):
+    works, broken = corner_cases["fake_gpu"]["doctor_cuda_aware"], corner_cases["fake_gpu"]["doctor_cuda_aware_broken"]
+    assert works["path"] == "direct" and all(passed for _, passed, _ in works["tests"])
+    assert broken["path"] == "staged"
+    (direct, staged) = broken["tests"]
+    assert direct[1] is None and "BufferError" in direct[2] and "falling back to host staging" in direct[2]
+    assert staged[1] is True and "staged through pinned host memory" in staged[0]

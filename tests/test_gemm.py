@@ -40,6 +40,15 @@ SHAPES = [
     (1, 1, 1000),
     (1, 5000, 300),    # ... threaded
     (3000, 1, 400),
+    # On avx512, row-major B is read in place (no packing) for M <= 96, A^T for N <= 128 or M <= 16,
+    # and K blocks up to 64 deep walk C by rows: each threshold from both sides.
+    (96, 200, 70),
+    (97, 200, 70),
+    (16, 600, 129),
+    (17, 600, 129),
+    (200, 128, 64),
+    (200, 129, 65),
+    (11, 40, 1030),    # direct operands across K blocks
 ]
 
 

@@ -358,3 +358,142 @@ def test_clip_grad_norm_nonfinite():
         clip_grad_norm_([p], 1.0, error_if_nonfinite=True)
     with pytest.raises(ValueError, match="max_norm"):
         clip_grad_norm_([p], -1.0)
+
+
+# ---- row-sparse gradients -------------------------------------------------------------------------
+
+from pyneural.functions.embedding import RowSparseGrad  # noqa: E402
+from pyneural.kernels.embedding import sparse_adam_update, sparse_sgd_update  # noqa: E402
+
+
+def sparse_grad(rng, V, D, U, dtype=np.float32):
+    rows = np.sort(rng.choice(V, U, replace=False)).astype(np.int64)
+    return RowSparseGrad(rows, rng.standard_normal((U, D)).astype(dtype), (V, D))
+
+
+def sparse_pair(rng, V=57, D=7, dtype=np.float32):
+    w = rng.standard_normal((V, D)).astype(dtype)
+    return Parameter(w.copy()), Parameter(w.copy())
+
+
+@pytest.mark.parametrize("cls,config", [(SGD, dict(lr=0.1)), (Adam, dict(lr=0.01)), (AdamW, dict(lr=0.01,
+                                                                                                weight_decay=0))])
+def test_sparse_step_equals_the_dense_step_bitwise(rng, cls, config):
+    """Without momentum/weight decay (SGD) and from fresh state (Adam: zero moments stay zero where
+    the gradient is zero), updating only the touched rows is exactly the dense step."""
+    ps, pd = sparse_pair(rng)
+    opt_s, opt_d = cls([ps], **config), cls([pd], **config)
+    for _ in range(3):
+        g = sparse_grad(rng, 57, 7, 11)
+        ps.grad, pd.grad = g, Tensor(g.to_dense())
+        opt_s.step()
+        opt_d.step()
+        if cls is SGD:
+            assert np.array_equal(ps.data, pd.data)
+    if cls is not SGD:  # moments of rows touched earlier keep decaying in the dense step only
+        assert rel_err(ps.data, pd.data) < 1e-2
+
+
+def lazy_adam_reference(w, steps, lr, b1, b2, eps, wd, decoupled):
+    w = w.astype(np.float64).copy()
+    m, v = np.zeros_like(w), np.zeros_like(w)
+    for t, g in enumerate(steps, start=1):
+        r, gv = g.indices, g.values.astype(np.float64)
+        if decoupled:
+            w[r] *= 1 - lr * wd
+        else:
+            gv = gv + wd * w[r]
+        m[r] = b1 * m[r] + (1 - b1) * gv
+        v[r] = b2 * v[r] + (1 - b2) * gv * gv
+        w[r] -= lr / (1 - b1 ** t) * m[r] / (np.sqrt(v[r]) / math.sqrt(1 - b2 ** t) + eps)
+    return w, m, v
+
+
+@pytest.mark.parametrize("cls,wd", [(Adam, 0.0), (Adam, 0.1), (AdamW, 0.1)])
+def test_sparse_adam_matches_the_lazy_reference(rng, cls, wd):
+    p, _ = sparse_pair(rng, V=300, D=33)
+    w0 = p.data.copy()
+    opt = cls([p], lr=0.05, betas=(0.8, 0.95), eps=1e-6, weight_decay=wd)
+    steps = [sparse_grad(rng, 300, 33, n) for n in (40, 1, 299, 17)]
+    for g in steps:
+        p.grad = g
+        opt.step()
+    ref, m, v = lazy_adam_reference(w0, steps, 0.05, 0.8, 0.95, 1e-6, wd, cls is AdamW)
+    state = opt.state[id(p)]
+    assert state["step"] == 4
+    assert rel_err(p.data, ref) < 1e-5 and rel_err(state["exp_avg"], m) < 1e-5 and rel_err(state["exp_avg_sq"], v) < 1e-5
+    untouched = np.setdiff1d(np.arange(300), np.concatenate([g.indices for g in steps]))
+    assert np.array_equal(p.data[untouched], w0[untouched])
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_sparse_sgd_lazy_momentum_and_decay_match_the_reference(rng, nesterov):
+    p, _ = sparse_pair(rng, V=80, D=5)
+    w = p.data.astype(np.float64)
+    buf = np.zeros_like(w)
+    opt = SGD([p], lr=0.1, momentum=0.9, weight_decay=0.01, nesterov=nesterov)
+    for n in (10, 79, 3):
+        g = sparse_grad(rng, 80, 5, n)
+        p.grad = g
+        opt.step()
+        r = g.indices
+        gv = g.values + 0.01 * w[r]
+        buf[r] = 0.9 * buf[r] + gv
+        w[r] -= 0.1 * (gv + 0.9 * buf[r] if nesterov else buf[r])
+    assert rel_err(p.data, w) < 1e-5
+    assert rel_err(opt.state[id(p)]["momentum_buffer"], buf) < 1e-5
+
+
+def test_float64_sparse_steps_match_float32(rng):
+    g = sparse_grad(rng, 40, 6, 9)
+    for cls in (SGD, Adam):
+        p32, _ = sparse_pair(rng, V=40, D=6)
+        p64 = Parameter(p32.data.astype(np.float64))
+        for p in (p32, p64):
+            opt = cls([p], lr=0.05, weight_decay=0.1)
+            p.grad = RowSparseGrad(g.indices, g.values.astype(p.data.dtype), g.shape)
+            opt.step()
+        assert rel_err(p32.data, p64.data) < 1e-6
+
+
+def test_clip_and_zero_grad_work_on_sparse_gradients(rng):
+    p, q = sparse_pair(rng)
+    g = sparse_grad(rng, 57, 7, 5)
+    p.grad, q.grad = g, Tensor(g.to_dense())
+    total = clip_grad_norm_([p], 0.5)
+    assert math.isclose(total, np.linalg.norm(q.grad.data), rel_tol=1e-5)
+    assert math.isclose(np.linalg.norm(p.grad.to_dense()), 0.5, rel_tol=1e-4)
+    opt = SGD([p], lr=1.0)
+    opt.zero_grad(set_to_none=False)
+    assert isinstance(p.grad, RowSparseGrad) and not p.grad.values.any()
+    opt.zero_grad()
+    assert p.grad is None
+
+
+def test_sparse_state_dict_round_trips(rng):
+    p, q = sparse_pair(rng)
+    opt = Adam([p], lr=0.1)
+    p.grad = sparse_grad(rng, 57, 7, 5)
+    opt.step()
+    q.data[...] = p.data
+    other = Adam([q], lr=0.1)
+    other.load_state_dict(opt.state_dict())
+    g = sparse_grad(rng, 57, 7, 20)
+    p.grad, q.grad = g, g
+    opt.step()
+    other.step()
+    assert np.array_equal(p.data, q.data)
+
+
+def test_sparse_update_kernels_reject_bad_rows(rng):
+    w = np.zeros((10, 3), np.float32)
+    with pytest.raises(ValueError, match="strictly ascending"):
+        sparse_sgd_update(w, np.array([2, 2]), np.zeros((2, 3), np.float32), 0.1)
+    with pytest.raises(ValueError, match="out of range"):
+        sparse_sgd_update(w, np.array([3, 10]), np.zeros((2, 3), np.float32), 0.1)
+    with pytest.raises(ValueError, match="grads must have shape"):
+        sparse_adam_update(w, np.array([1]), np.zeros((1, 4), np.float32), np.zeros_like(w), np.zeros_like(w), 1,
+                           0.1, (0.9, 0.99), 1e-8)
+    with pytest.raises(ValueError, match="momentum"):
+        from pyneural import _C
+        _C.sparse_sgd_update(w, np.array([1]), np.zeros((1, 3), np.float32), 0.1, 0.0, 0.9, 0.0, False, None)

@@ -17,7 +17,9 @@ namespace pn {
 
 namespace {
 
-// Below this many elements one thread finishes before a team would have started.
+// Below this many elements one thread finishes before a team would have started. On the combined
+// `parallel for simd` the if clause names `parallel`: a bare if(...) applies to the simd part too
+// (OpenMP 5), and a false one then turns vectorisation off (3 ns/element instead of 0.1).
 constexpr int64_t kParallelMin = 1 << 15;
 
 template <bool Relu>
@@ -54,7 +56,7 @@ void add_bias_planes(const float* x, const float* bias, float* y, int64_t outer,
 // No bias: one flat stream, cut into equal blocks per thread.
 template <bool Relu>
 void apply_flat(const float* x, float* y, int64_t n) {
-#pragma omp parallel for simd schedule(static) if (n >= kParallelMin)
+#pragma omp parallel for simd schedule(static) if (parallel : n >= kParallelMin)
   for (int64_t i = 0; i < n; ++i) y[i] = epilogue<Relu>(x[i]);
 }
 
@@ -80,7 +82,7 @@ void bias_relu(const float* x, const float* bias, float* y, int64_t outer, int64
 
 void relu_backward(const float* dy, const float* y, float* dx, int64_t n) {
   // dy is read unconditionally: a load inside the select would keep SSE2 (no masked loads) scalar.
-#pragma omp parallel for simd schedule(static) if (n >= kParallelMin)
+#pragma omp parallel for simd schedule(static) if (parallel : n >= kParallelMin)
   for (int64_t i = 0; i < n; ++i) {
     const float g = dy[i];
     dx[i] = y[i] > 0.f ? g : 0.f;

@@ -20,6 +20,11 @@
 //      prefetching of the next rows measured no faster.
 // The sparse backward returns (rows, grads) for the U touched rows only; the dense one zeroes the
 // untouched rows of dweight and sums the groups straight into their rows.
+//
+// Pairwise dot of gathered rows (the score of matrix factorisation, out[i] = <A[ia[i]], B[ib[i]]> plus
+// optional per-row biases): forward is one parallel pass over the pairs reading two rows each, with
+// nothing materialised. Its backward for table A is the same plan over ia with a weighted sum,
+// gA[u] = sum_i gy[i] B[ib[i]] (RowGroups::weighted_sum), again one thread per row in position order.
 // No run-time ISA dispatch: every step here moves memory; none is limited by arithmetic.
 #include "cpu/embedding.h"
 
@@ -36,6 +41,13 @@ namespace pn {
 namespace {
 
 constexpr int64_t kParallelMin = 1 << 15;  // elements; below this one thread is quicker
+// Rows are fetched from random places in tables far larger than L2, so every row read is a cache
+// miss; asking for the rows this many steps ahead keeps several misses in flight at once.
+constexpr int64_t kPrefetch = 8;
+
+inline void prefetch_row(const float* row, int64_t D) {
+  for (int64_t d = 0; d < D; d += 16) __builtin_prefetch(row + d);
+}
 
 void throw_bad_index(const char* fn, const int64_t* indices, int64_t n, int64_t V) {
   for (int64_t i = 0; i < n; ++i)
@@ -120,25 +132,69 @@ void RowGroups::group_by_sorting(const int64_t* indices) {
   offsets_.push_back(static_cast<Position>(n));
 }
 
-void RowGroups::sum(const float* dout, int64_t D, float* grads, bool at_rows) const {
+void RowGroups::thread_groups(int64_t t, int64_t T, int64_t* u_begin, int64_t* u_end) const {
   const int64_t n = num_indices(), U = num_groups();
+  auto first_group_from = [&](int64_t position) {
+    return std::lower_bound(offsets_.begin(), offsets_.begin() + U, position) - offsets_.begin();
+  };
+  *u_begin = first_group_from(t * n / T);
+  *u_end = first_group_from((t + 1) * n / T);
+}
+
+void RowGroups::sum(const float* dout, int64_t D, float* grads, bool at_rows) const {
+  const int64_t n = num_indices();
   const Position* order = order_.data();
 #pragma omp parallel if (n * D >= kParallelMin)
   {
-    // This thread's groups: those starting in its even share [t n / T, (t+1) n / T) of positions.
-    const int64_t T = omp_get_num_threads(), t = omp_get_thread_num();
-    auto first_group_from = [&](int64_t position) {
-      return std::lower_bound(offsets_.begin(), offsets_.begin() + U, position) - offsets_.begin();
-    };
-    const int64_t u_begin = first_group_from(t * n / T), u_end = first_group_from((t + 1) * n / T);
+    int64_t u_begin, u_end;
+    thread_groups(omp_get_thread_num(), omp_get_num_threads(), &u_begin, &u_end);
     for (int64_t u = u_begin; u < u_end; ++u) {
       float* g = grads + (at_rows ? rows_[u] : u) * D;
       const int64_t k0 = offsets_[u], k1 = offsets_[u + 1];
       std::memcpy(g, dout + order[k0] * D, sizeof(float) * D);
       for (int64_t k = k0 + 1; k < k1; ++k) {
+        if (k + kPrefetch < n) prefetch_row(dout + order[k + kPrefetch] * D, D);
         const float* src = dout + order[k] * D;
 #pragma omp simd
         for (int64_t d = 0; d < D; ++d) g[d] += src[d];
+      }
+    }
+  }
+}
+
+void RowGroups::weighted_sum(const float* w, const float* table, const int64_t* other, int64_t D, float* grads,
+                             float* wsum, float decay, const float* self_table, const float* self_bias) const {
+  const int64_t n = num_indices();
+  const Position* order = order_.data();
+#pragma omp parallel if (n * (D + 1) >= kParallelMin)
+  {
+    int64_t u_begin, u_end;
+    thread_groups(omp_get_thread_num(), omp_get_num_threads(), &u_begin, &u_end);
+    for (int64_t u = u_begin; u < u_end; ++u) {
+      const int64_t k0 = offsets_[u], k1 = offsets_[u + 1];
+      if (table) {
+        float* g = grads + u * D;
+        std::fill(g, g + D, 0.0f);
+        for (int64_t k = k0; k < k1; ++k) {
+          if (k + kPrefetch < n) prefetch_row(table + other[order[k + kPrefetch]] * D, D);
+          const int64_t i = order[k];
+          const float wi = w[i];
+          const float* src = table + other[i] * D;
+#pragma omp simd
+          for (int64_t d = 0; d < D; ++d) g[d] += wi * src[d];
+        }
+        if (decay != 0.0f && self_table) {
+          const float c = decay * static_cast<float>(k1 - k0);
+          const float* own = self_table + rows_[u] * D;
+#pragma omp simd
+          for (int64_t d = 0; d < D; ++d) g[d] += c * own[d];
+        }
+      }
+      if (wsum) {
+        float s = 0.0f;
+        for (int64_t k = k0; k < k1; ++k) s += w[order[k]];
+        if (decay != 0.0f && self_bias) s += decay * static_cast<float>(k1 - k0) * self_bias[rows_[u]];
+        wsum[u] = s;
       }
     }
   }
@@ -156,6 +212,42 @@ void embedding_backward_dense(const float* dout, const int64_t* indices, int64_t
     if (hi > lo) std::memset(dweight + lo * D, 0, sizeof(float) * (hi - lo) * D);
   }
   groups.sum(dout, D, dweight, /*at_rows=*/true);
+}
+
+void embedding_dot_forward(const float* a, int64_t Va, const int64_t* ia, const float* b, int64_t Vb,
+                           const int64_t* ib, int64_t n, int64_t D, const float* bias_a, const float* bias_b,
+                           float offset, float* out) {
+  int64_t bad = 0;
+#pragma omp parallel for schedule(static) reduction(+ : bad) if (n * D >= kParallelMin)
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t ra = ia[i], rb = ib[i];
+    if (ra < 0 || ra >= Va || rb < 0 || rb >= Vb) {
+      ++bad;
+      continue;
+    }
+    if (i + kPrefetch < n) {
+      const int64_t na = ia[i + kPrefetch], nb = ib[i + kPrefetch];
+      if (na >= 0 && na < Va && nb >= 0 && nb < Vb) {
+        prefetch_row(a + na * D, D);
+        prefetch_row(b + nb * D, D);
+        if (bias_a) __builtin_prefetch(bias_a + na);
+        if (bias_b) __builtin_prefetch(bias_b + nb);
+      }
+    }
+    const float* pa = a + ra * D;
+    const float* pb = b + rb * D;
+    float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
+    for (int64_t d = 0; d < D; ++d) dot += pa[d] * pb[d];
+    float s = offset;
+    if (bias_a) s += bias_a[ra];
+    if (bias_b) s += bias_b[rb];
+    out[i] = s + dot;
+  }
+  if (bad) {
+    throw_bad_index("embedding_dot_forward (first table)", ia, n, Va);
+    throw_bad_index("embedding_dot_forward (second table)", ib, n, Vb);
+  }
 }
 
 }  // namespace pn

@@ -164,6 +164,12 @@ struct Problem {
   float* c;  // C[0, 0] of this (sub)problem
   int64_t ldc;
   int64_t j0;  // column of B where this (sub)problem's columns start
+  // Operands the microkernel reads in place instead of packing them (null: pack); see sgemm().
+  // A: element (i, k) at a_direct[k * lda + i]. B: element (k, j) at b_direct[k * ldb + j].
+  const float* a_direct = nullptr;
+  int64_t lda = 0;
+  const float* b_direct = nullptr;
+  int64_t ldb = 0;
 };
 
 // How the work is cut. Serially, and with a shared B panel, each (jc, pc) step packs the B panel
@@ -222,12 +228,20 @@ Plan make_plan(const GemmConfig& cfg, const Problem& p, bool nested) {
 void pack_b_slivers(const Problem& p, const Plan& plan, int64_t jc, int64_t nc, int64_t pc, int64_t kc, int64_t s0,
                     int64_t s1, float* b_panel) {
   const int nr = plan.cfg.nr;
-  if (s1 > s0)
+  if (s1 > s0 && !p.b_direct)
     p.b.pack(pc, kc, p.j0 + jc + s0 * nr, std::min(nc, s1 * nr) - s0 * nr, nr, b_panel + s0 * nr * kc);
 }
 
+// K blocks up to this deep walk C row-block by row-block instead (see compute_block).
+constexpr int64_t kShallowK = 64;
+
 // One A block against the packed B panel of the (jc, pc) step: pack the block, then run the
-// microkernel over it (jr outer: each B sliver stays in L1 while the block's A slivers pass by).
+// microkernel over it. Normally jr is outer: each B sliver stays in L1 while the block's A slivers
+// pass by. A shallow K block (kc <= kShallowK: the dX = dY @ W of a 10-class layer has K = 10) is
+// bound by writing C, not by the FMAs; there ir is outer, so C is written 14 whole rows at a time
+// rather than in 32-column strips down a matrix whose rows are often a power of two apart (the
+// strip's lines then crowd a few L1 sets). Operands read in place (Problem::a_direct, b_direct)
+// go through the strided microkernel.
 void compute_block(const Problem& p, const Plan& plan, int64_t block, int64_t jc, int64_t nc, int64_t pc, int64_t kc,
                    const float* b_panel, float* a_block) {
   const GemmConfig& cfg = plan.cfg;
@@ -239,15 +253,26 @@ void compute_block(const Problem& p, const Plan& plan, int64_t block, int64_t jc
   // Later K blocks accumulate onto what the first one wrote.
   const float beta = pc == 0 ? p.beta : 1.f;
 
-  p.a.pack(ic, mc, pc, kc, mr, a_block);
-  for (int64_t js = 0; js * nr < nc; ++js) {
-    const float* b_sliver = b_panel + js * nr * kc;
+  if (!p.a_direct) p.a.pack(ic, mc, pc, kc, mr, a_block);
+  const bool strided = p.a_direct || p.b_direct;
+  const int64_t a_step = p.a_direct ? p.lda : mr, b_step = p.b_direct ? p.ldb : nr;
+  const auto tile = [&](int64_t js, int64_t ir) {
+    const float* b_sliver = p.b_direct ? p.b_direct + pc * p.ldb + p.j0 + jc + js * nr : b_panel + js * nr * kc;
+    const float* a_sliver = p.a_direct ? p.a_direct + pc * p.lda + ic + ir : a_block + ir * kc;
+    const int m = static_cast<int>(std::min<int64_t>(mr, mc - ir));
     const int n = static_cast<int>(std::min<int64_t>(nr, nc - js * nr));
-    float* c_col = p.c + ic * p.ldc + jc + js * nr;
-    for (int64_t ir = 0; ir < mc; ir += mr) {
-      const int m = static_cast<int>(std::min<int64_t>(mr, mc - ir));
-      cfg.kernel(kc, a_block + ir * kc, b_sliver, c_col + ir * p.ldc, p.ldc, p.alpha, beta, m, n);
-    }
+    float* c_tile = p.c + (ic + ir) * p.ldc + jc + js * nr;
+    if (strided)
+      cfg.kernel_strided(kc, a_sliver, a_step, b_sliver, b_step, c_tile, p.ldc, p.alpha, beta, m, n);
+    else
+      cfg.kernel(kc, a_sliver, b_sliver, c_tile, p.ldc, p.alpha, beta, m, n);
+  };
+  if (kc <= kShallowK) {
+    for (int64_t ir = 0; ir < mc; ir += mr)
+      for (int64_t js = 0; js * nr < nc; ++js) tile(js, ir);
+  } else {
+    for (int64_t js = 0; js * nr < nc; ++js)
+      for (int64_t ir = 0; ir < mc; ir += mr) tile(js, ir);
   }
 }
 
@@ -272,7 +297,10 @@ void run_slab(const Problem& p, const Plan& plan, float* b_panel, float* a_block
   const int64_t slivers = ceil_div(p.N, nr);
   const int64_t j0 = split(slivers, threads, t) * nr, j1 = std::min(p.N, split(slivers, threads, t + 1) * nr);
   if (j1 <= j0) return;
-  const Problem slab{p.M, j1 - j0, p.K, p.alpha, p.a, p.b, p.beta, p.c + j0, p.ldc, p.j0 + j0};
+  Problem slab = p;
+  slab.N = j1 - j0;
+  slab.c = p.c + j0;
+  slab.j0 = p.j0 + j0;
   run_serial(slab, plan, b_panel, a_block);
 }
 
@@ -318,11 +346,11 @@ void scale_c(const Problem& p) {
 
 }  // namespace
 
-void gemm_packed(int64_t M, int64_t N, int64_t K, float alpha, const PackA& a, const PackB& b, float beta,
-                 float* c, int64_t ldc) {
-  if (M <= 0 || N <= 0) return;
-  const Problem p{M, N, K, alpha, a, b, beta, c, ldc, 0};
-  if (K <= 0 || alpha == 0.f) return scale_c(p);
+namespace {
+
+void run_gemm(const Problem& p) {
+  if (p.M <= 0 || p.N <= 0) return;
+  if (p.K <= 0 || p.alpha == 0.f) return scale_c(p);
 
   // Inside someone else's parallel region (convolution), run on this thread alone: a worksharing
   // loop here would bind to the caller's team.
@@ -359,7 +387,19 @@ void gemm_packed(int64_t M, int64_t N, int64_t K, float alpha, const PackA& a, c
   if (failed) throw std::bad_alloc();
 }
 
+}  // namespace
+
+void gemm_packed(int64_t M, int64_t N, int64_t K, float alpha, const PackA& a, const PackB& b, float beta,
+                 float* c, int64_t ldc) {
+  run_gemm(Problem{M, N, K, alpha, a, b, beta, c, ldc, 0});
+}
+
 namespace {
+
+// Direct-operand thresholds (measured single-threaded on the training shapes, bench/NOTES.md).
+constexpr int64_t kDirectBMaxRows = 96;
+constexpr int64_t kDirectAMaxCols = 128;
+constexpr int64_t kDirectANarrow = 16;
 
 // Matrix-vector products above this many matrix elements (2 MiB) are split over the threads.
 constexpr int64_t kParallelGemvElements = int64_t{1} << 19;
@@ -409,7 +449,21 @@ void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float al
   }
   const DenseA pa = trans_a ? DenseA(a, 1, lda) : DenseA(a, lda, 1);
   const DenseB pb = trans_b ? DenseB(b, 1, ldb) : DenseB(b, ldb, 1);
-  gemm_packed(M, N, K, alpha, pa, pb, beta, c, ldc);
+  Problem p{M, N, K, alpha, pa, pb, beta, c, ldc, 0};
+  // Operands read in place (bench/NOTES.md, "Direct operands"): a row-major B when C has few rows,
+  // so each packed element would feed only a few A slivers; A^T (stored K x M) when C has few
+  // columns, or when it is so narrow (M <= 16) that its rows are one or two cache lines anyway.
+  if (active_config().kernel_strided) {
+    if (!trans_b && M <= kDirectBMaxRows) {
+      p.b_direct = b;
+      p.ldb = ldb;
+    }
+    if (trans_a && (N <= kDirectAMaxCols || M <= kDirectANarrow)) {
+      p.a_direct = a;
+      p.lda = lda;
+    }
+  }
+  run_gemm(p);
 }
 
 }  // namespace pn

@@ -102,7 +102,7 @@ void microkernel(int64_t kc, const float* a, const float* b, float* c, int64_t l
 }  // namespace
 
 const GemmConfig& gemm_config_avx2() {
-  static const GemmConfig config{"avx2", kMR, kNR, 512, 192, 2048, &microkernel, &gemv_rows, &gemv_dots};
+  static const GemmConfig config{"avx2", kMR, kNR, 512, 192, 2048, &microkernel, &gemv_rows, &gemv_dots, nullptr};
   return config;
 }
 

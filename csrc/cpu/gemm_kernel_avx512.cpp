@@ -15,6 +15,12 @@
 //
 // Edge tiles: a template instance per row count m = 1..14 computes only the live rows, and the
 // last column vector is written through a mask, so no element outside C[0:m, 0:n] is touched.
+//
+// Direct operands (microkernel_strided): for small products, packing costs as much as the multiply
+// (a B element packed for M = 32 rows feeds 32 FMAs), so gemm.cpp can hand the kernel an operand
+// in place: A^T stored row-major (element (r, k) at a[k * lda + r]) or B stored row-major (element
+// (k, c) at b[k * ldb + c]). The Direct instances read B with unaligned loads, the last vector
+// masked so nothing past column n is read, and prefetch the strided rows a few steps ahead.
 #include <immintrin.h>
 
 #include <array>
@@ -29,11 +35,14 @@ namespace {
 constexpr int kMR = 14;
 constexpr int kNR = 32;
 
-using TileFn = void (*)(int64_t, const float*, const float*, float*, int64_t, float, float, int);
+using TileFn = void (*)(int64_t, const float*, int64_t, const float*, int64_t, float*, int64_t, float, float, int);
 
 // M live rows, NV live 16-float column vectors; n = live columns (16 * (NV - 1) < n <= 16 * NV).
-template <int M, int NV>
-void tile(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, float alpha, float beta, int n) {
+// A step k reads a[k * lda + r] and b[k * ldb + c]: lda = kMR, ldb = kNR for packed slivers.
+template <int M, int NV, bool Direct>
+void tile(int64_t kc, const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc, float alpha,
+          float beta, int n) {
+  const __mmask16 tail = static_cast<__mmask16>((1u << (n - 16 * (NV - 1))) - 1u);
   __m512 acc[M][NV];
 #pragma GCC unroll 16
   for (int r = 0; r < M; ++r)
@@ -50,21 +59,29 @@ void tile(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, flo
 #pragma GCC unroll 4
   for (int64_t k = 0; k < kc; ++k) {
     // The A sliver streams in from L2 at 56 bytes per step: ask for it ~8 steps ahead.
-    _mm_prefetch(reinterpret_cast<const char*>(a + 8 * kMR), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(a + 8 * lda), _MM_HINT_T0);
     __m512 bv[NV];
+    if constexpr (Direct) {
+      // Each step is a new row of B (often a new page, which the hardware prefetchers do not cross).
+      _mm_prefetch(reinterpret_cast<const char*>(b + 8 * ldb), _MM_HINT_T0);
+      if (NV == 2) _mm_prefetch(reinterpret_cast<const char*>(b + 8 * ldb + 31), _MM_HINT_T0);
 #pragma GCC unroll 2
-    for (int v = 0; v < NV; ++v) bv[v] = _mm512_load_ps(b + 16 * v);
+      for (int v = 0; v < NV; ++v)
+        bv[v] = v == NV - 1 ? _mm512_maskz_loadu_ps(tail, b + 16 * v) : _mm512_loadu_ps(b + 16 * v);
+    } else {
+#pragma GCC unroll 2
+      for (int v = 0; v < NV; ++v) bv[v] = _mm512_load_ps(b + 16 * v);
+    }
 #pragma GCC unroll 16
     for (int r = 0; r < M; ++r) {
       const __m512 ar = _mm512_set1_ps(a[r]);
 #pragma GCC unroll 2
       for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_fmadd_ps(ar, bv[v], acc[r][v]);
     }
-    a += kMR;
-    b += kNR;
+    a += lda;
+    b += ldb;
   }
 
-  const __mmask16 tail = static_cast<__mmask16>((1u << (n - 16 * (NV - 1))) - 1u);
   const __m512 valpha = _mm512_set1_ps(alpha);
   const __m512 vbeta = _mm512_set1_ps(beta);
 #pragma GCC unroll 16
@@ -80,22 +97,29 @@ void tile(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, flo
   }
 }
 
-template <int... Ms>
+template <bool Direct, int... Ms>
 constexpr std::array<std::array<TileFn, 2>, kMR> make_table(std::integer_sequence<int, Ms...>) {
-  return {{{{&tile<Ms + 1, 1>, &tile<Ms + 1, 2>}}...}};
+  return {{{{&tile<Ms + 1, 1, Direct>, &tile<Ms + 1, 2, Direct>}}...}};
 }
 
-constexpr auto kTiles = make_table(std::make_integer_sequence<int, kMR>{});
+constexpr auto kTiles = make_table<false>(std::make_integer_sequence<int, kMR>{});
+constexpr auto kDirectTiles = make_table<true>(std::make_integer_sequence<int, kMR>{});
 
 void microkernel(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, float alpha, float beta, int m,
                  int n) {
-  kTiles[m - 1][n > 16 ? 1 : 0](kc, a, b, c, ldc, alpha, beta, n);
+  kTiles[m - 1][n > 16 ? 1 : 0](kc, a, kMR, b, kNR, c, ldc, alpha, beta, n);
+}
+
+void microkernel_strided(int64_t kc, const float* a, int64_t lda, const float* b, int64_t ldb, float* c, int64_t ldc,
+                         float alpha, float beta, int m, int n) {
+  kDirectTiles[m - 1][n > 16 ? 1 : 0](kc, a, lda, b, ldb, c, ldc, alpha, beta, n);
 }
 
 }  // namespace
 
 const GemmConfig& gemm_config_avx512() {
-  static const GemmConfig config{"avx512", kMR, kNR, 512, 336, 2048, &microkernel, &gemv_rows, &gemv_dots};
+  static const GemmConfig config{"avx512",   kMR,        kNR,       512, 336, 2048, &microkernel, &gemv_rows,
+                                 &gemv_dots, &microkernel_strided};
   return config;
 }
 

@@ -35,7 +35,7 @@ void microkernel(int64_t kc, const float* a, const float* b, float* c, int64_t l
 }  // namespace
 
 const GemmConfig& gemm_config_generic() {
-  static const GemmConfig config{"generic", kMR, kNR, 256, 128, 2048, &microkernel, &gemv_rows, &gemv_dots};
+  static const GemmConfig config{"generic", kMR, kNR, 256, 128, 2048, &microkernel, &gemv_rows, &gemv_dots, nullptr};
   return config;
 }
 

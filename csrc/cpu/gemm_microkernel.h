@@ -16,6 +16,11 @@ namespace pn {
 using GemmMicroKernel = void (*)(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, float alpha,
                                  float beta, int m, int n);
 
+// The same with operand strides: a step k reads a[k * lda + r] and b[k * ldb + c] (packed slivers:
+// lda = mr, ldb = nr), so an operand already laid out that way is read in place (see gemm.cpp).
+using GemmMicroKernelStrided = void (*)(int64_t kc, const float* a, int64_t lda, const float* b, int64_t ldb,
+                                        float* c, int64_t ldc, float alpha, float beta, int m, int n);
+
 // Matrix-vector products for M == 1 / N == 1 (gemm_gemv.h holds the loops and their contracts).
 using GemvRows = void (*)(int64_t k, int64_t n, float alpha, const float* x, const float* b, int64_t ldb, float beta,
                           float* y);
@@ -29,6 +34,7 @@ struct GemmConfig {
   GemmMicroKernel kernel;
   GemvRows gemv_rows;  // y = alpha * x @ B + beta * y
   GemvDots gemv_dots;  // y = alpha * A @ x + beta * y
+  GemmMicroKernelStrided kernel_strided;  // null where the ISA has none: operands are always packed
 };
 
 const GemmConfig& gemm_config_generic();

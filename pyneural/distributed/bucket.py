@@ -13,6 +13,17 @@ every rank, but hooks may fire in a slightly different order on different ranks 
 graph walk), so bucket i is launched only after buckets 0..i-1: launches always follow bucket
 order.
 
+The last bucket. Nothing is left to overlap once the last gradient is ready: the step waits for
+every bucket right away. So the last bucket is not launched by its hook but by ``finish``, as a
+*blocking* collective (``MPI_Allreduce``), once the earlier buckets have completed. MPI's
+blocking collectives are its fastest (Open MPI's non-blocking ones go through a generic
+schedule engine that costs tens of microseconds per call), which makes a one-bucket model
+reduce as fast as a raw ``MPI_Allreduce``. It is bounded like every other wait: the watchdog
+thread times it (when MPI grants ``MPI_THREAD_MULTIPLE``; without it the last bucket stays
+non-blocking, polled against the deadline). Completing the earlier buckets first keeps the
+timeout report naming the first bucket that did not complete, and costs little: they share
+the same link, and most of them completed during backward.
+
 Progress. Open MPI and MPICH move a non-blocking collective forward only while the process is
 inside an MPI call. With ``MPI_THREAD_MULTIPLE`` a background thread tests the buckets in flight
 every 0.1 ms (progress.py); without it every hook tests them. Either way a multi-round
@@ -96,8 +107,9 @@ class Bucket:
     def slot_view(self, slot):
         return self.data[slot.offset:slot.offset + slot.size].reshape(slot.shape)
 
-    def launch(self, step):
-        """Start this bucket's collective; its buffers must not be touched until it completes."""
+    def launch(self, step, blocking=False):
+        """Start this bucket's collective; its buffers must not be touched until it completes.
+        ``blocking``: run it to completion now (under the watchdog) instead."""
         MPI = import_mpi()
         if self.packed is not None:
             encode_bf16(self.data, self.packed)
@@ -107,13 +119,16 @@ class Bucket:
         if self.deterministic:
             if self.gathered is None:
                 self.gathered = array_module(buf).empty((self.world.size, buf.size), dtype=buf.dtype)
-            request = comm.Iallgather(buf, self.gathered)
+            args, start, run = (buf, self.gathered), comm.Iallgather, comm.Allgather
         elif self.packed is not None:
-            request = comm.Iallreduce(MPI.IN_PLACE, [buf, MPI.UINT16_T], op=bf16_sum_op())
+            args, start, run = (MPI.IN_PLACE, [buf, MPI.UINT16_T], bf16_sum_op()), comm.Iallreduce, comm.Allreduce
         else:
-            request = comm.Iallreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
-        self.pending = (request, seq, lambda: self.describe(step))
+            args, start, run = (MPI.IN_PLACE, buf, MPI.SUM), comm.Iallreduce, comm.Allreduce
         self.launched_at = time.perf_counter()
+        if blocking:
+            self.done_at = watchdog.run_blocking(lambda: run(*args), seq, lambda: self.describe(step))
+        else:
+            self.pending = (start(*args), seq, lambda: self.describe(step))
 
     def complete(self):
         """After the collective: leave the sum over ranks, in the bucket's dtype, in ``data``."""
@@ -178,6 +193,7 @@ class GradReducer:
             for k, slot in enumerate(bucket.slots):
                 self.slot_of[slot.index] = (bucket, k)
         self.step = 0
+        self._full = 0  # buckets whose every slot is filled, this round
         self._next_launch = 0
         self._in_flight = []
         self._progress = None  # the ProgressThread, created at the first launch when MPI allows
@@ -197,6 +213,7 @@ class GradReducer:
                 "some parameters may go unused.")
         for bucket in self.buckets:
             bucket.reset()
+        self._full = 0
         self._next_launch = 0
         self._in_flight = []
         self.finished = False
@@ -211,6 +228,11 @@ class GradReducer:
     def all_launched(self):
         return self._next_launch == len(self.buckets)
 
+    @property
+    def all_ready(self):
+        """Every gradient of this round is packed: time for ``finish``."""
+        return self._full == len(self.buckets)
+
     def grad_ready(self, index, grad):
         """Gradient of parameter ``index`` is final: pack it, launch what is ready, and give the
         collectives in flight a turn."""
@@ -223,15 +245,19 @@ class GradReducer:
         bucket.filled[k] = True
         bucket.ready += 1
         if bucket.ready == len(bucket.slots):
-            self._launch_in_order()
+            self._full += 1
+            self._launch_in_order(keep_last=True)
         self.progress()
 
-    def _launch_in_order(self):
+    def _launch_in_order(self, keep_last=False):
+        """Launch the full buckets that follow the launched ones; ``keep_last``: not the last
+        bucket (``finish`` runs it blocking)."""
         if self._progress is None and not self._in_flight:
             MPI = import_mpi()
             if MPI.Query_thread() >= MPI.THREAD_MULTIPLE:
                 self._progress = ProgressThread()
-        while not self.all_launched:
+        end = len(self.buckets) - 1 if keep_last else len(self.buckets)
+        while self._next_launch < end:
             bucket = self.buckets[self._next_launch]
             if bucket.ready < len(bucket.slots):
                 return
@@ -269,12 +295,17 @@ class GradReducer:
                     bucket.slot_view(slot)[...] = 0 if value is None else value
                     bucket.filled[k] = True
                     bucket.ready += 1
-        self._launch_in_order()
+        self._full = len(self.buckets)
+        watchdog = self.world.watchdog
+        self._launch_in_order(keep_last=watchdog.bounds_blocking_calls)
         in_flight, self._in_flight = self._in_flight, []
         if self._progress is not None:
             in_flight += self._progress.take_all()
-        for bucket, done_at in zip(in_flight, self.world.watchdog.wait([b.pending for b in in_flight])):
+        for bucket, done_at in zip(in_flight, watchdog.wait([b.pending for b in in_flight])):
             bucket.done_at = done_at
+        if not self.all_launched:
+            self.buckets[-1].launch(self.step, blocking=True)
+            self._next_launch += 1
         self.finished_at = time.perf_counter()
         for bucket in self.buckets:
             bucket.complete()
@@ -289,7 +320,8 @@ class GradReducer:
         for bucket in self.buckets:
             bucket.filled = [True] * len(bucket.slots)
             bucket.ready = len(bucket.slots)
-        self._launch_in_order()
+        self._full = len(self.buckets)
+        self._launch_in_order(keep_last=True)
         self.finish()
 
     def average_into(self, index, out):

@@ -10,12 +10,16 @@ Failure policy. An MPI job must never outlive one of its ranks: if rank 3 raises
 installs an excepthook that prints the traceback (prefixed with the rank) and calls
 ``MPI.COMM_WORLD.Abort``, which tears the whole job down. Hangs that raise nothing (a rank stuck
 in a loop, a dead network link) are the watchdog's job (watchdog.py).
+
+Threads. The ranks on one machine share its cores: ``init()`` gives each ``cores // local_size``
+OpenMP threads unless OMP_NUM_THREADS is set (threads.py).
 """
 import sys
 import time
 import traceback
 
 from ._mpi import abort_job, import_mpi
+from .threads import configure as configure_threads
 from .watchdog import Watchdog
 
 DEFAULT_TIMEOUT = 300.0
@@ -36,6 +40,7 @@ class World:
         self.size = comm.Get_size()
         self.local_rank = node_comm.Get_rank()
         self.local_size = node_comm.Get_size()
+        self.threads = None  # OpenMP threads of this rank, set by init() (None: unknown)
 
     @property
     def is_main(self):
@@ -47,7 +52,7 @@ class World:
 
     def __repr__(self):
         return (f"World(rank={self.rank}, size={self.size}, local_rank={self.local_rank}, "
-                f"local_size={self.local_size})")
+                f"local_size={self.local_size}, threads={self.threads})")
 
 
 def _abort_on_exception(exc_type, exc, tb):
@@ -65,22 +70,29 @@ def _abort_on_exception(exc_type, exc, tb):
     abort_job("uncaught exception, aborting all ranks:\n" + text)
 
 
-def init(comm=None, timeout=DEFAULT_TIMEOUT, abort_on_exception=True):
+def init(comm=None, timeout=DEFAULT_TIMEOUT, abort_on_exception=True, threads=None):
     """Join the MPI job and return the ``World``. Safe to call again: later calls return the same
     world, with ``timeout`` updated.
 
     ``timeout`` (seconds, None for never) bounds every collective pyneural.distributed issues:
     one that has not completed by then aborts the job, naming the operation and the ranks that
     had not arrived. ``abort_on_exception`` installs the excepthook described above.
+    ``threads``: OpenMP threads for this rank (default: OMP_NUM_THREADS when set, else this
+    machine's cores divided among its ranks).
     """
     global _world
     if timeout is not None and not timeout > 0:
         raise ValueError(f"distributed.init: timeout must be a number of seconds > 0 or None, got {timeout!r}")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"distributed.init: threads must be an int >= 1 or None, got {threads!r}")
     MPI = import_mpi()
     if _world is None or (comm is not None and comm is not _world.comm):
         comm = MPI.COMM_WORLD if comm is None else comm
         node_comm = comm.Split_type(MPI.COMM_TYPE_SHARED, key=comm.Get_rank())
         _world = World(comm, node_comm, Watchdog(comm, timeout))
+        _world.threads = configure_threads(_world.local_size, threads)
+    elif threads is not None:
+        _world.threads = configure_threads(_world.local_size, threads)
     _world.watchdog.timeout = timeout
     if abort_on_exception:
         sys.excepthook = _abort_on_exception

@@ -137,7 +137,7 @@ class DistributedDataParallel:
         if not self._round_syncs:
             return
         self.reducer.grad_ready(index, param.grad.data)
-        if self.reducer.all_launched:
+        if self.reducer.all_ready:
             self._finish()
 
     def _grad_or_none(self, index):

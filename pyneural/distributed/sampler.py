@@ -21,6 +21,15 @@ samples. ``real_in_batch`` and ``real_in_step`` say, without communication, how 
 this rank's batch and of the whole step are real; weighting each rank's loss by
 ``N * real_local / real_step`` over its real samples only (``step_loss_weight``) makes the
 averaged gradient the single-process gradient of the real samples exactly.
+
+Resuming on another number of ranks. Step k of all ranks consumes ``order[k*B*N:(k+1)*B*N]``,
+so the position of a job in its epoch is one number that does not depend on N: how many samples
+of the epoch's global order were consumed (``global_position``). ``order(epoch, start)`` shards
+what is left of the epoch after ``start`` over *this* sampler's ranks, padding or trimming only
+that remainder; ``real_in_batch``/``real_in_step``/``step_loss_weight`` take the same ``start``.
+A checkpoint written by N ranks at position s therefore resumes on M ranks with every real
+sample of the interrupted epoch used exactly once (with ``drop_last``, the dropped tail is the
+remainder's, ``(n - s) mod M``).
 """
 import numpy as np
 
@@ -63,39 +72,65 @@ class DistributedSampler:
     def __len__(self):
         return self.num_samples
 
-    def global_order(self, epoch):
-        """The whole epoch's order before sharding, padded or trimmed to ``total_size``."""
+    def _extent(self, start):
+        """``(real, total)`` for the part of an epoch from global position ``start``: how many
+        real samples it holds, and its length once padded or trimmed to a multiple of the ranks."""
+        if isinstance(start, bool) or not isinstance(start, (int, np.integer)) or not 0 <= start <= self.dataset_size:
+            raise ValueError(f"DistributedSampler: start must be an int in [0, {self.dataset_size}], got {start!r}")
+        left = self.dataset_size - int(start)
+        if self.drop_last:
+            total = left // self.num_replicas * self.num_replicas
+            return total, total
+        return left, -(-left // self.num_replicas) * self.num_replicas
+
+    def global_order(self, epoch, start=0):
+        """The epoch's order from global position ``start`` on, before sharding, padded (by
+        repeating its first indices) or trimmed to a multiple of the ranks."""
         n = self.dataset_size
         if self.shuffle:
             order = np.random.default_rng([self.seed, int(epoch)]).permutation(n)
         else:
             order = np.arange(n, dtype=np.int64)
-        if self.total_size <= n:
-            return order[:self.total_size]
-        repeats = -(-self.total_size // n)
-        return np.tile(order, repeats)[:self.total_size]
+        _, total = self._extent(start)
+        order = order[int(start):]
+        if total <= len(order):
+            return order[:total]
+        repeats = -(-total // len(order))
+        return np.tile(order, repeats)[:total]
 
-    def order(self, epoch):
-        """This rank's indices for ``epoch`` (int64), in visiting order."""
-        return self.global_order(epoch)[self.rank::self.num_replicas]
+    def order(self, epoch, start=0):
+        """This rank's indices for ``epoch`` (int64), in visiting order, from global position
+        ``start`` (samples of the epoch's global order already consumed, by any number of ranks)."""
+        return self.global_order(epoch, start)[self.rank::self.num_replicas]
 
-    def real_in_batch(self, step, batch_size):
-        """How many leading samples of this rank's batch number ``step`` are real data; the rest
-        (at most one sample, in the epoch's last batch) is padding."""
-        real_here = len(range(self.rank, min(self.dataset_size, self.total_size), self.num_replicas))
+    def global_position(self, start, batches, batch_size):
+        """The global position after every rank took ``batches`` batches of ``batch_size`` from
+        position ``start``: the samples of the epoch's global order consumed so far (padding is
+        not counted)."""
+        real, _ = self._extent(start)
+        return int(start) + min(int(batches) * int(batch_size) * self.num_replicas, real)
+
+    def real_in_batch(self, step, batch_size, start=0):
+        """How many leading samples of this rank's batch number ``step`` (counted from position
+        ``start``) are real data; the rest (at most one sample, in the epoch's last batch) is padding."""
+        real, _ = self._extent(start)
+        real_here = len(range(self.rank, real, self.num_replicas))
         return max(0, min(batch_size, real_here - step * batch_size))
 
-    def real_in_step(self, step, batch_size):
-        """Real samples in step ``step`` summed over all ranks (each with ``batch_size``)."""
+    def real_in_step(self, step, batch_size, start=0):
+        """Real samples in step ``step`` (from position ``start``) summed over all ranks (each
+        with ``batch_size``)."""
+        real, _ = self._extent(start)
         width = batch_size * self.num_replicas
-        return max(0, min(width, min(self.dataset_size, self.total_size) - step * width))
+        return max(0, min(width, real - step * width))
 
-    def step_loss_weight(self, step, batch_size):
+    def step_loss_weight(self, step, batch_size, start=0):
         """``(real_local, weight)``: a rank whose loss is the mean over its first ``real_local``
         samples, multiplied by ``weight``, contributes exactly its share of the step's mean over
         real samples once the gradients are averaged over ranks. ``weight`` is 1.0 when no
         padding is involved (every step but possibly the last of an epoch)."""
-        real_local, real_step = self.real_in_batch(step, batch_size), self.real_in_step(step, batch_size)
+        real_local = self.real_in_batch(step, batch_size, start)
+        real_step = self.real_in_step(step, batch_size, start)
         if real_step == 0:
             return 0, 0.0
         return real_local, self.num_replicas * real_local / real_step

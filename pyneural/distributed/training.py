@@ -75,9 +75,10 @@ class DistributedTrainer(Trainer):
         sampler = getattr(self._loader, "sampler", None) if self._loader is not None else None
         if sampler is None or not hasattr(sampler, "step_loss_weight"):
             return batch_len, 1.0
-        done = self._loader.state_dict()["batches_done"]
-        index = (done or len(self._loader)) - 1
-        return sampler.step_loss_weight(index, self._loader.batch_size)
+        # The pass may have begun mid-epoch (a resumed checkpoint, maybe of another rank count):
+        # the batch index and the weights count from the global position where it began.
+        _, start, index = self._loader.last_delivered
+        return sampler.step_loss_weight(index, self._loader.batch_size, start=start)
 
     def train_step(self, inputs, targets):
         real, weight = self._step_weight(len(targets))

@@ -126,6 +126,25 @@ class Watchdog:
                     self._expire(watch)
         return watch.done_at
 
+    @property
+    def bounds_blocking_calls(self):
+        """Whether ``run_blocking`` can enforce the timeout (it needs the watchdog thread)."""
+        return self.timeout is None or self._threaded
+
+    def run_blocking(self, call, seq, what):
+        """Run ``call()``, a blocking collective, under the deadline (the watchdog thread
+        aborts the job if it has not returned in time); returns the ``perf_counter`` at its end.
+        Requires ``bounds_blocking_calls``."""
+        if not self.bounds_blocking_calls:
+            raise RuntimeError("Watchdog.run_blocking: a timeout on a blocking call needs MPI_THREAD_MULTIPLE")
+        watch = _Watch([(None, seq, what)], None if self.timeout is None else time.monotonic() + self.timeout)
+        self._watch_start(watch)
+        try:
+            call()
+        finally:
+            self._watch_stop()
+        return time.perf_counter()
+
     def _watch_start(self, watch):
         if watch.deadline is None:
             return

@@ -8,6 +8,9 @@ import numpy as np
 from pyneural import _C
 from pyneural.kernels._checks import check_array, check_output, check_same_dtype
 
+_ndarray = np.ndarray
+_F32 = np.dtype(np.float32)
+
 
 def _data_address(a):
     return a.__array_interface__["data"][0]
@@ -28,6 +31,16 @@ def bias_relu(x, bias=None, relu=True, out=None):
     adds nothing; ``relu=False`` skips the clamp. ``out`` (same shape and dtype as ``x``) receives the
     result and may be ``x`` itself for an in-place update. NaN stays NaN.
     """
+    # Fast path: float32 arrays go straight to _C, which checks every argument itself; on any
+    # complaint the checks below run and name the problem in this module's words.
+    if type(x) is _ndarray and x.dtype == _F32 and (bias is None or type(bias) is _ndarray):
+        y = np.empty_like(x) if out is None else out
+        if type(y) is _ndarray:
+            try:
+                _C.bias_relu(x, bias, y, bool(relu))
+                return y
+            except (ValueError, TypeError):
+                pass
     fn = "bias_relu"
     check_array(fn, "x", x)
     if x.ndim < 2:
@@ -62,6 +75,14 @@ def relu_backward(dy, y, out=None):
 
     ``out`` (same shape and dtype) receives ``dx`` and may be ``dy`` itself.
     """
+    if type(dy) is _ndarray and dy.dtype == _F32 and dy.size:  # fast path, as in bias_relu
+        dx = np.empty_like(dy) if out is None else out
+        if type(dx) is _ndarray:
+            try:
+                _C.relu_backward(dy, y, dx)
+                return dx
+            except (ValueError, TypeError):
+                pass
     fn = "relu_backward"
     check_array(fn, "dy", dy)
     check_array(fn, "y", y)

@@ -8,8 +8,9 @@ from pyneural.nn.module import Module, Parameter
 
 class Embedding(Module):
     """``Embedding(n, d)(indices)`` -> indices.shape + (d,). Weight init N(0, 1) like PyTorch;
-    the row at ``padding_idx`` starts at zero and gets no gradient. Gradients are dense;
-    ``sparse=True`` (row-sparse gradients) is reserved for the sparse-gradient path."""
+    the row at ``padding_idx`` starts at zero and gets no gradient. Gradients are dense (V, D) arrays,
+    or with ``sparse=True`` a ``RowSparseGrad`` holding only the rows the batch touched (see
+    pyneural/functions/embedding.py); SGD and Adam then update only those rows."""
 
     def __init__(self, num_embeddings, embedding_dim, padding_idx=None, sparse=False, dtype=None):
         super().__init__()
@@ -20,9 +21,7 @@ class Embedding(Module):
                                  f"{self.num_embeddings} embeddings")
             padding_idx %= self.num_embeddings
         self.padding_idx = padding_idx
-        if sparse:
-            raise NotImplementedError("Embedding(sparse=True): row-sparse gradients are not available yet")
-        self.sparse = False
+        self.sparse = bool(sparse)
         self.weight = Parameter(np.empty((self.num_embeddings, self.embedding_dim), dtype=np.dtype(dtype or np.float32)))
         self.reset_parameters()
 
@@ -37,10 +36,13 @@ class Embedding(Module):
             bad = idx.max() if idx.max() >= self.num_embeddings else idx.min()
             raise ValueError(f"{self!r}: index {int(bad)} out of range [0, {self.num_embeddings}) "
                              f"in indices of shape {idx.shape}")
-        return _embedding.Embedding(idx, self.padding_idx).apply(self.weight)
+        target = _embedding._sparse_target(self.weight, self.sparse)
+        return _embedding.Embedding(idx, self.padding_idx, target).apply(self.weight)
 
     def extra_repr(self):
         s = f"{self.num_embeddings}, {self.embedding_dim}"
         if self.padding_idx is not None:
             s += f", padding_idx={self.padding_idx}"
+        if self.sparse:
+            s += ", sparse=True"
         return s

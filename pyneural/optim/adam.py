@@ -14,10 +14,18 @@ The order of operations follows ``torch.optim.Adam``/``AdamW`` so float32 result
 
 All arithmetic writes into the state arrays, the parameter or two scratch views (``out=``): no
 allocation per step.
+
+Row-sparse gradients (nn.Embedding(sparse=True)) take the lazy step of ``torch.optim.SparseAdam``:
+the moments and weights of the touched rows are updated with the formulas above (the same float32
+operations, csrc/cpu/embedding_update.cpp); untouched rows keep their moments (no decay towards zero)
+and their weights. The step count ``t`` of the bias corrections is the parameter's global count.
+Weight decay, L2 or decoupled, acts on the touched rows only.
 """
 import math
 
 import numpy as np
+
+from pyneural.kernels import embedding as _emb_kernels
 
 from .optimizer import Optimizer
 
@@ -43,14 +51,24 @@ class Adam(Optimizer):
             raise ValueError(f"{name}: betas must lie in [0, 1), got ({b1}, {b2})")
         group["betas"] = (b1, b2)
 
-    def _update(self, param, grad, state, group):
-        lr, eps, wd = group["lr"], group["eps"], group["weight_decay"]
-        b1, b2 = group["betas"]
+    @staticmethod
+    def _next_step(param, state):
         if not state:
             state["step"] = 0
             state["exp_avg"] = np.zeros_like(param)
             state["exp_avg_sq"] = np.zeros_like(param)
         state["step"] += 1
+
+    def _sparse_update(self, param, grad, state, group):
+        self._next_step(param, state)
+        _emb_kernels.sparse_adam_update(param, grad.indices, grad.values, state["exp_avg"], state["exp_avg_sq"],
+                                        state["step"], group["lr"], group["betas"], group["eps"],
+                                        group["weight_decay"], self._decoupled)
+
+    def _update(self, param, grad, state, group):
+        lr, eps, wd = group["lr"], group["eps"], group["weight_decay"]
+        b1, b2 = group["betas"]
+        self._next_step(param, state)
         t = state["step"]
         m, v = state["exp_avg"], state["exp_avg_sq"]
         work = self._scratch_like(param, 0)

@@ -10,15 +10,22 @@ hashable; the parameters themselves are kept alive by ``param_groups``, so ids s
 ``state_dict()`` replaces ids by each parameter's position in group order (as PyTorch does), and
 holds only numpy arrays, ints, floats, bools, lists and dicts: a checkpoint can store the arrays
 in an .npz and the rest as JSON.
+
+Row-sparse gradients (``RowSparseGrad``, from ``nn.Embedding(sparse=True)``) go to
+``_sparse_update(p, grad, state, group)`` instead, which SGD and Adam implement by updating only the
+touched rows; their state keeps the dense layout (full-size tables), so state_dict is unchanged.
 """
 import copy
 
 import numpy as np
 
+from pyneural.functions.embedding import RowSparseGrad
+
 
 def grad_array(p):
     """The gradient of ``p`` as a numpy array, or None. ``p.grad`` is a Tensor (or, tolerated,
-    a bare array)."""
+    a bare array); for a RowSparseGrad this is its (U, D) values, which is what norms, scaling and
+    zeroing need."""
     g = p.grad
     if g is None:
         return None
@@ -96,6 +103,12 @@ class Optimizer:
         loss = closure() if closure is not None else None
         for group in self.param_groups:
             for p in group["params"]:
+                if isinstance(p.grad, RowSparseGrad):
+                    if p.grad.shape != p.data.shape:
+                        raise ValueError(f"{type(self).__name__}: row-sparse gradient of a {p.grad.shape} table "
+                                         f"for a parameter of shape {p.data.shape}")
+                    self._sparse_update(p.data, p.grad, self.state.setdefault(id(p), {}), group)
+                    continue
                 g = grad_array(p)
                 if g is None:
                     continue
@@ -107,6 +120,11 @@ class Optimizer:
 
     def _update(self, param, grad, state, group):
         raise NotImplementedError
+
+    def _sparse_update(self, param, grad, state, group):
+        """Update the rows ``grad.indices`` of ``param`` from a RowSparseGrad."""
+        raise TypeError(f"{type(self).__name__} does not support row-sparse gradients "
+                        f"(nn.Embedding(sparse=True)); use SGD or Adam, or sparse=False")
 
     def _scratch_like(self, a, slot=0):
         """A scratch view shaped like ``a``: one growing buffer shared by all parameters, so the

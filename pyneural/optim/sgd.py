@@ -14,6 +14,8 @@ thousand floats each, temporaries would cost as much as the arithmetic.
 """
 import numpy as np
 
+from pyneural.kernels import embedding as _emb_kernels
+
 from .optimizer import Optimizer
 
 
@@ -64,3 +66,13 @@ class SGD(Optimizer):
         step = self._scratch_like(param, 1)
         np.multiply(g, -lr, out=step)
         param += step
+
+    def _sparse_update(self, param, grad, state, group):
+        momentum = group["momentum"]
+        buf = None
+        if momentum != 0:
+            buf = state.get("momentum_buffer")
+            if buf is None:
+                buf = state["momentum_buffer"] = np.zeros_like(param)
+        _emb_kernels.sparse_sgd_update(param, grad.indices, grad.values, group["lr"], group["weight_decay"], momentum,
+                                       group["dampening"], group["nesterov"], buf)

@@ -1,6 +1,7 @@
 """Launched by tests/test_distributed.py under ``mpirun -np N``: train the digits CNN with
 DistributedDataParallel, then replay the same steps in one process on rank 0 and print how far
-apart the two runs ended (one JSON line on stdout, rank 0 only).
+apart the two runs ended. ``--modes`` lists the modes to run one after the other in the same job
+(one start-up for several checks); rank 0 prints one JSON line, ``{mode: result}``.
 
 Every rank seeds its initialisation differently on purpose: only the start-of-training
 broadcast can make the ranks agree, so the comparison tests it too.
@@ -11,8 +12,7 @@ Modes:
                  micro-batches in rank order, then dividing by N
   bf16           allreduce with bf16 wire compression (compared loosely)
   no_sync        K=2 micro-batches per step under no_sync()  vs  one process with batch K*B*N
-  trainer        DistributedTrainer for --epochs whole epochs (the padded, unevenly split last
-                 step included)  vs  pyneural.trainer.Trainer in one process with batch B*N
+(DistributedTrainer over whole epochs is checked through the real CLI: cli_train.py.)
 Run with OMP_NUM_THREADS=1 in every process: bitwise comparisons between processes are only
 meaningful when every process runs each kernel with the same number of threads.
 """
@@ -32,32 +32,37 @@ from pyneural.datasets import digits
 from pyneural.optim import SGD
 
 SEED, DATA_SEED, LR, MOMENTUM = 1234, 7, 0.05, 0.9
+MODES = ("allreduce", "deterministic", "bf16", "no_sync")
 
 
 def parse():
     p = argparse.ArgumentParser()
-    p.add_argument("--mode", choices=["allreduce", "deterministic", "bf16", "no_sync", "trainer"], required=True)
+    p.add_argument("--modes", type=lambda t: t.split(","), required=True,
+                   help="comma-separated, from: " + ", ".join(MODES))
     p.add_argument("--steps", type=int, default=12)
-    p.add_argument("--epochs", type=int, default=2, help="trainer mode only")
     p.add_argument("--batch", type=int, default=16, help="per-rank micro-batch")
     p.add_argument("--bucket-cap-mb", type=float, default=0.05, help="small, so the CNN spans several buckets")
     p.add_argument("--model", choices=["cnn", "mlp"], default="cnn")
-    p.add_argument("--trace", default=None)
-    return p.parse_args()
+    p.add_argument("--trace", default=None, help="trace of the first mode")
+    args = p.parse_args()
+    unknown = [m for m in args.modes if m not in MODES]
+    if unknown:
+        p.error(f"unknown modes {unknown}")
+    return args
 
 
 def flat_params(model):
     return np.concatenate([p.data.reshape(-1) for p in model.parameters()])
 
 
-def train_distributed(args, world, train_set, micro_steps):
+def train_distributed(args, mode, world, train_set, micro_steps, trace):
     pn.manual_seed(SEED + 1000 * world.rank)
     model = models.MODELS[args.model]()
-    timeline = dist.Timeline(world, enabled=args.trace is not None)
+    timeline = dist.Timeline(world, enabled=trace is not None)
     timeline.start()
     ddp = dist.DistributedDataParallel(model, bucket_cap_mb=args.bucket_cap_mb, timeline=timeline,
-                                       deterministic=args.mode == "deterministic",
-                                       compress="bf16" if args.mode == "bf16" else None)
+                                       deterministic=mode == "deterministic",
+                                       compress="bf16" if mode == "bf16" else None)
     sampler = dist.DistributedSampler(train_set, seed=DATA_SEED)
     loader = DataLoader(train_set, batch_size=args.batch, sampler=sampler, prefetch=0)
     opt = SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
@@ -79,8 +84,9 @@ def train_distributed(args, world, train_set, micro_steps):
         with timeline.span("optimizer step"):
             opt.step()
     summary = ddp.comm_summary()
-    if args.trace:
-        timeline.write(args.trace, summary)
+    if trace:
+        timeline.write(trace, summary)
+    ddp.remove_hooks()
     return model, ddp, summary
 
 
@@ -119,47 +125,20 @@ def reference_accumulated(args, train_set, world_size):
     return model
 
 
-def train_with_trainers(args, world, train_set):
-    """(distributed model, its DDP, summary, single-process model) trained by the Trainers."""
-    from pyneural.distributed.training import DistributedTrainer
-    from pyneural.trainer import Trainer
-    pn.manual_seed(SEED + 1000 * world.rank)
-    model = models.MODELS[args.model]()
-    ddp = dist.DistributedDataParallel(model, bucket_cap_mb=args.bucket_cap_mb)
-    loader = DataLoader(train_set, batch_size=args.batch, sampler=dist.DistributedSampler(train_set, seed=DATA_SEED),
-                        prefetch=0)
-    DistributedTrainer(ddp, SGD(model.parameters(), lr=LR, momentum=MOMENTUM)).fit(loader, args.epochs)
-    summary = ddp.comm_summary()
-    if world.rank != 0:
-        return model, ddp, summary, None
-    pn.manual_seed(SEED)
-    single = models.MODELS[args.model]()
-    loader = DataLoader(train_set, batch_size=args.batch * world.size, shuffle=True, seed=DATA_SEED, prefetch=0)
-    Trainer(single, SGD(single.parameters(), lr=LR, momentum=MOMENTUM)).fit(loader, args.epochs)
-    return model, ddp, summary, single
-
-
-def main():
-    args = parse()
-    world = dist.init(timeout=60)
-    train_set, _ = digits()
-    micro_steps = 2 if args.mode == "no_sync" else 1
-    if args.mode == "trainer":
-        model, ddp, summary, single = train_with_trainers(args, world, train_set)
-    else:
-        model, ddp, summary = train_distributed(args, world, train_set, micro_steps)
+def run_mode(args, mode, world, train_set, trace):
+    """Train in ``mode``; on rank 0 return the comparison with one process (None elsewhere)."""
+    micro_steps = 2 if mode == "no_sync" else 1
+    model, ddp, summary = train_distributed(args, mode, world, train_set, micro_steps, trace)
     mine = flat_params(model)
     gathered = np.empty((world.size, mine.size), dtype=mine.dtype)
     world.comm.Allgather(mine, gathered)
     if world.rank != 0:
-        return
-    if args.mode == "trainer":
-        ref = flat_params(single)
-    elif args.mode == "deterministic":
+        return None
+    if mode == "deterministic":
         ref = flat_params(reference_accumulated(args, train_set, world.size))
     else:
         ref = flat_params(reference_global_batch(args, train_set, world.size, micro_steps))
-    result = {
+    return {
         "ranks_bitwise_identical": all(np.array_equal(gathered[0], g) for g in gathered[1:]),
         "rel_err_vs_reference": float(np.linalg.norm(mine.astype(np.float64) - ref) / np.linalg.norm(ref)),
         "bitwise_equal_reference": bool(np.array_equal(mine, ref)),
@@ -168,8 +147,18 @@ def main():
         "param_bytes": int(mine.nbytes),
         "summary": summary,
     }
-    print(json.dumps(result))
-    sys.stdout.flush()
+
+
+def main():
+    args = parse()
+    world = dist.init(timeout=60)
+    train_set, _ = digits()
+    results = {}
+    for i, mode in enumerate(args.modes):
+        results[mode] = run_mode(args, mode, world, train_set, args.trace if i == 0 else None)
+    if world.rank == 0:
+        print(json.dumps(results))
+        sys.stdout.flush()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,402 @@
+// Tensor-core GEMM for sm_80 and later: mma.sync + ldmatrix + a multi-stage cp.async pipeline.
+//
+//   C[M,N] = act( alpha * op(A) @ op(B) + beta * C + bias[N] )       (fp32 accumulation)
+//
+// All matrices are row-major (numpy / CuPy C order). op(A) is M x K: A is stored [M,K] ("n") or,
+// transposed, [K,M] ("t"); op(B) is K x N: B is stored [K,N] ("n") or [N,K] ("t"). A Linear layer
+// needs three of the four layouts: forward y = x @ W^T is "nt", dX = dY @ W is "nn",
+// dW = dY^T @ X is "tn"; "tt" comes for free. Inputs: bf16 or fp16 (m16n8k16), or fp32 computed as
+// tf32 (m16n8k8, operands rounded with cvt.rna). Output: fp32, bf16 or fp16 (out_kind), so a
+// Linear layer is one kernel: bias, ReLU / GELU (exact erf) and the cast happen in registers.
+// beta == 0 never reads C (C may hold garbage or NaN).
+//
+// Tiling and why:
+//  * Block tile 128 x 128, 8 warps as 2 (M) x 4 (N), warp tile 64 x 32: per k16 step a warp
+//    issues 4 ldmatrix.x4 for A, 2 for B and 16 mma, i.e. 6 shared loads per 16 mma, and holds
+//    64 fp32 accumulators per thread -- large enough for register reuse, small enough that
+//    256 threads x ~128 registers leave room for 2 blocks per SM when shared memory allows.
+//  * K step per stage is 64 bytes of each operand row: BK = 32 (bf16/fp16) or 16 (tf32), so one
+//    stage is 2 x 8 KB whatever the type; PN_TC_STAGES stages (default 3 = 48 KB, the limit that
+//    needs no cudaFuncSetAttribute; 4 stages = 64 KB is the first thing to tune on the H100).
+//  * Tiles keep their global orientation in shared memory, so every cp.async copies 16 contiguous
+//    bytes. The fragment load picks ldmatrix (K-contiguous tile) or ldmatrix.trans (M/N-contiguous
+//    tile); tf32 uses plain 32-bit loads (ldmatrix has no 32-bit transpose).
+//  * Shared memory is XOR-swizzled per 16-byte chunk, which makes every ldmatrix phase (8 rows of
+//    16 bytes) and every cp.async phase hit 8 distinct 128-byte bank groups:
+//      K-contiguous tile, 64-byte rows:   chunk' = chunk ^ ((row >> 1) & 3)
+//      M/N-contiguous tile, 256/512-byte rows: chunk' = chunk ^ (row & 7)
+//  * Edges: cp.async with a zero-fill source size for rows/columns outside M, N, K. A 16-byte
+//    chunk can be used when the operand's base is 16-byte aligned and its leading dimension is a
+//    multiple of 8 (16-bit) / 4 (fp32) elements (flags bits 0, 1 from the launcher); otherwise the
+//    same tile is filled element by element with bounds checks (correct for any shape, slower).
+//  * Blocks are rasterised in groups of 8 M-tiles so consecutive blocks share B tiles in L2.
+//
+// No includes: the file compiles unchanged with nvcc and with NVRTC (cupy.RawModule).
+// Launch (one place: pyneural/cuda/tensor_core.py): grid = ceil(M/128) * ceil(N/128) blocks (1-D),
+// 256 threads, dynamic shared memory = PN_TC_STAGES * 16384 bytes.
+
+#ifndef PN_TC_STAGES
+#define PN_TC_STAGES 3
+#endif
+
+namespace pn_tc_mma {
+
+constexpr int BM = 128;
+constexpr int BN = 128;
+constexpr int ROW_BYTES = 64;              // K extent of one stage, in bytes, for every type
+constexpr int TILE_BYTES = 8192;           // one operand's tile per stage
+constexpr int STAGE_BYTES = 2 * TILE_BYTES;
+constexpr int STAGES = PN_TC_STAGES;
+constexpr int THREADS = 256;
+constexpr int WM = 64, WN = 32;            // warp tile
+constexpr int MI = WM / 16, NI = WN / 8;   // mma tiles per warp
+constexpr int GROUP_M = 8;
+
+enum Kind { BF16 = 0, F16 = 1, TF32 = 2 };
+enum Act { ACT_NONE = 0, ACT_RELU = 1, ACT_GELU = 2 };
+enum OutKind { OUT_F32 = 0, OUT_BF16 = 1, OUT_F16 = 2 };
+enum Flags { A_VEC = 1, B_VEC = 2, C_PAIR = 4 };
+
+template <int KIND> struct Elem {
+    static constexpr int BYTES = (KIND == TF32) ? 4 : 2;
+    static constexpr int VEC = 16 / BYTES;              // elements per 16-byte chunk
+    static constexpr int BK = ROW_BYTES / BYTES;        // K per stage
+    static constexpr int MN_ROW_BYTES = 128 * BYTES;    // row of an M/N-contiguous tile
+    static constexpr int MN_CHUNKS = 128 / VEC;         // chunks per such row
+};
+
+// Byte offset of 16-byte chunk `c` of row `r` in a tile.
+__device__ __forceinline__ int off_kmajor(int r, int c) { return r * ROW_BYTES + ((c ^ ((r >> 1) & 3)) << 4); }
+template <int KIND>
+__device__ __forceinline__ int off_mnmajor(int r, int c) {
+    return r * Elem<KIND>::MN_ROW_BYTES + ((c ^ (r & 7)) << 4);
+}
+
+__device__ __forceinline__ unsigned smem_u32(const void* p) {
+    return static_cast<unsigned>(__cvta_generic_to_shared(p));
+}
+
+__device__ __forceinline__ void cp_async16(unsigned dst, const void* src, bool valid) {
+    const int n = valid ? 16 : 0;  // 0: write 16 zero bytes, read nothing
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(n) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+template <int N> __device__ __forceinline__ void cp_async_wait() {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
+__device__ __forceinline__ void ldsm_x4(unsigned addr, unsigned (&r)[4]) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(addr));
+}
+__device__ __forceinline__ void ldsm_x4_t(unsigned addr, unsigned (&r)[4]) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(addr));
+}
+__device__ __forceinline__ unsigned lds32(unsigned addr) {
+    unsigned v;
+    asm volatile("ld.shared.b32 %0, [%1];\n" : "=r"(v) : "r"(addr));
+    return v;
+}
+__device__ __forceinline__ unsigned to_tf32(unsigned bits) {
+    unsigned r;
+    asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(r) : "f"(__uint_as_float(bits)));
+    return r;
+}
+
+template <int KIND>
+__device__ __forceinline__ void mma(float (&d)[4], const unsigned (&a)[4], const unsigned (&b)[2]) {
+    if (KIND == BF16) {
+        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+                     "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                     : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+    } else if (KIND == F16) {
+        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
+                     "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                     : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+    } else {
+        asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 "
+                     "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                     : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+    }
+}
+
+// ---- global -> shared: one operand's tile for one stage ----------------------------------------
+// K_MAJOR: element (mn, k) at g[mn * ld + k]; tile rows are mn (128), 4 chunks of K each.
+// otherwise: element (k, mn) at g[k * ld + mn]; tile rows are k (BK), MN_CHUNKS chunks each.
+// Every tile has 512 chunks: 2 per thread.
+template <int KIND, bool K_MAJOR>
+__device__ __forceinline__ void load_tile(unsigned s_tile, const char* g, int ld, int mn0, int mn_lim, int k0,
+                                          int k_lim, bool vec) {
+    using E = Elem<KIND>;
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+        const int q = threadIdx.x + i * THREADS;
+        int r, c, mn, k, off;
+        if (K_MAJOR) {
+            r = q >> 2; c = q & 3;
+            mn = mn0 + r; k = k0 + c * E::VEC;
+            off = off_kmajor(r, c);
+        } else {
+            r = q / E::MN_CHUNKS; c = q % E::MN_CHUNKS;
+            k = k0 + r; mn = mn0 + c * E::VEC;
+            off = off_mnmajor<KIND>(r, c);
+        }
+        const long long row = K_MAJOR ? mn : k, col = K_MAJOR ? k : mn;
+        const int row_lim = K_MAJOR ? mn_lim : k_lim, col_lim = K_MAJOR ? k_lim : mn_lim;
+        if (vec) {  // col_lim is a multiple of VEC here: a chunk is all in or all out
+            const bool ok = row < row_lim && col < col_lim;
+            const char* src = ok ? g + (row * ld + col) * E::BYTES : g;
+            cp_async16(s_tile + off, src, ok);
+        } else {
+            unsigned w[4];
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                if (E::BYTES == 4) {
+                    const bool ok = row < row_lim && col + e < col_lim;
+                    w[e] = ok ? reinterpret_cast<const unsigned*>(g)[row * ld + col + e] : 0u;
+                } else {
+                    const unsigned short* gs = reinterpret_cast<const unsigned short*>(g);
+                    const bool ok0 = row < row_lim && col + 2 * e < col_lim;
+                    const bool ok1 = row < row_lim && col + 2 * e + 1 < col_lim;
+                    const unsigned lo = ok0 ? gs[row * ld + col + 2 * e] : 0u;
+                    const unsigned hi = ok1 ? gs[row * ld + col + 2 * e + 1] : 0u;
+                    w[e] = lo | (hi << 16);
+                }
+            }
+            asm volatile("st.shared.v4.b32 [%0], {%1,%2,%3,%4};\n" ::"r"(s_tile + off), "r"(w[0]), "r"(w[1]),
+                         "r"(w[2]), "r"(w[3])
+                         : "memory");
+        }
+    }
+}
+
+// ---- shared -> registers: fragments for one k16 (k8 for tf32) step ------------------------------
+// A fragment (16 x k): a0 (row g, k 2t..), a1 (row g+8), a2 (k+8), a3 (row g+8, k+8) [bf16/f16];
+// tf32: a0 (g, t), a1 (g+8, t), a2 (g, t+4), a3 (g+8, t+4). g = lane/4, t = lane%4.
+template <int KIND, bool K_MAJOR>
+__device__ __forceinline__ void load_a(unsigned s_a, int m_base, int ks, unsigned (&a)[4]) {
+    const int lane = threadIdx.x & 31;
+    if (KIND != TF32) {
+        if (K_MAJOR) {  // matrices: (rows 0-7,k0) (rows 8-15,k0) (rows 0-7,k8) (rows 8-15,k8)
+            ldsm_x4(s_a + off_kmajor(m_base + (lane & 15), ks * 2 + (lane >> 4)), a);
+        } else {        // stored [k][m]: matrix j covers m + (j&1)*8, k + (j>>1)*8; .trans
+            const int j = lane >> 3, r = lane & 7;
+            ldsm_x4_t(s_a + off_mnmajor<KIND>(ks * 16 + r + (j >> 1) * 8, (m_base + (j & 1) * 8) >> 3), a);
+        }
+    } else {
+        const int g = lane >> 2, t = lane & 3;
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            const int m = m_base + g + (e & 1) * 8, k = ks * 8 + t + (e >> 1) * 4;
+            const int off = K_MAJOR ? off_kmajor(m, k >> 2) + (k & 3) * 4 : off_mnmajor<KIND>(k, m >> 2) + (m & 3) * 4;
+            a[e] = to_tf32(lds32(s_a + off));
+        }
+    }
+}
+
+// B fragments for two n8 tiles (n_base .. n_base+15): b[0] for n_base, b[1] for n_base + 8.
+// Each: b0 (k 2t.., n g), b1 (k 2t+8.., n g) [bf16/f16]; tf32: b0 (k t, n g), b1 (k t+4, n g).
+template <int KIND, bool K_MAJOR>
+__device__ __forceinline__ void load_b(unsigned s_b, int n_base, int ks, unsigned (&b)[2][2]) {
+    const int lane = threadIdx.x & 31;
+    if (KIND != TF32) {
+        const int j = lane >> 3, r = lane & 7;
+        unsigned x[4];
+        if (K_MAJOR) {  // stored [n][k]: matrix j covers n + (j>>1)*8, k + (j&1)*8
+            ldsm_x4(s_b + off_kmajor(n_base + r + (j >> 1) * 8, ks * 2 + (j & 1)), x);
+        } else {        // stored [k][n]: matrix j covers k + (j&1)*8, n + (j>>1)*8; .trans
+            ldsm_x4_t(s_b + off_mnmajor<KIND>(ks * 16 + r + (j & 1) * 8, (n_base + (j >> 1) * 8) >> 3), x);
+        }
+        b[0][0] = x[0]; b[0][1] = x[1]; b[1][0] = x[2]; b[1][1] = x[3];
+    } else {
+        const int g = lane >> 2, t = lane & 3;
+#pragma unroll
+        for (int h = 0; h < 2; ++h)
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+                const int n = n_base + h * 8 + g, k = ks * 8 + t + e * 4;
+                const int off =
+                    K_MAJOR ? off_kmajor(n, k >> 2) + (k & 3) * 4 : off_mnmajor<KIND>(k, n >> 2) + (n & 3) * 4;
+                b[h][e] = to_tf32(lds32(s_b + off));
+            }
+    }
+}
+
+// ---- epilogue -----------------------------------------------------------------------------------
+__device__ __forceinline__ float activate(float v, int act) {
+    if (act == ACT_RELU) return v > 0.f ? v : 0.f;
+    if (act == ACT_GELU) return 0.5f * v * (1.f + erff(v * 0.70710678118654752f));
+    return v;
+}
+__device__ __forceinline__ float load_out(const void* c, long long i, int out_kind) {
+    if (out_kind == OUT_F32) return reinterpret_cast<const float*>(c)[i];
+    const unsigned short h = reinterpret_cast<const unsigned short*>(c)[i];
+    if (out_kind == OUT_BF16) return __uint_as_float(static_cast<unsigned>(h) << 16);
+    float f;
+    asm("cvt.f32.f16 %0, %1;\n" : "=f"(f) : "h"(h));
+    return f;
+}
+// Two 16-bit values packed as (lo = x, hi = y), round to nearest even.
+__device__ __forceinline__ unsigned pack2(float x, float y, int out_kind) {
+    unsigned r;
+    if (out_kind == OUT_BF16) asm("cvt.rn.bf16x2.f32 %0, %1, %2;\n" : "=r"(r) : "f"(y), "f"(x));
+    else asm("cvt.rn.f16x2.f32 %0, %1, %2;\n" : "=r"(r) : "f"(y), "f"(x));
+    return r;
+}
+
+// Writes C[row, col] and C[row, col+1] (those inside N) from two accumulators.
+__device__ __forceinline__ void store_pair(void* c, const float* bias, int N, int ldc, int row, int col, float v0,
+                                           float v1, float alpha, float beta, int act, int out_kind, bool pair_ok) {
+    const long long i = static_cast<long long>(row) * ldc + col;
+    const bool has1 = col + 1 < N;
+    v0 *= alpha; v1 *= alpha;
+    if (beta != 0.f) {
+        v0 += beta * load_out(c, i, out_kind);
+        if (has1) v1 += beta * load_out(c, i + 1, out_kind);
+    }
+    if (bias != nullptr) {
+        v0 += bias[col];
+        if (has1) v1 += bias[col + 1];
+    }
+    v0 = activate(v0, act); v1 = activate(v1, act);
+    if (out_kind == OUT_F32) {
+        float* o = reinterpret_cast<float*>(c) + i;
+        if (has1 && pair_ok) {
+            asm volatile("st.global.v2.f32 [%0], {%1,%2};\n" ::"l"(o), "f"(v0), "f"(v1) : "memory");
+        } else {
+            o[0] = v0;
+            if (has1) o[1] = v1;
+        }
+    } else {
+        const unsigned p = pack2(v0, v1, out_kind);
+        unsigned short* o = reinterpret_cast<unsigned short*>(c) + i;
+        if (has1 && pair_ok) {
+            *reinterpret_cast<unsigned*>(o) = p;
+        } else {
+            o[0] = static_cast<unsigned short>(p & 0xffffu);
+            if (has1) o[1] = static_cast<unsigned short>(p >> 16);
+        }
+    }
+}
+
+// ---- the kernel body ------------------------------------------------------------------------------
+template <int KIND, bool TRANS_A, bool TRANS_B>
+__device__ __forceinline__ void gemm(const void* A, const void* B, void* C, const float* bias, int M, int N, int K,
+                                     int lda, int ldb, int ldc, float alpha, float beta, int act, int out_kind,
+                                     int flags) {
+    using E = Elem<KIND>;
+    constexpr bool A_KMAJOR = !TRANS_A;  // A [M,K]: K contiguous
+    constexpr bool B_KMAJOR = TRANS_B;   // B [N,K]: K contiguous
+    extern __shared__ __align__(128) unsigned char smem[];
+    const unsigned s_base = smem_u32(smem);
+
+    // grouped rasterisation: GROUP_M M-tiles share each N-tile's B panel in L2
+    const int tiles_m = (M + BM - 1) / BM, tiles_n = (N + BN - 1) / BN;
+    const int pid = blockIdx.x, per_group = GROUP_M * tiles_n;
+    const int first_m = (pid / per_group) * GROUP_M;
+    const int group_rows = min(tiles_m - first_m, GROUP_M);
+    const int tile_m = first_m + (pid % per_group) % group_rows;
+    const int tile_n = (pid % per_group) / group_rows;
+    const int m0 = tile_m * BM, n0 = tile_n * BN;
+
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int wm = (warp >> 2) * WM, wn = (warp & 3) * WN;
+    const bool a_vec = flags & A_VEC, b_vec = flags & B_VEC;
+    const char* gA = static_cast<const char*>(A);
+    const char* gB = static_cast<const char*>(B);
+
+    float acc[MI][NI][4];
+#pragma unroll
+    for (int i = 0; i < MI; ++i)
+#pragma unroll
+        for (int j = 0; j < NI; ++j)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.f;
+
+    const int k_tiles = (K + E::BK - 1) / E::BK;
+    auto load_stage = [&](int stage, int kt) {
+        const unsigned s = s_base + stage * STAGE_BYTES;
+        load_tile<KIND, A_KMAJOR>(s, gA, lda, m0, M, kt * E::BK, K, a_vec);
+        load_tile<KIND, B_KMAJOR>(s + TILE_BYTES, gB, ldb, n0, N, kt * E::BK, K, b_vec);
+    };
+
+    // prologue: fill STAGES-1 stages (always commit, so group counting stays uniform)
+#pragma unroll
+    for (int s = 0; s < STAGES - 1; ++s) {
+        if (s < k_tiles) load_stage(s, s);
+        cp_async_commit();
+    }
+
+    for (int kt = 0; kt < k_tiles; ++kt) {
+        cp_async_wait<STAGES - 2>();  // tile kt has landed (this thread's copies) ...
+        __syncthreads();              // ... everyone's, and stage (kt-1) % STAGES is free again
+        const int next = kt + STAGES - 1;
+        if (next < k_tiles) load_stage(next % STAGES, next);
+        cp_async_commit();
+
+        const unsigned s_a = s_base + (kt % STAGES) * STAGE_BYTES, s_b = s_a + TILE_BYTES;
+#pragma unroll
+        for (int ks = 0; ks < 2; ++ks) {  // 2 x k16 (bf16/f16) or 2 x k8 (tf32) per stage
+            unsigned a[MI][4], b[NI][2];
+#pragma unroll
+            for (int i = 0; i < MI; ++i) load_a<KIND, A_KMAJOR>(s_a, wm + i * 16, ks, a[i]);
+#pragma unroll
+            for (int p = 0; p < NI / 2; ++p) {
+                unsigned bb[2][2];
+                load_b<KIND, B_KMAJOR>(s_b, wn + p * 16, ks, bb);
+                b[2 * p][0] = bb[0][0]; b[2 * p][1] = bb[0][1];
+                b[2 * p + 1][0] = bb[1][0]; b[2 * p + 1][1] = bb[1][1];
+            }
+#pragma unroll
+            for (int i = 0; i < MI; ++i)
+#pragma unroll
+                for (int j = 0; j < NI; ++j) mma<KIND>(acc[i][j], a[i], b[j]);
+        }
+    }
+    cp_async_wait<0>();
+
+    // epilogue straight from registers: accumulator (i, j) holds rows g, g+8 and columns 2t, 2t+1
+    const int g = lane >> 2, t = lane & 3;
+    const bool pair_ok = flags & C_PAIR;
+#pragma unroll
+    for (int i = 0; i < MI; ++i)
+#pragma unroll
+        for (int j = 0; j < NI; ++j) {
+            const int col = n0 + wn + j * 8 + 2 * t;
+            if (col >= N) continue;
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+                const int row = m0 + wm + i * 16 + g + h * 8;
+                if (row < M)
+                    store_pair(C, bias, N, ldc, row, col, acc[i][j][2 * h], acc[i][j][2 * h + 1], alpha, beta, act,
+                               out_kind, pair_ok);
+            }
+        }
+}
+
+}  // namespace pn_tc_mma
+
+// ---- entry points: pn_tc_mma_<type>_<layout>, layout = op(A) op(B) with n = as stored, t = transposed
+#define PN_TC_MMA_KERNEL(NAME, KIND, TA, TB)                                                                    \
+    extern "C" __global__ void __launch_bounds__(pn_tc_mma::THREADS)                                            \
+        NAME(const void* A, const void* B, void* C, const float* bias, int M, int N, int K, int lda, int ldb,    \
+             int ldc, float alpha, float beta, int act, int out_kind, int flags) {                               \
+        pn_tc_mma::gemm<KIND, TA, TB>(A, B, C, bias, M, N, K, lda, ldb, ldc, alpha, beta, act, out_kind, flags); \
+    }
+
+PN_TC_MMA_KERNEL(pn_tc_mma_bf16_nn, pn_tc_mma::BF16, false, false)
+PN_TC_MMA_KERNEL(pn_tc_mma_bf16_nt, pn_tc_mma::BF16, false, true)
+PN_TC_MMA_KERNEL(pn_tc_mma_bf16_tn, pn_tc_mma::BF16, true, false)
+PN_TC_MMA_KERNEL(pn_tc_mma_bf16_tt, pn_tc_mma::BF16, true, true)
+PN_TC_MMA_KERNEL(pn_tc_mma_f16_nn, pn_tc_mma::F16, false, false)
+PN_TC_MMA_KERNEL(pn_tc_mma_f16_nt, pn_tc_mma::F16, false, true)
+PN_TC_MMA_KERNEL(pn_tc_mma_f16_tn, pn_tc_mma::F16, true, false)
+PN_TC_MMA_KERNEL(pn_tc_mma_f16_tt, pn_tc_mma::F16, true, true)
+PN_TC_MMA_KERNEL(pn_tc_mma_tf32_nn, pn_tc_mma::TF32, false, false)
+PN_TC_MMA_KERNEL(pn_tc_mma_tf32_nt, pn_tc_mma::TF32, false, true)
+PN_TC_MMA_KERNEL(pn_tc_mma_tf32_tn, pn_tc_mma::TF32, true, false)
+PN_TC_MMA_KERNEL(pn_tc_mma_tf32_tt, pn_tc_mma::TF32, true, true)
