@@ -90,6 +90,20 @@ def torch_step_fn(name, batches):
     return step
 
 
+def omp_threads(n):
+    """Set the OpenMP team size of pyneural._C (already loaded with pyneural) to ``n``; return
+    what the runtime reports, or "?" off Linux/libgomp (then OMP_NUM_THREADS decides)."""
+    import ctypes
+    try:
+        with open("/proc/self/maps") as maps:
+            path = next(line.split()[-1] for line in maps if "libgomp" in line)
+        gomp = ctypes.CDLL(path)
+    except (OSError, StopIteration):
+        return "?"
+    gomp.omp_set_num_threads(int(n))
+    return gomp.omp_get_max_threads()
+
+
 def wait_idle(limit, threshold=0.9, window=0.3):
     """Wait up to ``limit`` seconds until the CPUs were >= ``threshold`` idle over ``window`` s
     (Linux /proc/stat; a no-op elsewhere)."""
@@ -149,6 +163,7 @@ def main():
     p.add_argument("--settle", type=float, default=0.2, help="idle seconds before each timing window")
     p.add_argument("--wait-idle", type=float, default=0.0, metavar="SECONDS",
                    help="before each window wait up to SECONDS for idle CPUs (shared machines; Linux)")
+    p.add_argument("--threads", type=int, default=2, help="OpenMP threads for both libraries (default: 2)")
     p.add_argument("--profile", type=int, default=0, metavar="N",
                    help="cProfile our steps where ratio < 1 and print the top N functions by own time")
     args = p.parse_args()
@@ -162,10 +177,14 @@ def main():
     repeat = 3 if args.quick else args.repeat
     try:
         import torch
+        # pyneural._C and torch share one OpenMP runtime (libgomp, loaded once per process), so
+        # this sets both sides' team size; both are read back for the title.
+        torch.set_num_threads(args.threads)
         torch_threads = torch.get_num_threads()
     except ImportError:
         torch = None
         print("torch is not installed: measuring pyneural only")
+    ours_threads = omp_threads(args.threads)
 
     rng = np.random.default_rng(0)
     rows, profiles = [], []
@@ -193,7 +212,7 @@ def main():
 
     columns = [("model", "model", "{}"), ("batch", "batch", "{}"), ("ours", "ours img/s", "{:,.0f}"),
                ("torch", "torch img/s", "{:,.0f}"), ("ratio", "ratio", "{:.2f}")]
-    threads = f"torch threads {torch_threads}" if torch is not None else "no torch"
+    threads = f"threads: pyneural {ours_threads}" + (f", torch {torch_threads}" if torch is not None else ", no torch")
     title = f"training throughput, SGD momentum (images/s, best of {repeat} windows; {threads})"
 
     def plot(rows, ax):

@@ -1,6 +1,10 @@
 """pyneural: a small deep-learning library built on hand-written kernels."""
 __version__ = "0.1.0"
 
+from pyneural import _allocator  # noqa: E402
+
+_allocator.tune()  # reuse freed large arrays instead of page-faulting them in every step
+
 try:
     from pyneural import _C  # noqa: F401  (the compiled CPU kernels; everything below needs them)
 except ImportError as _error:

@@ -42,12 +42,14 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, count_include_pad=Tru
 
 
 def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1,
-               eps=1e-5):
+               eps=1e-5, activation=None):
     """Normalise (N, C, ...) over every axis but the channel axis 1.
 
     training=True uses the batch statistics and updates ``running_mean``/``running_var`` (Tensors
     or arrays, updated in place; None skips the update) with ``momentum``; training=False uses
-    the running statistics."""
+    the running statistics. ``activation="relu"`` fuses a ReLU into the same pass."""
+    if activation not in (None, "relu"):
+        raise ValueError(f"batch_norm: activation must be None or 'relu', got {activation!r}")
     shape = input.data.shape
     if len(shape) < 2:
         raise ValueError(f"batch_norm: expected input (N, C, ...), got shape {shape}")
@@ -66,7 +68,7 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
             raise ValueError(f"batch_norm: {name} has shape {tuple(s)}, expected ({channels},) for input {shape}")
     if (rm is None) != (rv is None):
         raise ValueError("batch_norm: pass both running_mean and running_var, or neither")
-    fn = _norm.BatchNorm(bool(training), rm, rv, float(momentum), float(eps))
+    fn = _norm.BatchNorm(bool(training), rm, rv, float(momentum), float(eps), relu=activation == "relu")
     if weight is None and bias is not None:
         weight = wrap(np.ones(channels, dtype=input.data.dtype))
     if weight is None:

@@ -49,7 +49,7 @@ class BasicBlock(nn.Module):
             self.shortcut = nn.Identity()
 
     def forward(self, x):
-        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn1.forward_relu(self.conv1(x))  # relu(bn1(...)) in one pass
         out = self.bn2(self.conv2(out))
         return F.relu(out + self.shortcut(x))
 

@@ -347,11 +347,43 @@ def test_batch_norm_train_and_eval(rng, shape):
     np.testing.assert_allclose(y.mean(axes), 0, atol=1e-10)
 
 
+@pytest.mark.parametrize("shape", [(5, 3), (3, 2, 4, 3)])
+@pytest.mark.parametrize("training", [True, False])
+def test_batch_norm_fused_relu(rng, shape, training):
+    x = leaf(rng, *shape)
+    g, b = leaf(rng, shape[1]), leaf(rng, shape[1])
+    rm, rv = np.full(shape[1], 0.1), np.full(shape[1], 1.5)
+    assert pn.gradcheck(lambda x, g, b: F.batch_norm(x, rm, rv, g, b, training=training, activation="relu"),
+                        [x, g, b])
+    plain = F.relu(F.batch_norm(x, rm, rv, g, b, training=training, momentum=0.0))
+    fused = F.batch_norm(x, rm, rv, g, b, training=training, momentum=0.0, activation="relu")
+    np.testing.assert_allclose(fused.data, plain.data, rtol=1e-12, atol=1e-12)
+
+
+def test_batch_norm_float32_matches_float64(rng):
+    # The float32 path (C++ kernels) against the float64 one, forward and every gradient, with a
+    # large common offset in x that a one-pass variance without a shift would lose to rounding.
+    shape = (6, 5, 7, 3)
+    x64 = 100.0 + rng.standard_normal(shape)
+    g64, b64, gy64 = rng.standard_normal(5), rng.standard_normal(5), rng.standard_normal(shape)
+    outs = {}
+    for dtype in (np.float64, np.float32):
+        x, g, b = (pn.Tensor(a.astype(dtype), requires_grad=True) for a in (x64, g64, b64))
+        y = F.batch_norm(x, None, None, g, b, training=True, activation="relu")
+        y.backward(gy64.astype(dtype))
+        outs[dtype] = [y.data, x.grad.data, g.grad.data, b.grad.data]
+    for got, ref in zip(outs[np.float32], outs[np.float64]):
+        assert got.dtype == np.float32
+        np.testing.assert_allclose(got, ref, rtol=2e-4, atol=2e-4 * np.abs(ref).max())
+
+
 def test_batch_norm_errors():
     with pytest.raises(ValueError, match="more than 1 value per channel"):
         F.batch_norm(pn.ones(1, 3), None, None, training=True)
     with pytest.raises(ValueError, match="running_mean has shape"):
         F.batch_norm(pn.ones(4, 3), np.zeros(2), np.ones(2), training=True)
+    with pytest.raises(ValueError, match="activation must be None or 'relu'"):
+        F.batch_norm(pn.ones(4, 3), None, None, training=True, activation="gelu")
 
 
 def test_dropout(rng):

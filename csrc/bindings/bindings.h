@@ -40,5 +40,6 @@ void bind_pool(py::module_& m);
 void bind_activation(py::module_& m);
 void bind_softmax(py::module_& m);
 void bind_embedding(py::module_& m);
+void bind_batchnorm(py::module_& m);
 
 }  // namespace pn

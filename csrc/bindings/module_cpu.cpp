@@ -15,4 +15,5 @@ PYBIND11_MODULE(_C, m) {
   pn::bind_activation(m);
   pn::bind_softmax(m);
   pn::bind_embedding(m);
+  pn::bind_batchnorm(m);
 }

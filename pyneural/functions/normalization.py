@@ -3,20 +3,77 @@
 Training normalises with the batch's mean and biased variance and updates the running estimates
 in place with ``momentum`` (the running variance takes the unbiased batch variance, as PyTorch
 does). Evaluation normalises with the running estimates, which makes it an affine map of x.
-Backward keeps x-hat and 1/std only.
+Either way the output is one per-channel affine pass, ``x * scale + shift``, optionally with a
+fused ReLU (``relu=True``, which keeps the output for the mask). Backward keeps x and the
+per-channel mean and 1/std, and recomputes x-hat on the fly.
+
+numpy arrays run the kernels of ``pyneural.kernels.batchnorm`` (C++ for float32); other arrays
+(CuPy) run the array-module code at the bottom.
 """
+import numpy as np
+
+from pyneural.kernels import activation as _act_kernels
+from pyneural.kernels import batchnorm as _bn
 from pyneural.tensor import Function, get_array_module
+
+_ndarray = np.ndarray
 
 
 class BatchNorm(Function):
-    def __init__(self, training, running_mean, running_var, momentum, eps):
+    def __init__(self, training, running_mean, running_var, momentum, eps, relu=False):
         self.training = training
         self.running_mean, self.running_var = running_mean, running_var
         self.momentum, self.eps = momentum, eps
+        self.relu = relu
 
     def forward(self, x, gamma=None, beta=None):
-        # Written to allocate as few full-size temporaries as possible: x-hat, and y (which
-        # doubles as the scratch array for the squared deviations).
+        if type(x) is not _ndarray:
+            return self._forward_xp(x, gamma, beta)
+        if not x.flags.c_contiguous:
+            x = np.ascontiguousarray(x)
+        rm, rv = self.running_mean, self.running_var
+        if self.training:
+            mean, var = _bn.channel_stats(x)
+            if rm is not None:
+                count = x.size // x.shape[1]
+                m = self.momentum
+                rm *= 1.0 - m
+                rm += m * mean.astype(rm.dtype)
+                rv *= 1.0 - m
+                rv += (m * count / (count - 1)) * var.astype(rv.dtype)
+        else:
+            mean, var = rm.astype(x.dtype), rv.astype(x.dtype)
+        invstd = (1.0 / np.sqrt(var + self.eps)).astype(x.dtype)
+        scale = invstd if gamma is None else gamma * invstd
+        shift = -mean * scale if beta is None else beta - mean * scale
+        y = _bn.channel_affine(x, scale, shift, relu=self.relu)
+        self.x, self.mean, self.invstd, self.scale = x, mean, invstd, scale
+        self.running_mean = self.running_var = None  # backward never needs them
+        if self.relu:
+            self.y = y
+        return y
+
+    def backward(self, gy):
+        if type(gy) is not _ndarray:
+            return self._backward_xp(gy)
+        if not gy.flags.c_contiguous:
+            gy = np.ascontiguousarray(gy)
+        x, y = self.x, (self.y if self.relu else None)
+        needs = self.needs_input_grad
+        if self.training:
+            gx, gbeta, ggamma = _bn.batch_norm_backward(gy, x, self.mean, self.invstd, self.scale, y)
+        else:
+            # Fixed statistics: out is an affine map of x, so dx = g * scale; the parameter
+            # gradients are the same sums as in training.
+            g = gy if y is None else _act_kernels.relu_backward(gy, y)
+            _, gbeta, ggamma = _bn.batch_norm_backward(g, x, self.mean, self.invstd, self.scale)
+            gx = _bn.channel_affine(g, self.scale, np.zeros_like(self.scale)) if needs[0] else None
+        return (gx if needs[0] else None,
+                ggamma if len(needs) > 1 and needs[1] else None,
+                gbeta if len(needs) > 2 and needs[2] else None)
+
+    # -- any array module (CuPy): the same maths in whole-array operations --------------------
+    def _forward_xp(self, x, gamma, beta):
         xp = get_array_module(x)
         axes = (0,) + tuple(range(2, x.ndim))
         bshape = (1, x.shape[1]) + (1,) * (x.ndim - 2)
@@ -24,8 +81,7 @@ class BatchNorm(Function):
         if self.training:
             mean = x.mean(axis=axes)
             xhat = x - mean.reshape(bshape)
-            y = xp.square(xhat)
-            var = y.mean(axis=axes)
+            var = xp.square(xhat).mean(axis=axes)
             if self.running_mean is not None:
                 count = x.size // x.shape[1]
                 m = self.momentum
@@ -35,40 +91,34 @@ class BatchNorm(Function):
                 self.running_var += (m * count / (count - 1)) * var.astype(self.running_var.dtype)
         else:
             xhat = x - self.running_mean.reshape(bshape).astype(x.dtype)
-            y = xp.empty_like(xhat)
             var = self.running_var.astype(x.dtype)
         invstd = 1.0 / xp.sqrt(var + self.eps)
         xhat *= invstd.reshape(bshape)
         self.xhat, self.invstd, self.gamma = xhat, invstd, gamma
-        self.running_mean = self.running_var = None  # backward never needs them
-        if gamma is None:
-            return xhat.copy() if beta is None else xp.add(xhat, beta.reshape(bshape), out=y)
-        xp.multiply(xhat, gamma.reshape(bshape), out=y)
+        self.running_mean = self.running_var = None
+        y = xhat if gamma is None else xhat * gamma.reshape(bshape)
         if beta is not None:
-            y += beta.reshape(bshape)
-        return y
+            y = y + beta.reshape(bshape)
+        if self.relu:
+            y = xp.maximum(y, 0)
+            self.y = y
+        return y.copy() if y is xhat else y
 
-    def backward(self, gy):
-        xp = get_array_module(gy)
+    def _backward_xp(self, gy):
         xhat, invstd, gamma, axes, bshape = self.xhat, self.invstd, self.gamma, self.axes, self.bshape
+        if self.relu:
+            gy = gy * (self.y > 0)
         needs = self.needs_input_grad
-        gx = ggamma = gbeta = None
-        gbeta_full = gy.sum(axis=axes)
-        scratch = gy * xhat
-        ggamma_full = scratch.sum(axis=axes)
+        gbeta = gy.sum(axis=axes)
+        ggamma = (gy * xhat).sum(axis=axes)
+        gx = None
         if needs[0]:
             scale = (invstd if gamma is None else gamma * invstd).reshape(bshape)
             if self.training:
-                # gx = scale * (gy - mean(gy) - xhat * mean(gy * xhat)), reusing the scratch array
                 count = gy.size // gy.shape[1]
-                gx = xp.multiply(xhat, (ggamma_full / count).reshape(bshape), out=scratch)
-                xp.subtract(gy, gx, out=gx)
-                gx -= (gbeta_full / count).reshape(bshape)
-                gx *= scale
+                gx = scale * (gy - (gbeta / count).reshape(bshape) - xhat * (ggamma / count).reshape(bshape))
             else:
                 gx = gy * scale
-        if len(needs) > 1 and needs[1]:
-            ggamma = ggamma_full
-        if len(needs) > 2 and needs[2]:
-            gbeta = gbeta_full
-        return gx, ggamma, gbeta
+        return (gx,
+                ggamma if len(needs) > 1 and needs[1] else None,
+                gbeta if len(needs) > 2 and needs[2] else None)

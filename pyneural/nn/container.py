@@ -1,7 +1,7 @@
 """Sequential and ModuleList.
 
-Sequential runs its layers in order, except that a Linear or Conv2d immediately followed by a
-ReLU runs as one op with the ReLU fused into the layer's epilogue (``forward_relu``): one pass
+Sequential runs its layers in order, except that a Linear, Conv2d or BatchNorm immediately followed
+by a ReLU runs as one op with the ReLU fused into the layer's epilogue (``forward_relu``): one pass
 over the output instead of two, and one graph node fewer. Only exact Linear/Conv2d/ReLU types
 fuse, so a subclass with its own forward is always called as written.
 """
@@ -11,8 +11,9 @@ from pyneural.nn.activation import ReLU
 from pyneural.nn.conv import Conv2d
 from pyneural.nn.linear import Linear
 from pyneural.nn.module import Module
+from pyneural.nn.normalization import BatchNorm1d, BatchNorm2d
 
-_FUSIBLE = (Linear, Conv2d)
+_FUSIBLE = (Linear, Conv2d, BatchNorm1d, BatchNorm2d)
 
 
 def _plain(module, cls):

@@ -36,6 +36,13 @@ class _BatchNorm(Module):
             self.num_batches_tracked.data[...] = 0
 
     def forward(self, x):
+        return self._apply(x, None)
+
+    def forward_relu(self, x):
+        """relu(self(x)) with the ReLU fused into the normalisation pass."""
+        return self._apply(x, "relu")
+
+    def _apply(self, x, activation):
         shape = input_shape(self, x)
         if len(shape) not in self._ndims or shape[1] != self.num_features:
             raise ValueError(f"{self!r}: expected input {self._layout.format(C=self.num_features)}, got {shape}")
@@ -47,7 +54,7 @@ class _BatchNorm(Module):
                 momentum = 1.0 / int(self.num_batches_tracked.data)
         try:
             return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
-                                use_batch_stats, momentum or 0.0, self.eps)
+                                use_batch_stats, momentum or 0.0, self.eps, activation)
         except ValueError as e:
             raise ValueError(f"{self!r}: {e}") from None
 

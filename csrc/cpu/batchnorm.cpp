@@ -1,0 +1,130 @@
+// Batch normalisation kernels, x viewed as (outer, channels, inner): NCHW is (N, C, H*W), (N, C) is
+// (N, C, 1).
+//
+// Strategy: every pass is a streaming loop at memory speed, so the work is in touching each array
+// as few times as possible and splitting it over the OpenMP threads.
+//   - Reductions (statistics, backward sums) parallelise over channels; each channel walks its
+//     `outer` runs of `inner` contiguous values with vector partial sums in double, so 10^6-element
+//     channels lose nothing to float rounding. The statistics take one pass: sums of (x - k) and
+//     (x - k)^2 with k the channel's first value (a shift that keeps the variance free of
+//     cancellation when |mean| >> std).
+//   - Elementwise passes parallelise over the outer * channels runs of `inner` values, each with
+//     its channel's constants in registers.
+// Below kParallelMin elements one thread runs (a team costs more than the loop).
+#include "cpu/batchnorm.h"
+
+#include <omp.h>
+
+namespace pn {
+
+namespace {
+
+constexpr int64_t kParallelMin = 1 << 15;
+
+}  // namespace
+
+void channel_stats(const float* x, float* mean, float* var, int64_t outer, int64_t channels, int64_t inner) {
+  const int64_t count = outer * inner;
+#pragma omp parallel for schedule(static) if (count * channels >= kParallelMin)
+  for (int64_t c = 0; c < channels; ++c) {
+    const double k = x[c * inner];
+    double s1 = 0.0, s2 = 0.0;
+    for (int64_t o = 0; o < outer; ++o) {
+      const float* xr = x + (o * channels + c) * inner;
+#pragma omp simd reduction(+ : s1, s2)
+      for (int64_t i = 0; i < inner; ++i) {
+        const double d = static_cast<double>(xr[i]) - k;
+        s1 += d;
+        s2 += d * d;
+      }
+    }
+    const double m = s1 / static_cast<double>(count);
+    const double v = s2 / static_cast<double>(count) - m * m;
+    mean[c] = static_cast<float>(k + m);
+    var[c] = static_cast<float>(v > 0.0 ? v : 0.0);
+  }
+}
+
+void channel_affine(const float* x, const float* scale, const float* shift, float* y, int64_t outer,
+                    int64_t channels, int64_t inner, bool relu) {
+  const int64_t runs = outer * channels;
+#pragma omp parallel for schedule(static) if (runs * inner >= kParallelMin)
+  for (int64_t r = 0; r < runs; ++r) {
+    const int64_t c = r % channels;
+    const float a = scale[c], b = shift[c];
+    const float* xr = x + r * inner;
+    float* yr = y + r * inner;
+    if (relu) {
+#pragma omp simd
+      for (int64_t i = 0; i < inner; ++i) {
+        const float v = xr[i] * a + b;
+        yr[i] = v < 0.f ? 0.f : v;  // NaN stays NaN
+      }
+    } else {
+#pragma omp simd
+      for (int64_t i = 0; i < inner; ++i) yr[i] = xr[i] * a + b;
+    }
+  }
+}
+
+void batchnorm_backward_reduce(const float* dy, const float* y, const float* x, const float* mean,
+                               const float* invstd, float* sum_g, float* sum_gx, int64_t outer, int64_t channels,
+                               int64_t inner) {
+#pragma omp parallel for schedule(static) if (outer * inner * channels >= kParallelMin)
+  for (int64_t c = 0; c < channels; ++c) {
+    const float m = mean[c];
+    double sg = 0.0, sgx = 0.0;
+    for (int64_t o = 0; o < outer; ++o) {
+      const int64_t base = (o * channels + c) * inner;
+      const float* gr = dy + base;
+      const float* xr = x + base;
+      if (y != nullptr) {
+        const float* yr = y + base;
+#pragma omp simd reduction(+ : sg, sgx)
+        for (int64_t i = 0; i < inner; ++i) {
+          const float gv = gr[i];  // read unconditionally: a load inside the select stays scalar
+          const float g = yr[i] > 0.f ? gv : 0.f;
+          sg += g;
+          sgx += static_cast<double>(g * (xr[i] - m));
+        }
+      } else {
+#pragma omp simd reduction(+ : sg, sgx)
+        for (int64_t i = 0; i < inner; ++i) {
+          sg += gr[i];
+          sgx += static_cast<double>(gr[i] * (xr[i] - m));
+        }
+      }
+    }
+    sum_g[c] = static_cast<float>(sg);
+    sum_gx[c] = static_cast<float>(sgx * invstd[c]);
+  }
+}
+
+void batchnorm_backward_apply(const float* dy, const float* y, const float* x, const float* mean,
+                              const float* invstd, const float* scale, const float* mean_g, const float* mean_gx,
+                              float* dx, int64_t outer, int64_t channels, int64_t inner) {
+  const int64_t runs = outer * channels;
+#pragma omp parallel for schedule(static) if (runs * inner >= kParallelMin)
+  for (int64_t r = 0; r < runs; ++r) {
+    const int64_t c = r % channels;
+    const float m = mean[c], s = invstd[c], a = scale[c], mg = mean_g[c], mgx = mean_gx[c];
+    const int64_t base = r * inner;
+    const float* gr = dy + base;
+    const float* xr = x + base;
+    float* dr = dx + base;
+    if (y != nullptr) {
+      const float* yr = y + base;
+#pragma omp simd
+      for (int64_t i = 0; i < inner; ++i) {
+        const float gv = gr[i];
+        const float g = yr[i] > 0.f ? gv : 0.f;
+        dr[i] = a * (g - mg - (xr[i] - m) * s * mgx);
+      }
+    } else {
+#pragma omp simd
+      for (int64_t i = 0; i < inner; ++i) dr[i] = a * (gr[i] - mg - (xr[i] - m) * s * mgx);
+    }
+  }
+}
+
+}  // namespace pn
