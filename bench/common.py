@@ -6,7 +6,6 @@ the measured rows, never typed by hand.
 """
 import argparse
 import json
-import statistics
 import time
 
 
@@ -17,24 +16,6 @@ def parser(description):
     p.add_argument("--plot", metavar="PATH", help="save a PNG plot (needs matplotlib)")
     p.add_argument("--repeat", type=int, default=5, help="timed repetitions per measurement (median is kept)")
     return p
-
-
-def time_call(fn, repeat=5, warmup=1, min_time=0.05):
-    """Median seconds of one call of ``fn()``; each repetition loops until ``min_time`` has passed
-    so short calls are timed over many iterations."""
-    for _ in range(warmup):
-        fn()
-    samples = []
-    for _ in range(repeat):
-        n, start = 0, time.perf_counter()
-        while True:
-            fn()
-            n += 1
-            elapsed = time.perf_counter() - start
-            if elapsed >= min_time:
-                break
-        samples.append(elapsed / n)
-    return statistics.median(samples)
 
 
 def format_table(rows, columns):
@@ -94,6 +75,17 @@ def wait_idle(limit, threshold=0.9, window=0.3):
             return
 
 
+def _window(fn, min_time):
+    """Seconds per call of ``fn()``, looping it until ``min_time`` has passed (one timing window)."""
+    n, start = 0, time.perf_counter()
+    while True:
+        fn()
+        n += 1
+        elapsed = time.perf_counter() - start
+        if elapsed >= min_time:
+            return elapsed / n
+
+
 def best_interleaved(fns, rounds=3, repeat=3, min_time=0.05, settle=0.3, idle_limit=0.0):
     """Fastest seconds per call of each of ``fns`` (None entries give None), the functions taking
     turns for ``rounds`` rounds of ``repeat`` timing windows each (a window loops the call until
@@ -112,12 +104,5 @@ def best_interleaved(fns, rounds=3, repeat=3, min_time=0.05, settle=0.3, idle_li
             time.sleep(settle)
             fn()  # warm caches and wake this library's threads
             for _ in range(repeat):
-                n, start = 0, time.perf_counter()
-                while True:
-                    fn()
-                    n += 1
-                    elapsed = time.perf_counter() - start
-                    if elapsed >= min_time:
-                        break
-                best[id(fn)] = min(best[id(fn)], elapsed / n)
+                best[id(fn)] = min(best[id(fn)], _window(fn, min_time))
     return [best[id(fn)] if fn is not None else None for fn in fns]

@@ -25,7 +25,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import parser, report, time_call  # noqa: E402
+from common import best_interleaved, parser, report  # noqa: E402
 
 import pyneural as pn  # noqa: E402
 from pyneural import functional as F  # noqa: E402
@@ -104,37 +104,14 @@ def omp_threads(n):
     return gomp.omp_get_max_threads()
 
 
-def wait_idle(limit, threshold=0.9, window=0.3):
-    """Wait up to ``limit`` seconds until the CPUs were >= ``threshold`` idle over ``window`` s
-    (Linux /proc/stat; a no-op elsewhere)."""
-    def counters():
-        with open("/proc/stat") as f:
-            fields = [int(v) for v in f.readline().split()[1:9]]
-        return sum(fields), fields[3] + fields[4]  # total, idle + iowait
-    if limit <= 0 or not os.path.exists("/proc/stat"):
-        return
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        total0, idle0 = counters()
-        time.sleep(window)
-        total1, idle1 = counters()
-        if idle1 - idle0 >= threshold * max(total1 - total0, 1):
-            return
-
-
 def time_interleaved(steps, repeat, warmup, min_time, settle, idle_limit):
     """Seconds per call of each function in ``steps``: the fastest of ``repeat`` windows each,
     the functions taking turns."""
     for step in steps:
         for _ in range(warmup):
             step()
-    best = [float("inf")] * len(steps)
-    for _ in range(repeat):
-        for i, step in enumerate(steps):
-            wait_idle(idle_limit)
-            time.sleep(settle)
-            best[i] = min(best[i], time_call(step, repeat=1, warmup=1, min_time=min_time))
-    return best
+    return best_interleaved(steps, rounds=repeat, repeat=1, min_time=min_time, settle=settle,
+                            idle_limit=idle_limit)
 
 
 def profile_steps(step, seconds_per_step, top):

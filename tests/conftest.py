@@ -53,3 +53,27 @@ def isa(request):
     _C.set_isa(request.param)
     yield request.param
     _C.set_isa(before)
+
+
+def assert_same(a, b, path="root"):
+    """Two trees of tensors, arrays and plain values are equal bit for bit, in type as well as value
+    (floats by their bits, NaN equal to NaN); ``path`` names the first difference."""
+    assert type(a) is type(b), f"{path}: {type(a).__name__} != {type(b).__name__}"
+    if isinstance(a, pyneural.Tensor):
+        assert a.requires_grad == b.requires_grad
+        assert_same(a.data, b.data, path)
+    elif isinstance(a, (np.ndarray, np.generic)):
+        assert a.dtype == b.dtype and a.shape == b.shape, path
+        assert a.tobytes() == b.tobytes(), path
+    elif isinstance(a, dict):
+        assert list(a) == list(b), path
+        for k in a:
+            assert_same(a[k], b[k], f"{path}[{k!r}]")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_same(x, y, f"{path}[{i}]")
+    elif isinstance(a, float):
+        assert a.hex() == b.hex() or (a != a and b != b), path
+    else:
+        assert a == b, path

@@ -9,6 +9,7 @@ import zipfile
 import numpy as np
 import pytest
 
+from conftest import assert_same
 import pyneural as pn
 from pyneural import checkpoint
 from pyneural.checkpoint import CheckpointError, Checkpointer
@@ -32,27 +33,6 @@ def sample_tree(rng):
         "$odd": "a key that looks like a tag",
     }
 
-
-def assert_same(a, b, path="root"):
-    assert type(a) is type(b), f"{path}: {type(a).__name__} != {type(b).__name__}"
-    if isinstance(a, pn.Tensor):
-        assert a.requires_grad == b.requires_grad
-        assert_same(a.data, b.data, path)
-    elif isinstance(a, (np.ndarray, np.generic)):
-        assert a.dtype == b.dtype and a.shape == b.shape, path
-        assert a.tobytes() == b.tobytes(), path
-    elif isinstance(a, dict):
-        assert list(a) == list(b), path
-        for k in a:
-            assert_same(a[k], b[k], f"{path}[{k!r}]")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), path
-        for i, (x, y) in enumerate(zip(a, b)):
-            assert_same(x, y, f"{path}[{i}]")
-    elif isinstance(a, float):
-        assert a.hex() == b.hex() or (a != a and b != b), path
-    else:
-        assert a == b, path
 
 
 def test_round_trip_is_exact(tmp_path, rng):

@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import subprocess_env
+from conftest import assert_same, subprocess_env
 
 import pyneural as pn
 from pyneural import checkpoint, cli, models, optim
@@ -94,29 +94,11 @@ def test_sigkilled_run_resumes_to_the_same_bits(tmp_path):
             for key in TIMINGS:
                 stats.pop(key)
     for part in ("model", "optimizer", "scheduler", "loader", "trainer", "rng"):
-        assert_bitwise(a[part], b[part], part)
+        assert_same(a[part], b[part], part)
     # The interrupted epoch's printed mean loss and accuracy include the steps before the kill.
     assert epoch_lines(resumed.stdout) == epoch_lines(straight.stdout)[1:]
     assert "utilization report" in resumed.stdout
 
-
-def assert_bitwise(a, b, path):
-    if isinstance(a, dict):
-        assert list(a) == list(b), path
-        for k in a:
-            assert_bitwise(a[k], b[k], f"{path}.{k}")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), path
-        for i, (x, y) in enumerate(zip(a, b)):
-            assert_bitwise(x, y, f"{path}[{i}]")
-    elif isinstance(a, pn.Tensor):
-        assert_bitwise(a.data, b.data, path)
-    elif isinstance(a, np.ndarray):
-        assert a.dtype == b.dtype and a.tobytes() == b.tobytes(), path
-    elif isinstance(a, float) and a != a:
-        assert b != b, path
-    else:
-        assert a == b, path
 
 
 # ---- N ranks -> M ranks --------------------------------------------------------------------------
