@@ -31,7 +31,6 @@
 //    same tile is filled element by element with bounds checks (correct for any shape, slower).
 //  * Blocks are rasterised in groups of 8 M-tiles so consecutive blocks share B tiles in L2.
 //
-// No includes: the file compiles unchanged with nvcc and with NVRTC (cupy.RawModule).
 // Launch (one place: pyneural/cuda/tensor_core.py): grid = ceil(M/128) * ceil(N/128) blocks (1-D),
 // 256 threads, dynamic shared memory = PN_TC_STAGES * 16384 bytes.
 
@@ -39,7 +38,17 @@
 #define PN_TC_STAGES 3
 #endif
 
+#include "common.cuh"
+
 namespace pn_tc_mma {
+
+using pn::cp_async16;
+using pn::cp_async_commit;
+using pn::cp_async_wait;
+using pn::ldsm_x4;
+using pn::ldsm_x4_t;
+using pn::lds32;
+using pn::smem_u32;
 
 constexpr int BM = 128;
 constexpr int BN = 128;
@@ -72,56 +81,11 @@ __device__ __forceinline__ int off_mnmajor(int r, int c) {
     return r * Elem<KIND>::MN_ROW_BYTES + ((c ^ (r & 7)) << 4);
 }
 
-__device__ __forceinline__ unsigned smem_u32(const void* p) {
-    return static_cast<unsigned>(__cvta_generic_to_shared(p));
-}
-
-__device__ __forceinline__ void cp_async16(unsigned dst, const void* src, bool valid) {
-    const int n = valid ? 16 : 0;  // 0: write 16 zero bytes, read nothing
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(n) : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-template <int N> __device__ __forceinline__ void cp_async_wait() {
-    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
-}
-
-__device__ __forceinline__ void ldsm_x4(unsigned addr, unsigned (&r)[4]) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(addr));
-}
-__device__ __forceinline__ void ldsm_x4_t(unsigned addr, unsigned (&r)[4]) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(addr));
-}
-__device__ __forceinline__ unsigned lds32(unsigned addr) {
-    unsigned v;
-    asm volatile("ld.shared.b32 %0, [%1];\n" : "=r"(v) : "r"(addr));
-    return v;
-}
-__device__ __forceinline__ unsigned to_tf32(unsigned bits) {
-    unsigned r;
-    asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(r) : "f"(__uint_as_float(bits)));
-    return r;
-}
-
 template <int KIND>
 __device__ __forceinline__ void mma(float (&d)[4], const unsigned (&a)[4], const unsigned (&b)[2]) {
-    if (KIND == BF16) {
-        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
-                     "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-                     : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-    } else if (KIND == F16) {
-        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
-                     "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-                     : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-    } else {
-        asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 "
-                     "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-                     : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-    }
+    if (KIND == BF16) pn::mma_bf16_16816(d, a, b);
+    else if (KIND == F16) pn::mma_f16_16816(d, a, b);
+    else pn::mma_tf32_1688(d, a, b);
 }
 
 // ---- global -> shared: one operand's tile for one stage ----------------------------------------
@@ -167,9 +131,7 @@ __device__ __forceinline__ void load_tile(unsigned s_tile, const char* g, int ld
                     w[e] = lo | (hi << 16);
                 }
             }
-            asm volatile("st.shared.v4.b32 [%0], {%1,%2,%3,%4};\n" ::"r"(s_tile + off), "r"(w[0]), "r"(w[1]),
-                         "r"(w[2]), "r"(w[3])
-                         : "memory");
+            pn::sts128(s_tile + off, w);
         }
     }
 }
@@ -193,7 +155,7 @@ __device__ __forceinline__ void load_a(unsigned s_a, int m_base, int ks, unsigne
         for (int e = 0; e < 4; ++e) {
             const int m = m_base + g + (e & 1) * 8, k = ks * 8 + t + (e >> 1) * 4;
             const int off = K_MAJOR ? off_kmajor(m, k >> 2) + (k & 3) * 4 : off_mnmajor<KIND>(k, m >> 2) + (m & 3) * 4;
-            a[e] = to_tf32(lds32(s_a + off));
+            a[e] = pn::to_tf32(__uint_as_float(lds32(s_a + off)));
         }
     }
 }
@@ -221,7 +183,7 @@ __device__ __forceinline__ void load_b(unsigned s_b, int n_base, int ks, unsigne
                 const int n = n_base + h * 8 + g, k = ks * 8 + t + e * 4;
                 const int off =
                     K_MAJOR ? off_kmajor(n, k >> 2) + (k & 3) * 4 : off_mnmajor<KIND>(k, n >> 2) + (n & 3) * 4;
-                b[h][e] = to_tf32(lds32(s_b + off));
+                b[h][e] = pn::to_tf32(__uint_as_float(lds32(s_b + off)));
             }
     }
 }
@@ -236,16 +198,11 @@ __device__ __forceinline__ float load_out(const void* c, long long i, int out_ki
     if (out_kind == OUT_F32) return reinterpret_cast<const float*>(c)[i];
     const unsigned short h = reinterpret_cast<const unsigned short*>(c)[i];
     if (out_kind == OUT_BF16) return __uint_as_float(static_cast<unsigned>(h) << 16);
-    float f;
-    asm("cvt.f32.f16 %0, %1;\n" : "=f"(f) : "h"(h));
-    return f;
+    return pn::f16_to_f32(h);
 }
 // Two 16-bit values packed as (lo = x, hi = y), round to nearest even.
 __device__ __forceinline__ unsigned pack2(float x, float y, int out_kind) {
-    unsigned r;
-    if (out_kind == OUT_BF16) asm("cvt.rn.bf16x2.f32 %0, %1, %2;\n" : "=r"(r) : "f"(y), "f"(x));
-    else asm("cvt.rn.f16x2.f32 %0, %1, %2;\n" : "=r"(r) : "f"(y), "f"(x));
-    return r;
+    return out_kind == OUT_BF16 ? pn::pack_bf16x2(x, y) : pn::pack_f16x2(x, y);
 }
 
 // Writes C[row, col] and C[row, col+1] (those inside N) from two accumulators.
@@ -266,7 +223,7 @@ __device__ __forceinline__ void store_pair(void* c, const float* bias, int N, in
     if (out_kind == OUT_F32) {
         float* o = reinterpret_cast<float*>(c) + i;
         if (has1 && pair_ok) {
-            asm volatile("st.global.v2.f32 [%0], {%1,%2};\n" ::"l"(o), "f"(v0), "f"(v1) : "memory");
+            pn::stg64(o, v0, v1);
         } else {
             o[0] = v0;
             if (has1) o[1] = v1;
@@ -291,8 +248,7 @@ __device__ __forceinline__ void gemm(const void* A, const void* B, void* C, cons
     using E = Elem<KIND>;
     constexpr bool A_KMAJOR = !TRANS_A;  // A [M,K]: K contiguous
     constexpr bool B_KMAJOR = TRANS_B;   // B [N,K]: K contiguous
-    extern __shared__ __align__(128) unsigned char smem[];
-    const unsigned s_base = smem_u32(smem);
+    const unsigned s_base = smem_u32(pn::dynamic_smem());
 
     // grouped rasterisation: GROUP_M M-tiles share each N-tile's B panel in L2
     const int tiles_m = (M + BM - 1) / BM, tiles_n = (N + BN - 1) / BN;

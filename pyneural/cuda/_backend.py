@@ -15,6 +15,10 @@ Grid, block and shared memory are computed by the wrappers (one place) and passe
 which always runs on CuPy's current stream of the current device.
 ``PYNEURAL_CUDA_BACKEND=rawmodule`` forces the NVRTC path (for tests); ``PYNEURAL_CUDA_SRC`` names
 an extra source directory.
+
+``PYNEURAL_CUDA_EMULATE=1`` swaps the runtime under all of this for the emulated device
+(:mod:`pyneural.cuda.emulator`): ``cupy()`` is then its CuPy-compatible namespace, whose RawModule
+compiles the same expanded sources for the CPU; there is no native module.
 """
 import functools
 import os
@@ -22,6 +26,8 @@ import re
 from pathlib import Path
 
 import numpy as np
+
+from pyneural.cuda import emulator
 
 _HERE = Path(__file__).resolve().parent
 # Installed wheels carry the sources in pyneural/cuda/csrc; a source checkout has csrc/cuda.
@@ -31,7 +37,10 @@ MIN_COMPUTE_CAPABILITY = 80  # cp.async
 
 
 def cupy():
-    """The cupy module, or ImportError saying how to get it."""
+    """The cupy module (or the emulated device's stand-in), or ImportError saying how to get it."""
+    if emulator.enabled():
+        from pyneural.cuda.emulator import xp
+        return xp
     try:
         import cupy
     except ImportError:
@@ -43,7 +52,7 @@ def cupy():
 @functools.lru_cache(maxsize=None)
 def native():
     """The prebuilt pyneural._cuda module, or None (then kernels go through cupy.RawModule)."""
-    if os.environ.get("PYNEURAL_CUDA_BACKEND", "").lower() == "rawmodule":
+    if emulator.enabled() or os.environ.get("PYNEURAL_CUDA_BACKEND", "").lower() == "rawmodule":
         return None
     try:
         from pyneural import _cuda
@@ -53,11 +62,16 @@ def native():
 
 
 def backend_name():
+    if emulator.enabled():
+        return "emulator"
     return "pyneural._cuda" if native() is not None else "cupy.RawModule"
 
 
 def available():
-    """True if CuPy imports and the current device has compute capability >= 8.0."""
+    """True if CuPy imports and the current device has compute capability >= 8.0 (or the emulated
+    device is switched on and can run here)."""
+    if emulator.enabled():
+        return emulator.usable()
     try:
         cp = cupy()
         if cp.cuda.runtime.getDeviceCount() < 1:
@@ -96,6 +110,8 @@ def expanded_source(filename, _seen=None):
 def _raw_module(filename, device_id):
     cp = cupy()
     with cp.cuda.Device(device_id):
+        if emulator.enabled():
+            return cp.RawModule(code=expanded_source(filename), options=("-std=c++17",), name=filename[:-3])
         return cp.RawModule(code=expanded_source(filename), options=("-std=c++17",))
 
 
