@@ -1,4 +1,10 @@
-"""Shared test helpers: fresh random inputs, relative error, NaN poisoning."""
+"""Shared test helpers: fresh random inputs, relative error, NaN poisoning; the CUDA device the
+CUDA tests run on.
+
+Where no usable GPU is present, the CUDA tests run on the emulated device (pyneural.cuda.emulator):
+this module switches it on (PYNEURAL_CUDA_EMULATE=1) before any test module is imported, so every
+CUDA test runs unchanged on whichever device there is, choosing neither. PYNEURAL_REQUIRE_GPU=1
+(bench/gpu_check.sh) turns that off and makes a missing GPU an error instead of a skip."""
 import os
 
 import numpy as np
@@ -6,6 +12,24 @@ import pytest
 
 import pyneural
 from pyneural import _C
+from pyneural.cuda import _backend, emulator
+
+REQUIRE_GPU = os.environ.get("PYNEURAL_REQUIRE_GPU", "") not in ("", "0")
+if REQUIRE_GPU:
+    os.environ.pop(emulator.ENV, None)
+    if not _backend.available():
+        raise pytest.UsageError("PYNEURAL_REQUIRE_GPU=1 but no usable CUDA GPU + CuPy is present")
+elif not emulator.enabled() and not _backend.available() and emulator.usable():
+    os.environ[emulator.ENV] = "1"
+    _backend.native.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def cuda_xp():
+    """CuPy, or the emulated device's CuPy-compatible namespace."""
+    if not _backend.available():
+        pytest.skip("needs CuPy and a CUDA GPU with compute capability >= 8.0, or the emulated device")
+    return _backend.cupy()
 
 
 def subprocess_env(**extra):

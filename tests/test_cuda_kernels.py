@@ -1,27 +1,29 @@
 """pyneural's CUDA kernels (csrc/cuda, via pyneural.cuda) against float64 numpy references.
 
 Every test: fresh random inputs (conftest rng), sizes that do not divide the 128 x 128 x 8 tiles,
-outputs poisoned with NaN where the API takes an ``out``, relative error < 1e-5 (fp32). Each runs on
-both kernel sources: the prebuilt pyneural._cuda (skipped if it was not built) and cupy.RawModule.
-Marked ``cuda``: skipped without CuPy and a GPU of compute capability >= 8.0.
+outputs poisoned with NaN where the API takes an ``out``, relative error < 1e-5 (fp32). On a GPU
+each runs on both kernel sources: the prebuilt pyneural._cuda (skipped if it was not built) and
+cupy.RawModule; without one, on the emulated device (conftest switches it on). Marked ``cuda``.
 """
 import numpy as np
 import pytest
 
 from conftest import rel_err
-from pyneural.cuda import _backend, available
+from pyneural.cuda import _backend, available, emulator
 from pyneural.kernels import conv as cpu_conv
 from pyneural.kernels import pool as cpu_pool
 
 pytestmark = [pytest.mark.cuda,
-              pytest.mark.skipif(not available(), reason="needs CuPy and a CUDA GPU with compute capability >= 8.0")]
+              pytest.mark.skipif(not available(), reason="needs CuPy and a CUDA GPU with compute capability >= 8.0, or the emulated device")]
 
 TOL = 1e-5
 
 
-@pytest.fixture(params=["native", "rawmodule"], autouse=True)
+@pytest.fixture(params=["emulator"] if emulator.enabled() else ["native", "rawmodule"], autouse=True)
 def backend(request, monkeypatch):
-    if request.param == "native":
+    if request.param == "emulator":
+        monkeypatch.delenv("PYNEURAL_CUDA_BACKEND", raising=False)
+    elif request.param == "native":
         try:
             import pyneural._cuda  # noqa: F401
         except ImportError:
@@ -35,9 +37,8 @@ def backend(request, monkeypatch):
 
 
 @pytest.fixture
-def cp():
-    import cupy
-    return cupy
+def cp(cuda_xp):
+    return cuda_xp
 
 
 def dev(cp, a):

@@ -14,7 +14,6 @@ import pytest
 
 from conftest import rel_err
 
-from pyneural.cuda import available as cuda_available
 from pyneural.cuda import tensor_core as tc
 
 pytestmark = pytest.mark.cuda
@@ -26,11 +25,8 @@ SHAPES = [(1, 17, 127), (17, 1, 1000), (127, 1000, 17), (1000, 127, 4099), (130,
 
 
 @pytest.fixture(scope="module")
-def cp():
-    if not cuda_available():
-        pytest.skip("needs CuPy and a CUDA GPU of compute capability >= 8.0")
-    import cupy
-    return cupy
+def cp(cuda_xp):
+    return cuda_xp
 
 
 def _np_dtype(name):

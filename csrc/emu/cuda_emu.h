@@ -64,6 +64,7 @@
 #define __align__(n) __attribute__((aligned(n)))
 #define __shared__ static thread_local
 #define PN_EMU_RT __attribute__((no_sanitize_thread, noinline))
+#define PN_EMU_API extern "C" __attribute__((visibility("default"), no_sanitize_thread, noinline))
 
 // ---- vector types ------------------------------------------------------------------------
 struct uint3 { unsigned x, y, z; };
@@ -100,8 +101,8 @@ inline int __clz(int v) { return v == 0 ? 32 : __builtin_clz(static_cast<unsigne
 inline int __ffs(int v) { return __builtin_ffs(v); }
 template <class T> inline T __ldg(const T* p) { return *p; }
 // CUDA's min / max are overloaded for every arithmetic type; mixed types promote as a ? : does.
-template <class A, class B> inline auto min(A a, B b) -> decltype(a < b ? a : b) { return b < a ? b : a; }
-template <class A, class B> inline auto max(A a, B b) -> decltype(a < b ? a : b) { return a < b ? b : a; }
+template <class A, class B> inline typename std::common_type<A, B>::type min(A a, B b) { return b < a ? b : a; }
+template <class A, class B> inline typename std::common_type<A, B>::type max(A a, B b) { return a < b ? b : a; }
 
 namespace pn_emu {
 
@@ -516,6 +517,7 @@ PN_EMU_RT static void check_shared(uintptr_t a, unsigned size, bool write, bool 
   }
 }
 
+PN_EMU_RT static void wild(uintptr_t a, unsigned size, bool write);
 PN_EMU_RT static void check_global(uintptr_t a, unsigned size, bool write, bool aligned_access) {
   for (int i = 0; i < L.n_ranges; ++i) {
     const Range& r = L.ranges[i];
@@ -541,6 +543,20 @@ PN_EMU_RT static void check_global(uintptr_t a, unsigned size, bool write, bool 
             write ? "write" : "read", size, reinterpret_cast<void*>(a), (unsigned long)(a - r.lo), r.arg,
             (unsigned long)(r.hi - r.lo));
   }
+  wild(a, size, write);
+}
+
+// Memory kernel code may touch besides its arguments and shared memory: fiber stacks (locals), the
+// fiber and warp records (threadIdx), and this module's own loaded segments (blockIdx, constants).
+struct Region { uintptr_t lo, hi; };
+inline Region allowed[16];
+inline int n_allowed = 0;
+
+PN_EMU_RT static void wild(uintptr_t a, unsigned size, bool write) {
+  for (int i = 0; i < n_allowed; ++i)
+    if (a >= allowed[i].lo && a < allowed[i].hi) return;
+  fault("invalid global %s of %u bytes at %p: not inside any array argument of the launch (nor within %lu bytes "
+        "of one)", write ? "write" : "read", size, reinterpret_cast<void*>(a), (unsigned long)REDZONE);
 }
 
 PN_EMU_RT static void on_access(const void* p, unsigned size, bool write, bool aligned_access) {
@@ -549,6 +565,7 @@ PN_EMU_RT static void on_access(const void* p, unsigned size, bool write, bool a
   const uintptr_t a = reinterpret_cast<uintptr_t>(p);
   if (in_window(a)) check_shared(a, size, write, aligned_access);
   else if (a + size > L.box_lo && a < L.box_hi) check_global(a, size, write, aligned_access);
+  else wild(a, size, write);
   L.checking = true;
 }
 
@@ -802,8 +819,13 @@ struct TlsInfo { uintptr_t base; const void* tls; size_t size; };
 PN_EMU_RT static int find_tls(struct dl_phdr_info* info, size_t, void* data) {
   TlsInfo* t = static_cast<TlsInfo*>(data);
   if (info->dlpi_addr != t->base) return 0;
-  for (int i = 0; i < info->dlpi_phnum; ++i)
-    if (info->dlpi_phdr[i].p_type == PT_TLS) t->size = info->dlpi_phdr[i].p_memsz;
+  n_allowed = 0;
+  for (int i = 0; i < info->dlpi_phnum; ++i) {
+    const ElfW(Phdr)& ph = info->dlpi_phdr[i];
+    if (ph.p_type == PT_TLS) t->size = ph.p_memsz;
+    if (ph.p_type == PT_LOAD && n_allowed < 12)
+      allowed[n_allowed++] = Region{info->dlpi_addr + ph.p_vaddr, info->dlpi_addr + ph.p_vaddr + ph.p_memsz};
+  }
   t->tls = info->dlpi_tls_data;
   return 1;
 }
@@ -871,6 +893,10 @@ PN_EMU_RT static int setup(const char* name, const LaunchDesc* d) {
     if (stacks == MAP_FAILED) { fault("could not map fiber stacks"); return 1; }
     for (int i = 0; i < MAX_THREADS; ++i) fibers[i].stack = stacks + i * stack_bytes;
   }
+  const uintptr_t st = reinterpret_cast<uintptr_t>(fibers[0].stack);
+  allowed[n_allowed++] = Region{st, st + stack_bytes * MAX_THREADS};
+  allowed[n_allowed++] = Region{reinterpret_cast<uintptr_t>(fibers), reinterpret_cast<uintptr_t>(fibers + MAX_THREADS)};
+  allowed[n_allowed++] = Region{reinterpret_cast<uintptr_t>(warps), reinterpret_cast<uintptr_t>(warps + MAX_THREADS / 32)};
   static size_t shadow_words = 0;
   if (shadow_words < (L.win_size + 3) / 4) {
     delete[] shadow;
@@ -973,10 +999,10 @@ template <class F> struct Entry;
 template <class... A> struct Entry<void (*)(A...)> {
   struct Call { void (*fn)(A...); void** args; };
   template <size_t... I>
-  static void invoke(const Call* c, std::index_sequence<I...>) {
+  PN_EMU_RT static void invoke(const Call* c, std::index_sequence<I...>) {
     c->fn(*static_cast<typename std::remove_cv<A>::type*>(c->args[I])...);
   }
-  static void body(void* p) { invoke(static_cast<const Call*>(p), std::index_sequence_for<A...>{}); }
+  PN_EMU_RT static void body(void* p) { invoke(static_cast<const Call*>(p), std::index_sequence_for<A...>{}); }
   static int run(const char* name, void (*fn)(A...), const LaunchDesc* d, void** args) {
     Call c{fn, args};
     return launch(name, d, &body, &c);
@@ -1014,7 +1040,7 @@ extern "C" PN_EMU_RT void __tsan_func_exit() {}
 extern "C" PN_EMU_RT void __tsan_vptr_update(void**, void*) {}
 extern "C" PN_EMU_RT void __tsan_vptr_read(void**) {}
 
-extern "C" PN_EMU_RT const char* pn_emu_error() { return pn_emu::L.message; }
+PN_EMU_API const char* pn_emu_error() { return pn_emu::L.message; }
 
 // ---- the CUDA device API -----------------------------------------------------------------
 inline void __syncthreads() { pn_emu::syncthreads(); }
@@ -1063,7 +1089,7 @@ inline float atomicExch(float* p, float v) { return pn_emu::atomic_rmw(p, v, 3);
 // One exported entry per kernel, appended by pyneural/cuda/emulator after the source:
 //   pn_emu_launch_<name>(desc, args) runs the grid; pn_emu_sig_<name>() is its parameter types.
 #define PN_EMU_EXPORT(name)                                                                          \
-  extern "C" PN_EMU_RT int pn_emu_launch_##name(const pn_emu::LaunchDesc* d, void** args) {           \
+  PN_EMU_API int pn_emu_launch_##name(const pn_emu::LaunchDesc* d, void** args) {           \
     return pn_emu::Entry<decltype(&name)>::run(#name, &name, d, args);                                 \
   }                                                                                                   \
-  extern "C" PN_EMU_RT const char* pn_emu_sig_##name() { return pn_emu::Entry<decltype(&name)>::signature(); }
+  PN_EMU_API const char* pn_emu_sig_##name() { return pn_emu::Entry<decltype(&name)>::signature(); }

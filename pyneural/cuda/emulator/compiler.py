@@ -32,7 +32,10 @@ _KERNEL = re.compile(r"PN_EMU_KERNEL_MARK\s+void\s+(\w+)\s*\(")
 _lock = threading.Lock()
 _loaded = {}
 
-BASE_FLAGS = ["-std=c++17", "-fPIC", "-w", "-fno-strict-aliasing", "-DPN_CUDA_EMULATOR"]
+# Hidden visibility and no STB_GNU_UNIQUE: every module keeps its own emulator state and its own
+# __shared__ variables even where two modules instantiate the same template.
+BASE_FLAGS = ["-std=c++17", "-fPIC", "-w", "-fno-strict-aliasing", "-fvisibility=hidden", "-fno-gnu-unique",
+              "-DPN_CUDA_EMULATOR"]
 MODE_FLAGS = {
     "checked": ["-O1", "-fno-tree-sra", "-fno-tree-vectorize", "-fsanitize=thread",
                 "--param", "tsan-instrument-func-entry-exit=0"],
