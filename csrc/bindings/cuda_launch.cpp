@@ -9,6 +9,10 @@
 // numpy scalar contributes its own bytes (np.int32 -> int, np.float32 -> float, ...), and (3)
 // launch with cudaLaunchKernel on the given stream. Every failure is a Python exception naming
 // the kernel and the argument; CUDA errors come back as RuntimeError with the CUDA message.
+// Before any other CUDA call, launch checks once per process that there is a driver and a device
+// (cudaGetDeviceCount): on a machine without either -- CI, a laptop -- the module still imports,
+// `images()` and `device_count()` work, and `launch` raises RuntimeError "no CUDA device / driver"
+// with the CUDA error and the driver / runtime versions (tests/test_cuda_native_build.py).
 #include <cuda_runtime.h>
 #include <pybind11/pybind11.h>
 
@@ -28,6 +32,51 @@ namespace {
 
 void check_cuda(cudaError_t err, const std::string& what) {
   if (err != cudaSuccess) throw std::runtime_error(what + ": " + cudaGetErrorName(err) + " (" + cudaGetErrorString(err) + ")");
+}
+
+// What cudaGetDeviceCount said, asked once per process (the set of devices a process sees is fixed
+// at CUDA's initialisation).
+struct DeviceProbe {
+  int count;
+  cudaError_t error;
+};
+
+const DeviceProbe& device_probe() {
+  static const DeviceProbe probe = [] {
+    int count = 0;
+    const cudaError_t err = cudaGetDeviceCount(&count);
+    if (err != cudaSuccess) {
+      cudaGetLastError();
+      count = 0;
+    }
+    return DeviceProbe{count, err};
+  }();
+  return probe;
+}
+
+std::string cuda_version_text(int v) { return std::to_string(v / 1000) + "." + std::to_string(v % 1000 / 10); }
+
+// RuntimeError unless `device` is a usable CUDA device, saying why not.
+void require_device(int device) {
+  const DeviceProbe& probe = device_probe();
+  if (probe.error != cudaSuccess || probe.count == 0) {
+    int driver = 0;
+    if (cudaDriverGetVersion(&driver) != cudaSuccess) {
+      cudaGetLastError();
+      driver = 0;
+    }
+    const std::string why = probe.error != cudaSuccess
+        ? "failed: " + std::string(cudaGetErrorName(probe.error)) + " (" + cudaGetErrorString(probe.error) + ")"
+        : std::string("found no device");
+    throw std::runtime_error(
+        "pyneural._cuda: no CUDA device / driver: cudaGetDeviceCount " + why + "; " +
+        (driver == 0 ? std::string("no NVIDIA driver was found")
+                     : "the NVIDIA driver supports CUDA " + cuda_version_text(driver)) +
+        ", this module was built with the CUDA " + cuda_version_text(CUDART_VERSION) + " runtime");
+  }
+  if (device < 0 || device >= probe.count)
+    throw py::value_error("pyneural._cuda: device " + std::to_string(device) + " does not exist: this process sees " +
+                          std::to_string(probe.count) + " CUDA device(s)");
 }
 
 std::mutex registry_mutex;
@@ -120,6 +169,7 @@ dim3 to_dim3(const py::tuple& t, const char* what) {
 void launch(const std::string& file, const std::string& name, const py::tuple& grid, const py::tuple& block,
             size_t shared_mem, unsigned long long stream, int device, const py::sequence& args) {
   const dim3 g = to_dim3(grid, "grid"), b = to_dim3(block, "block");
+  require_device(device);
   check_cuda(cudaSetDevice(device), "pyneural._cuda: selecting device " + std::to_string(device));
   const cudaKernel_t kernel = find_kernel(file, name);
   // Every argument gets its own 8-byte-aligned slot; kernel parameters are at most 8 bytes here.
@@ -160,6 +210,8 @@ void bind_cuda_launch(py::module_& m) {
         "Launch kernel `name` of csrc/cuda/<file>.cu on `stream` (a cudaStream_t as int, e.g.\n"
         "cupy.cuda.get_current_stream().ptr) of `device`. args: CuPy arrays (checked: C-contiguous,\n"
         "float32/int32/int64, on `device`), None (null pointer) or numpy scalars (passed by value).");
+  m.def("device_count", [] { return device_probe().count; },
+        "CUDA devices this process sees; 0 where there is no usable driver or device (never raises).");
   m.def("images", [] {
     py::list names;
     for (const CudaImage* img = cuda_images; img->file != nullptr; ++img) names.append(img->file);

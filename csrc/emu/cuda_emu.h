@@ -62,7 +62,12 @@
 #define __grid_constant__
 #define __restrict__ __restrict
 #define __align__(n) __attribute__((aligned(n)))
-#define __shared__ static thread_local
+// Each __shared__ variable is preceded by a 64-byte redzone variable (pn_rz_N): an access running
+// off the end of a variable lands in one (the compiler lays a function's statics out in reverse).
+#define PN_EMU_CAT2(a, b) a##b
+#define PN_EMU_CAT(a, b) PN_EMU_CAT2(a, b)
+#define __shared__ \
+  static thread_local __attribute__((used)) unsigned char PN_EMU_CAT(pn_rz_, __COUNTER__)[64]; static thread_local
 #define PN_EMU_RT __attribute__((no_sanitize_thread, noinline))
 #define PN_EMU_API extern "C" __attribute__((visibility("default"), no_sanitize_thread, noinline))
 
@@ -181,6 +186,7 @@ struct Warp {
 };
 
 struct Range { uintptr_t lo, hi; int arg; };
+struct SharedVar { uint64_t off, size; const char* name; };  // a static __shared__ variable
 
 struct Shadow {  // race mode: one per 4 bytes of shared memory
   uint32_t block;           // block serial the entry belongs to (older entries are empty)
@@ -198,7 +204,7 @@ struct Launch {
   unsigned dyn_bytes = 0;
   int nthreads = 0, live = 0, arrived = 0;
   unsigned epoch = 0, block_serial = 0;
-  bool race = false, failed = false, checking = false;
+  bool race = false, failed = false, checking = false, atomic = false;
   char* win = nullptr;  // the TLS window: static __shared__ variables + the dynamic area
   size_t win_size = 0;
   char* dyn = nullptr;
@@ -219,14 +225,18 @@ inline Launch L;
 inline Fiber* fibers = nullptr;  // MAX_THREADS of them, stacks mapped once
 inline Warp* warps = nullptr;
 inline Fiber* cur = nullptr;
+inline uint3 tids[MAX_THREADS];  // threadIdx of every thread of the block
+inline int cur_index = 0;        // the running thread
 inline Shadow* shadow = nullptr;
 inline size_t stack_bytes = 0;
 inline uint8_t* pending = nullptr;  // one byte per 4 bytes of the window: a cp.async will land there
+inline const SharedVar* svars = nullptr;  // sorted by offset (from the module's TLS symbols)
+inline int n_svars = 0;
 
 }  // namespace pn_emu
 
 // Built-in variables of the current thread.
-#define threadIdx (pn_emu::cur->tid)
+#define threadIdx (pn_emu::tids[pn_emu::cur_index])
 #define blockIdx (pn_emu::L.block_idx)
 #define blockDim (pn_emu::L.block)
 #define gridDim (pn_emu::L.grid)
@@ -259,6 +269,7 @@ PN_EMU_RT static void fault(const char* fmt, ...) {
 // ---- fiber switching ---------------------------------------------------------------------
 PN_EMU_RT static void to_fiber(Fiber* f) {
   cur = f;
+  cur_index = f->linear;
 #if defined(__SANITIZE_ADDRESS__)
   void* fake = nullptr;
   __sanitizer_start_switch_fiber(&fake, f->stack, stack_bytes);
@@ -285,6 +296,7 @@ PN_EMU_RT static void switch_to_main_impl(bool dying) {
   pn_emu_switch(&f->sp, L.main_sp);
 #endif
   cur = f;
+  cur_index = f->linear;
   L.checking = was_checking;
 }
 PN_EMU_RT static void switch_to_main() { switch_to_main_impl(true); }
@@ -466,26 +478,56 @@ PN_EMU_RT static unsigned vote(int op, CollectiveFn fn, unsigned mask, int pred,
 // ---- memory checks -----------------------------------------------------------------------
 inline bool in_window(uintptr_t a) { return a - reinterpret_cast<uintptr_t>(L.win) < L.win_size; }
 
+// "`name` + 12" for a window offset, or "shared offset 12" where no variable covers it.
+PN_EMU_RT static const SharedVar* var_at(uintptr_t off) {
+  int lo = 0, hi = n_svars - 1, found = -1;
+  while (lo <= hi) {
+    const int mid = (lo + hi) / 2;
+    if (svars[mid].off <= off) { found = mid; lo = mid + 1; } else { hi = mid - 1; }
+  }
+  return found >= 0 ? &svars[found] : nullptr;
+}
+PN_EMU_RT static const char* where(uintptr_t off) {
+  static char buf[512];
+  const uintptr_t dyn_off = reinterpret_cast<uintptr_t>(L.dyn) - reinterpret_cast<uintptr_t>(L.win);
+  const SharedVar* v = var_at(off);
+  if (off >= dyn_off && off < dyn_off + DYNAMIC_SMEM_MAX)
+    snprintf(buf, sizeof buf, "dynamic shared memory + %lu", (unsigned long)(off - dyn_off));
+  else if (v != nullptr && off < v->off + v->size)
+    snprintf(buf, sizeof buf, "__shared__ %s + %lu", v->name, (unsigned long)(off - v->off));
+  else
+    snprintf(buf, sizeof buf, "shared offset %lu", (unsigned long)off);
+  return buf;
+}
+
 PN_EMU_RT static void check_shared(uintptr_t a, unsigned size, bool write, bool aligned_access) {
   const uintptr_t off = a - reinterpret_cast<uintptr_t>(L.win);
   const uintptr_t dyn_lo = reinterpret_cast<uintptr_t>(L.dyn), dyn_end = dyn_lo + DYNAMIC_SMEM_MAX;
+  const char* rw = write ? "write" : "read";
   if (a >= dyn_lo && a < dyn_end) {
     if (a + size > dyn_lo + L.dyn_bytes)
-      fault("shared %s of %u bytes at dynamic shared offset %lu is out of bounds: the launch has %u bytes of "
-            "dynamic shared memory", write ? "write" : "read", size, (unsigned long)(a - dyn_lo), L.dyn_bytes);
+      fault("out-of-bounds shared %s of %u bytes at dynamic shared memory + %lu: the launch has %u bytes of "
+            "dynamic shared memory", rw, size, (unsigned long)(a - dyn_lo), L.dyn_bytes);
   } else if (off + size > L.win_size) {
-    fault("shared %s of %u bytes at shared offset %lu runs past the end of shared memory (%lu bytes)",
-          write ? "write" : "read", size, (unsigned long)off, (unsigned long)L.win_size);
+    fault("shared %s of %u bytes at shared offset %lu runs past the end of shared memory (%lu bytes)", rw, size,
+          (unsigned long)off, (unsigned long)L.win_size);
+  } else if (n_svars > 0) {
+    const SharedVar* v = var_at(off);
+    if (v == nullptr)
+      fault("out-of-bounds shared %s of %u bytes at shared offset %lu, before every __shared__ variable", rw, size,
+            (unsigned long)off);
+    if (off + size > v->off + v->size)
+      fault("out-of-bounds shared %s of %u bytes at __shared__ %s + %lu: the variable has %lu bytes", rw, size,
+            v->name, (unsigned long)(off - v->off), (unsigned long)v->size);
   }
   if (aligned_access && size > 1 && (a & (size - 1)))
-    fault("misaligned %u-byte shared %s at shared offset %lu (address %p): needs %u-byte alignment", size,
-          write ? "write" : "read", (unsigned long)off, reinterpret_cast<void*>(a), size);
+    fault("misaligned %u-byte shared %s at %s (address %p): needs %u-byte alignment", size, rw, where(off),
+          reinterpret_cast<void*>(a), size);
   for (uintptr_t w = off >> 2; w <= (off + size - 1) >> 2; ++w) {
     if (pending[w])
-      fault("shared %s at shared offset %lu touches the destination of a cp.async issued by thread %d that has not "
-            "landed yet (no cp.async.wait_group / wait_all for it)", write ? "write" : "read", (unsigned long)off,
-            pending[w] == 255 ? -1 : pending[w] - 1);
-    if (!L.race) continue;
+      fault("shared %s at %s touches the destination of a cp.async issued by thread %d that has not landed yet "
+            "(no cp.async.wait_group / wait_all for it)", rw, where(off), pending[w] == 255 ? -1 : pending[w] - 1);
+    if (!L.race || L.atomic) continue;  // atomics never race with each other
     Shadow& s = shadow[w];
     if (s.block != L.block_serial) { std::memset(&s, 0, sizeof s); s.block = L.block_serial; }
     const int me = cur->linear + 1;
@@ -495,17 +537,16 @@ PN_EMU_RT static void check_shared(uintptr_t a, unsigned size, bool write, bool 
       if ((other - 1) / 32 == cur->warp && wepoch != static_cast<uint16_t>(wep)) return false;
       return true;
     };
-    const char* what = write ? "write" : "read";
     if (unordered(s.w_tid, s.w_epoch, s.w_wepoch))
-      fault("race on shared memory at offset %lu: this thread's %s follows a write by thread %d with no "
-            "__syncthreads between them", (unsigned long)(w * 4), what, s.w_tid - 1);
+      fault("race on shared memory at %s: this thread's %s follows a write by thread %d with no __syncthreads "
+            "between them", where(w * 4), rw, s.w_tid - 1);
     if (write) {
       if (s.r_many && s.r_epoch == L.epoch)
-        fault("race on shared memory at offset %lu: this thread's write follows reads by several threads with no "
-              "__syncthreads between them", (unsigned long)(w * 4));
+        fault("race on shared memory at %s: this thread's write follows reads by several threads with no "
+              "__syncthreads between them", where(w * 4));
       if (unordered(s.r_tid, s.r_epoch, s.r_wepoch))
-        fault("race on shared memory at offset %lu: this thread's write follows a read by thread %d with no "
-              "__syncthreads between them", (unsigned long)(w * 4), s.r_tid - 1);
+        fault("race on shared memory at %s: this thread's write follows a read by thread %d with no "
+              "__syncthreads between them", where(w * 4), s.r_tid - 1);
       s.w_tid = static_cast<uint16_t>(me); s.w_epoch = L.epoch; s.w_wepoch = static_cast<uint16_t>(wep);
       s.r_tid = 0; s.r_many = 0;
     } else {
@@ -671,7 +712,9 @@ template <class T>
 PN_EMU_RT static T atomic_rmw(T* p, T v, int op) {
   const bool was = L.checking;
   L.checking = false;
+  L.atomic = true;
   kernel_access(p, sizeof(T), true);
+  L.atomic = false;
   const T old = *p;
   T nv = old;
   switch (op) {
@@ -842,6 +885,7 @@ struct LaunchDesc {
 PN_EMU_RT static int setup(const char* name, const LaunchDesc* d) {
   L.kernel = name;
   L.failed = false;
+  L.atomic = false;
   L.message[0] = 0;
   L.checking = false;
   L.grid = dim3(d->grid[0], d->grid[1], d->grid[2]);
@@ -886,7 +930,7 @@ PN_EMU_RT static int setup(const char* name, const LaunchDesc* d) {
 #else
     stack_bytes = 256 << 10;
 #endif
-    fibers = new Fiber[MAX_THREADS];
+    fibers = new Fiber[MAX_THREADS];  // never touched by kernel code (threadIdx lives in tids)
     warps = new Warp[MAX_THREADS / 32];
     char* stacks = static_cast<char*>(mmap(nullptr, stack_bytes * MAX_THREADS, PROT_READ | PROT_WRITE,
                                            MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0));
@@ -895,8 +939,7 @@ PN_EMU_RT static int setup(const char* name, const LaunchDesc* d) {
   }
   const uintptr_t st = reinterpret_cast<uintptr_t>(fibers[0].stack);
   allowed[n_allowed++] = Region{st, st + stack_bytes * MAX_THREADS};
-  allowed[n_allowed++] = Region{reinterpret_cast<uintptr_t>(fibers), reinterpret_cast<uintptr_t>(fibers + MAX_THREADS)};
-  allowed[n_allowed++] = Region{reinterpret_cast<uintptr_t>(warps), reinterpret_cast<uintptr_t>(warps + MAX_THREADS / 32)};
+
   static size_t shadow_words = 0;
   if (shadow_words < (L.win_size + 3) / 4) {
     delete[] shadow;
@@ -933,6 +976,7 @@ PN_EMU_RT static void run_block(unsigned bx, unsigned by, unsigned bz) {
     Fiber& f = fibers[i];
     f.linear = i;
     f.tid = uint3{i % L.block.x, (i / L.block.x) % L.block.y, i / (L.block.x * L.block.y)};
+    tids[i] = f.tid;
     f.lane = i & 31;
     f.warp = i >> 5;
     init_fiber(&f);
@@ -1041,6 +1085,11 @@ extern "C" PN_EMU_RT void __tsan_vptr_update(void**, void*) {}
 extern "C" PN_EMU_RT void __tsan_vptr_read(void**) {}
 
 PN_EMU_API const char* pn_emu_error() { return pn_emu::L.message; }
+// The module's static __shared__ variables (offset in the TLS segment, size, name), sorted by offset.
+PN_EMU_API void pn_emu_set_shared_vars(int n, const pn_emu::SharedVar* vars) {
+  pn_emu::svars = vars;
+  pn_emu::n_svars = n;
+}
 
 // ---- the CUDA device API -----------------------------------------------------------------
 inline void __syncthreads() { pn_emu::syncthreads(); }
@@ -1070,7 +1119,10 @@ inline int __any_sync(unsigned mask, int pred) {
 inline int __all_sync(unsigned mask, int pred) {
   return static_cast<int>(pn_emu::vote(pn_emu::OP_ALL, &pn_emu::op_vote<pn_emu::OP_ALL>, mask, pred, nullptr));
 }
-inline unsigned __activemask() { return pn_emu::warps[pn_emu::cur->warp].alive; }
+namespace pn_emu {
+PN_EMU_RT static unsigned activemask() { return warps[cur->warp].alive; }
+}
+inline unsigned __activemask() { return pn_emu::activemask(); }
 inline size_t __cvta_generic_to_shared(const void* p) { return pn_emu::cvta_shared(p); }
 inline float atomicAdd(float* p, float v) { return pn_emu::atomic_rmw(p, v, 0); }
 inline double atomicAdd(double* p, double v) { return pn_emu::atomic_rmw(p, v, 0); }

@@ -187,9 +187,13 @@ def _tensor_map(ptr, rows, k, box_rows, kind):
 
 
 # ---- dispatch ----------------------------------------------------------------------------------
+def _wgmma_shape_ok(kind, a, b, trans_a, trans_b, K):
+    return (kind in ("bf16", "f16") and not trans_a and trans_b and K % 8 == 0 and a.data.ptr % 16 == 0
+            and b.data.ptr % 16 == 0)
+
+
 def _wgmma_eligible(cp, kind, a, b, trans_a, trans_b, K):
-    return (cp.cuda.Device().compute_capability == "90" and kind in ("bf16", "f16") and not trans_a and trans_b
-            and K % 8 == 0 and a.data.ptr % 16 == 0 and b.data.ptr % 16 == 0)
+    return cp.cuda.Device().compute_capability == "90" and _wgmma_shape_ok(kind, a, b, trans_a, trans_b, K)
 
 
 def matmul_tc(a, b, *, trans_a=False, trans_b=False, bias=None, activation=None, out_dtype=None, out=None,
@@ -216,6 +220,10 @@ def matmul_tc(a, b, *, trans_a=False, trans_b=False, bias=None, activation=None,
     scalars = (np.float32(alpha), np.float32(beta), np.int32(act), np.int32(out_kind))
 
     use_wgmma = kernel == "wgmma" or (kernel == "auto" and _wgmma_eligible(cp, kind, a, b, trans_a, trans_b, K))
+    if use_wgmma and getattr(cp.cuda, "emulated", False) and _wgmma_shape_ok(kind, a, b, trans_a, trans_b, K):
+        raise NotImplementedError(f"{_FN}: kernel='wgmma' (TMA, mbarrier transaction counts, wgmma: Hopper-only "
+                                  f"instructions) runs only on a real sm_90 GPU; the emulated CUDA device runs the "
+                                  f"mma.sync kernel (kernel='mma' or 'auto')")
     if use_wgmma:
         if not _wgmma_eligible(cp, kind, a, b, trans_a, trans_b, K):
             raise ValueError(f"{_FN}: kernel='wgmma' needs an sm_90 device, bf16/fp16 inputs, trans_a=False, "

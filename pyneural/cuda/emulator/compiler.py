@@ -78,6 +78,30 @@ def _run(cmd, what):
     return proc.stdout
 
 
+class _SharedVar(ctypes.Structure):
+    _fields_ = [("off", ctypes.c_uint64), ("size", ctypes.c_uint64), ("name", ctypes.c_char_p)]
+
+
+_PARAMS = re.compile(r"\((?:[^()]|\([^()]*\))*\)")
+
+
+def shared_variables(path):
+    """[(offset, size, name)] of the static __shared__ variables of a built module: its thread-local
+    symbols (offsets in the TLS segment, which is the block's shared memory), from readelf."""
+    try:
+        out = subprocess.run(["readelf", "-sW", "-C", str(path)], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return []  # no binutils: shared accesses are then checked against the window only
+    found = {}
+    for line in out.splitlines():
+        parts = line.split(None, 7)
+        if len(parts) == 8 and parts[3] == "TLS" and parts[6] != "UND" and "pn_emu_dynamic_smem" not in parts[7] \
+                and "pn_rz_" not in parts[7]:
+            size = int(parts[2], 16) if parts[2].startswith("0x") else int(parts[2])
+            found[int(parts[1], 16)] = (size, _PARAMS.sub("()", parts[7]))
+    return sorted((off, size, name) for off, (size, name) in found.items())
+
+
 class Module:
     """One compiled source: kernel name -> (entry point, parameter type codes)."""
 
@@ -87,6 +111,9 @@ class Module:
         self.lib.pn_emu_error.restype = ctypes.c_char_p
         self.names = names
         self._entries = {}
+        shared = shared_variables(path)
+        self._shared = (_SharedVar * max(1, len(shared)))(*[_SharedVar(o, n, name.encode()) for o, n, name in shared])
+        self.lib.pn_emu_set_shared_vars(ctypes.c_int(len(shared)), self._shared)
 
     def entry(self, name):
         if name not in self._entries:

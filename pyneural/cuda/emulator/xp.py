@@ -8,8 +8,10 @@ math on device arrays (computed on the host, results stay "on the device"), ``cu
 ``Stream`` / ``Event`` / ``runtime``, and ``RawModule`` / ``RawKernel`` whose kernels run on the
 emulator (:mod:`pyneural.cuda.emulator.launch`).
 """
+import ctypes
 import time
 import types
+import weakref
 
 import numpy as np
 from numpy.lib.mixins import NDArrayOperatorsMixin
@@ -22,13 +24,40 @@ DEVICE_NAME = "pyneural emulated CUDA device (sm_80 model)"
 SM_COUNT = 4
 
 
+def _asan():
+    """AddressSanitizer's (poison, unpoison) memory-region calls when this process runs with it."""
+    global _ASAN
+    if _ASAN is None:
+        try:
+            lib = ctypes.CDLL(None)
+            fns = (lib.__asan_poison_memory_region, lib.__asan_unpoison_memory_region)
+            for fn in fns:
+                fn.argtypes, fn.restype = [ctypes.c_void_p, ctypes.c_size_t], None
+            _ASAN = fns
+        except AttributeError:
+            _ASAN = False
+    return _ASAN or None
+
+
+_ASAN = None
+
+
 def _allocate(nbytes):
-    """Host memory standing in for cudaMalloc: 256-byte aligned, redzones before and after."""
+    """Host memory standing in for cudaMalloc: 256-byte aligned, with redzones before and after
+    (which the checked build reports touching, and which AddressSanitizer is told are poison)."""
     raw = np.empty(int(nbytes) + 2 * PAD + ALIGN, dtype=np.uint8)
     start = PAD + (-(raw.ctypes.data + PAD) % ALIGN)
     buf = raw[start:start + int(nbytes)]
     raw[:start] = 0xA5
     raw[start + int(nbytes):] = 0xA5
+    asan = _asan()
+    if asan is not None:
+        poison, unpoison = asan
+        # numpy may hand out a cached block: start clean, and leave it clean before numpy frees or reuses it
+        unpoison(raw.ctypes.data, raw.size)
+        poison(raw.ctypes.data, start)
+        poison(raw.ctypes.data + start + int(nbytes), raw.size - start - int(nbytes))
+        weakref.finalize(raw, unpoison, raw.ctypes.data, raw.size)
     return buf
 
 
@@ -188,6 +217,8 @@ class ndarray(NDArrayOperatorsMixin):
         return self._a.tolist()
 
     def __getattr__(self, name):
+        if name.startswith("__"):  # never hand numpy the buffer through __array_interface__ & co.
+            raise AttributeError(name)
         attr = getattr(self._a, name)
         if callable(attr):
             return lambda *a, **k: _wrap(attr(*_unwrap(list(a), name), **k))
