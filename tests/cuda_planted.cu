@@ -72,6 +72,14 @@ extern "C" __global__ void planted_wild_read(const float* x, float* y, int n) {
   y[threadIdx.x] = x[threadIdx.x + (1 << 20)];
 }
 
+// Only even threads fill their slot, every thread reads its own: the odd slots were never written.
+extern "C" __global__ void planted_uninitialized_shared_read(const float* x, float* y, int n) {
+  __shared__ float part[64];
+  if (threadIdx.x % 2 == 0) part[threadIdx.x] = x[threadIdx.x];
+  __syncthreads();
+  y[threadIdx.x] = part[threadIdx.x];
+}
+
 extern "C" __global__ void planted_trap(const float* x, float* y, int n) {
   if (threadIdx.x == 5) __trap();
   y[threadIdx.x] = x[threadIdx.x];

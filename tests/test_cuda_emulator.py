@@ -67,9 +67,10 @@ def test_missing_syncthreads_is_a_race(xp, planted, rng):
                                r"memory at __shared__ planted_missing_syncthreads::tile \+ 4: this thread's "
                                r"write follows a read by thread 0"):
         run(planted, "planted_missing_syncthreads", (1,), (256,), (x, y, np.int32(256)))
-    # without race mode the bug still shows: thread 0 ran to its end before thread 1 wrote
-    run(planted, "planted_missing_syncthreads", (1,), (256,), (x, y, np.int32(256)))
-    assert np.isnan(y.get()[0])
+    # checked mode finds it too: thread 0 reads a word no thread has written yet
+    with pytest.raises(KernelFault, match=r"thread \(0,0,0\): shared read of 4 bytes at __shared__ "
+                                          r"planted_missing_syncthreads::tile \+ 4 reads memory that no thread"):
+        run(planted, "planted_missing_syncthreads", (1,), (256,), (x, y, np.int32(256)))
     with emulator.racecheck():
         run(planted, "fixed_syncthreads", (1,), (256,), (x, y, np.int32(256)))
     assert np.array_equal(y.get(), np.roll(x.get(), -1))
@@ -103,6 +104,8 @@ def test_cp_async_destination_read_before_wait_is_reported(xp, planted, rng):
     ("planted_shfl_after_exit", 32, 0, r"__shfl_xor_sync with mask 0xffffffff: lanes 0x00000001 have already exited"),
     ("planted_wild_read", 32, 0, r"thread \(0,0,0\): invalid global read of 4 bytes .* not inside any array argument"),
     ("planted_trap", 32, 0, r"thread \(5,0,0\): __trap\(\) called"),
+    ("planted_uninitialized_shared_read", 64, 0, r"thread \(63,0,0\): shared read of 4 bytes at __shared__ "
+                                                 r".*::part \+ 252 reads memory that no thread of this block has written"),
 ])
 def test_other_faults_are_reported(xp, planted, name, block, smem, pattern):
     x, y = xp.zeros(256, np.float32), xp.empty(256, np.float32)

@@ -22,7 +22,8 @@
 //    compiler pass): every load and store of kernel code reports its address and width here. A
 //    global access inside the 256-byte redzone around an array argument, a shared access outside
 //    the static variables or past the launch's dynamic size, a 8/16-byte access that is not
-//    naturally aligned, and a read of a cp.async destination before its wait are faults.
+//    naturally aligned, a read of a cp.async destination before its wait, and a shared read of a word
+//    no thread of the block has written yet (compute-sanitizer's initcheck) are faults.
 //    Race mode adds a shadow word per 4 bytes of shared memory (last writer, last reader, barrier
 //    epoch): a write and another thread's read or write of the same word with no __syncthreads
 //    (or, within a warp, __syncwarp / warp collective) between them is a fault.
@@ -230,6 +231,7 @@ inline int cur_index = 0;        // the running thread
 inline Shadow* shadow = nullptr;
 inline size_t stack_bytes = 0;
 inline uint8_t* pending = nullptr;  // one byte per 4 bytes of the window: a cp.async will land there
+inline uint32_t* written = nullptr; // per 4 bytes: the block serial of the last write (initcheck)
 inline const SharedVar* svars = nullptr;  // sorted by offset (from the module's TLS symbols)
 inline int n_svars = 0;
 
@@ -527,6 +529,12 @@ PN_EMU_RT static void check_shared(uintptr_t a, unsigned size, bool write, bool 
     if (pending[w])
       fault("shared %s at %s touches the destination of a cp.async issued by thread %d that has not landed yet "
             "(no cp.async.wait_group / wait_all for it)", rw, where(off), pending[w] == 255 ? -1 : pending[w] - 1);
+    if (write) {
+      written[w] = L.block_serial;
+    } else if (written[w] != L.block_serial && !L.race) {  // race mode reports these as races instead
+      fault("shared read of %u bytes at %s reads memory that no thread of this block has written (it holds the "
+            "previous block's data or garbage on a GPU)", size, where(off));
+    }
     if (!L.race || L.atomic) continue;  // atomics never race with each other
     Shadow& s = shadow[w];
     if (s.block != L.block_serial) { std::memset(&s, 0, sizeof s); s.block = L.block_serial; }
@@ -944,9 +952,11 @@ PN_EMU_RT static int setup(const char* name, const LaunchDesc* d) {
   if (shadow_words < (L.win_size + 3) / 4) {
     delete[] shadow;
     delete[] pending;
+    delete[] written;
     shadow_words = (L.win_size + 3) / 4;
     shadow = new Shadow[shadow_words]();
     pending = new uint8_t[shadow_words]();
+    written = new uint32_t[shadow_words]();
   }
   std::memset(pending, 0, shadow_words);
   return 0;
