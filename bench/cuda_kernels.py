@@ -34,11 +34,13 @@ RESNET50 = [
 
 
 def gpu_or_exit():
-    from pyneural.cuda import available
-    if not available():
+    from pyneural.cuda import _backend, emulator
+    if not _backend.available():
         sys.exit("bench/cuda_kernels.py needs CuPy and a CUDA GPU (compute capability >= 8.0); none found here.")
-    import cupy
-    return cupy
+    if emulator.enabled():
+        print("bench/cuda_kernels.py: on the EMULATED device (PYNEURAL_CUDA_EMULATE): a dry run of this script, "
+              "the times are CPU times of the emulator and of numpy, not GPU numbers")
+    return _backend.cupy()
 
 
 def time_gpu(cp, fn, repeat, iters=10):

@@ -25,13 +25,13 @@ LAYOUTS = {"nt": (False, True), "nn": (False, False), "tn": (True, False)}
 
 
 def _gpu():
-    try:
-        import cupy
-        if cupy.cuda.runtime.getDeviceCount() > 0:
-            return cupy
-    except Exception:
-        pass
-    return None
+    from pyneural.cuda import _backend, emulator
+    if not _backend.available():
+        return None
+    if emulator.enabled():
+        print("bench/cuda_tc.py: on the EMULATED device (PYNEURAL_CUDA_EMULATE): a dry run of this script, the "
+              "times are CPU times of the emulator and of numpy, not GPU numbers")
+    return _backend.cupy()
 
 
 def _torch_cuda():

@@ -29,6 +29,9 @@ def get_array_module(x):
     if module.startswith("cupy"):
         import cupy
         return cupy
+    if module == "pyneural.cuda.emulator.xp":  # arrays of the emulated CUDA device
+        from pyneural.cuda.emulator import xp
+        return xp
     return np
 
 

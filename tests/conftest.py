@@ -18,7 +18,7 @@ REQUIRE_GPU = os.environ.get("PYNEURAL_REQUIRE_GPU", "") not in ("", "0")
 if REQUIRE_GPU:
     os.environ.pop(emulator.ENV, None)
     if not _backend.available():
-        raise pytest.UsageError("PYNEURAL_REQUIRE_GPU=1 but no usable CUDA GPU + CuPy is present")
+        raise pytest.UsageError(f"PYNEURAL_REQUIRE_GPU=1 but no usable CUDA GPU: {_backend.unavailable_reason()}")
 elif not emulator.enabled() and not _backend.available() and emulator.usable():
     os.environ[emulator.ENV] = "1"
     _backend.native.cache_clear()
@@ -101,3 +101,15 @@ def assert_same(a, b, path="root"):
         assert a.hex() == b.hex() or (a != a and b != b), path
     else:
         assert a == b, path
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """With PYNEURAL_REQUIRE_GPU=1 a skipped cuda test is a failure: a GPU run cannot pass by skipping
+    (the wgmma tests on a non-sm_90 GPU included)."""
+    outcome = yield
+    report = outcome.get_result()
+    if REQUIRE_GPU and report.skipped and item.get_closest_marker("cuda") is not None:
+        report.outcome = "failed"
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.longrepr = f"PYNEURAL_REQUIRE_GPU=1: cuda test skipped ({reason})"

@@ -396,3 +396,19 @@ print("no report")
     assert proc.returncode != 0 and "no report" not in proc.stdout, proc.stdout + proc.stderr[-3000:]
     assert "ERROR: AddressSanitizer: use-after-poison" in proc.stderr, proc.stderr[-3000:]
     assert "planted_tail_off_by_one" in proc.stderr, proc.stderr[-3000:]
+
+
+def test_framework_sees_emulated_arrays_as_device_arrays(xp):
+    from pyneural.tensor import _device_of, get_array_module
+    a = xp.zeros(3, np.float32)
+    assert get_array_module(a) is xp and _device_of(a) == "cuda"
+    assert get_array_module(np.zeros(3)) is np
+
+
+def test_unavailable_reason_names_the_cause(monkeypatch):
+    from pyneural.cuda import _backend
+    monkeypatch.setenv(emulator.ENV, "1")
+    assert _backend.unavailable_reason() is None and _backend.available()
+    monkeypatch.setenv(emulator.ENV, "0")
+    monkeypatch.setitem(sys.modules, "cupy", None)  # import cupy -> ImportError
+    assert "CuPy" in _backend.unavailable_reason() and not _backend.available()

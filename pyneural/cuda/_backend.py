@@ -67,18 +67,31 @@ def backend_name():
     return "pyneural._cuda" if native() is not None else "cupy.RawModule"
 
 
+def unavailable_reason():
+    """None when kernels can run here, else why not (no CuPy, no driver or device, too old a GPU,
+    an emulator that cannot run on this host). Only those expected failures are turned into a
+    reason: anything else, such as a warning raised as an error while CuPy imports, propagates."""
+    if emulator.enabled():
+        return None if emulator.usable() else "the emulated device needs Linux x86-64 and g++ (or $CXX)"
+    try:
+        cp = cupy()
+    except ImportError as e:
+        return str(e)
+    try:
+        if cp.cuda.runtime.getDeviceCount() < 1:
+            return "CuPy sees no CUDA device"
+        cc = int(cp.cuda.Device().compute_capability)
+    except (RuntimeError, OSError) as e:  # cupy's CUDARuntimeError is a RuntimeError: no driver / device
+        return f"CUDA is not usable: {e}"
+    if cc < MIN_COMPUTE_CAPABILITY:
+        return f"the GPU has compute capability {cc / 10:.1f}; pyneural's kernels need 8.0 (cp.async)"
+    return None
+
+
 def available():
     """True if CuPy imports and the current device has compute capability >= 8.0 (or the emulated
     device is switched on and can run here)."""
-    if emulator.enabled():
-        return emulator.usable()
-    try:
-        cp = cupy()
-        if cp.cuda.runtime.getDeviceCount() < 1:
-            return False
-        return int(cp.cuda.Device().compute_capability) >= MIN_COMPUTE_CAPABILITY
-    except Exception:  # no driver, no device, broken install: all mean "not available"
-        return False
+    return unavailable_reason() is None
 
 
 def source_path(filename):

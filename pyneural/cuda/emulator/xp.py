@@ -334,8 +334,6 @@ def __getattr__(name):
     return value
 
 
-ndarray.__module__ = "cupy"
-
 # ---- cupy.random, cupy.linalg --------------------------------------------------------------
 random = types.SimpleNamespace()
 
