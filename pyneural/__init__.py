@@ -31,6 +31,8 @@ from pyneural.functions.shape import (cat, flatten, permute, reshape, squeeze, s
 from pyneural.gradcheck import gradcheck
 from pyneural.checkpoint import load, save
 from pyneural import random, functional, nn, optim, data, datasets  # noqa: E402
+from pyneural.backend import device  # noqa: E402
+from pyneural import cuda, accelerator  # noqa: E402
 
 long = int64
 float = float32

@@ -39,6 +39,11 @@ def _device_of(array):
     return "cpu" if get_array_module(array) is np else "cuda"
 
 
+def _backend():
+    from pyneural import backend
+    return backend
+
+
 # ---- grad mode -----------------------------------------------------------------------------
 
 class _GradMode(threading.local):
@@ -125,6 +130,12 @@ class Function:
     __slots__ = ("parents", "needs_input_grad", "_freed", "_retained", "__dict__", "__weakref__")
 
     def apply(self, *inputs):
+        if len(inputs) > 1:
+            t0 = type(inputs[0].data)
+            for x in inputs:
+                if type(x.data) is not t0:
+                    _backend().check_same_device(type(self).__name__, [x.data for x in inputs])
+                    break
         if _grad_mode.enabled:
             needs = tuple([x.requires_grad for x in inputs])
             if True in needs:
@@ -171,6 +182,20 @@ class Function:
 
     def __repr__(self):
         return f"<{self.name}>"
+
+
+class _ToDevice(Function):
+    """A copy to another device; backward copies the gradient back."""
+
+    def __init__(self, device):
+        self.device = device
+
+    def forward(self, a):
+        self.source = _backend().device_of(a)
+        return _backend().to_device(a, self.device)
+
+    def backward(self, gy):
+        return (_backend().to_device(gy, self.source),)
 
 
 def wrap(array, requires_grad=False):
@@ -246,7 +271,7 @@ def _accumulate_leaf(leaf, g, owned):
         g = g.astype(data.dtype)
         owned = True
     if leaf.grad is None:
-        if not owned or g.base is not None or not g.flags.writeable:
+        if not owned or g.base is not None or not getattr(g.flags, "writeable", True):
             g = g.copy()
         leaf.grad = wrap(g)
     else:
@@ -370,7 +395,12 @@ class Tensor:
 
     @property
     def device(self):
-        return _device_of(self.data)
+        """``pn.device("cpu")`` or ``pn.device("cuda:0")`` (compares equal to "cpu" / "cuda")."""
+        return _backend().device_of(self.data)
+
+    @property
+    def is_cuda(self):
+        return self.device.type == "cuda"
 
     @property
     def is_leaf(self):
@@ -446,8 +476,11 @@ class Tensor:
         return (self[i] for i in range(self.data.shape[0]))
 
     def __repr__(self):
-        body = np.array2string(np.asarray(self.data), separator=", ", prefix="tensor(")
+        host = self.data if get_array_module(self.data) is np else self.data.get()
+        body = np.array2string(np.asarray(host), separator=", ", prefix="tensor(")
         extras = []
+        if get_array_module(self.data) is not np:
+            extras.append(f"device='{self.device}'")
         if self.data.dtype != np.float32 and self.data.dtype != np.int64 and self.data.dtype != np.bool_:
             extras.append(f"dtype={self.data.dtype}")
         if self._creator is not None:
@@ -471,25 +504,35 @@ class Tensor:
     def contiguous(self):
         return _shape.contiguous(self)
 
-    def to(self, target=None, dtype=None):
-        """``.to("cpu")``, ``.to(dtype)`` or ``.to("cpu", dtype)``; CUDA needs the GPU backend."""
-        if target is not None and not isinstance(target, str):
-            target, dtype = None, target
-        if target is not None:
-            device = target.split(":")[0]
-            if device == "cuda":
-                raise RuntimeError("Tensor.to('cuda'): pyneural's GPU backend is not available in this build")
-            if device != "cpu":
-                raise ValueError(f"Tensor.to: unknown device {target!r} (expected 'cpu' or 'cuda')")
-        if dtype is not None and np.dtype(dtype) != self.data.dtype:
-            return _elementwise.cast(self, np.dtype(dtype))
-        return self
+    def to(self, *args, dtype=None, device=None, non_blocking=False, copy=False):
+        """``.to(device)``, ``.to(dtype)``, ``.to(device, dtype)`` or ``.to(other_tensor)``, as in
+        PyTorch: a copy on the other device (differentiable: the gradient flows back), or this tensor
+        itself when nothing changes."""
+        be = _backend()
+        for a in args:
+            if isinstance(a, Tensor):
+                device, dtype = a.device, a.dtype
+            elif isinstance(a, (str, be.device)):
+                device = a
+            else:
+                dtype = a
+        out = self
+        if device is not None:
+            dev = be.device(device)
+            if dev != self.device:
+                be.for_device(dev)  # raises when the device cannot be used here
+                out = _ToDevice(dev).apply(self)
+        if dtype is not None and np.dtype(dtype) != out.data.dtype:
+            out = _elementwise.cast(out, np.dtype(dtype))
+        if copy and out is self:
+            out = self.clone()
+        return out
 
     def cpu(self):
         return self.to("cpu")
 
-    def cuda(self):
-        return self.to("cuda")
+    def cuda(self, device=None, non_blocking=False):
+        return self.to("cuda" if device is None else (f"cuda:{device}" if isinstance(device, int) else device))
 
     def type(self, dtype):
         return self.to(dtype=dtype)

@@ -330,12 +330,14 @@ def test_embedding(cp, rng, deterministic):
 
 def test_reductions(cp, rng):
     from pyneural.cuda import reduce
-    x = rng.standard_normal((6, 7, 300))
+    x = rng.standard_normal((6, 7, 300)).astype(np.float32).astype(np.float64)  # the values the GPU sees
     xd = dev(cp, x)
     for axis in (0, 1, 2, -1):
         assert rel_err(host(reduce.sum(xd, axis)), x.sum(axis)) < TOL
         assert rel_err(host(reduce.sum(xd, axis, mean=True)), x.mean(axis)) < TOL
-    assert rel_err(host(reduce.sum(xd)), x.sum()) < TOL
+    # The total of 12,600 draws nearly cancels: bound its error by the fp32 summation bound,
+    # relative to sum |x| (a relative error against the total itself failed for some seeds).
+    assert abs(float(host(reduce.sum(xd))) - x.sum()) < TOL * np.abs(x).sum()
     assert rel_err(host(reduce.channel_sum(xd)), x.sum((0, 2))) < TOL
     with pytest.raises(ValueError, match="axis must be an int"):
         reduce.sum(xd, 3)

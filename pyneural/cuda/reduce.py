@@ -1,4 +1,7 @@
-"""Sums and means of CuPy float32 arrays over one axis or per channel (csrc/cuda/reduce.cu)."""
+"""Sums and means of CuPy float32 arrays over one axis or per channel, and the gradient norm and
+clipping of clip_grad_norm_ (csrc/cuda/reduce.cu)."""
+import math
+
 import numpy as np
 
 from pyneural.cuda import _backend
@@ -7,6 +10,7 @@ from pyneural.cuda._checks import check_array
 _FILE = "reduce.cu"
 THREADS = 256
 MAX_GRID_X = 2**31 - 1
+NORM_BLOCKS = 1024  # most partials per array (a constant: the norm does not depend on the device)
 
 
 def sum(x, axis=None, mean=False):  # noqa: A001 - mirrors numpy's name
@@ -48,3 +52,54 @@ def channel_sum(x, mean=False):
     _backend.launch(_FILE, "pn_sum_channels", (c,), (THREADS,), (x, out, np.int64(n), np.int64(c), np.int64(inner),
                                                                   scale))
     return out
+
+
+def _arrays(fn, arrays):
+    """A list of float32 CuPy arrays (a single array is a list of one); empty ones are dropped."""
+    cp = _backend.cupy()
+    arrays = [arrays] if isinstance(arrays, cp.ndarray) else list(arrays)
+    for i, a in enumerate(arrays):
+        check_array(fn, f"arrays[{i}]", a, allow_empty=True)
+    return [a for a in arrays if a.size]
+
+
+def _norm_kind(fn, norm_type):
+    try:
+        p = float(norm_type)
+    except (TypeError, ValueError):
+        p = None
+    if p not in (2.0, math.inf):
+        raise ValueError(f"{fn}: norm_type must be 2.0 or inf, got {norm_type!r}")
+    return np.int32(p == math.inf)
+
+
+def grad_norm(arrays, norm_type=2.0):
+    """The norm of all elements of ``arrays`` together (L2 or, with ``norm_type=inf``, max |x|), as a
+    0-d device array; deterministic, and nothing is copied to the host. No arrays: 0."""
+    fn = "cuda.grad_norm"
+    inf_norm = _norm_kind(fn, norm_type)
+    arrays = _arrays(fn, arrays)
+    cp = _backend.cupy()
+    if not arrays:
+        return cp.zeros((), dtype=np.float32)
+    blocks = [min(-(-a.size // THREADS), NORM_BLOCKS) for a in arrays]
+    starts = np.cumsum([0] + blocks)  # array i writes partials[starts[i]:starts[i + 1]]
+    norm = cp.empty((), dtype=np.float32)
+    partials = cp.empty(int(starts[-1]), dtype=np.float32)
+    for a, b, start in zip(arrays, blocks, starts):
+        _backend.launch(_FILE, "pn_norm_partial", (b,), (THREADS,),
+                        (a, partials[start:start + b], np.int64(a.size), inf_norm))
+    _backend.launch(_FILE, "pn_norm_finish", (1,), (THREADS,), (partials, norm, np.int32(partials.size), inf_norm))
+    return norm
+
+
+def clip_grad_norm_(arrays, max_norm, norm_type=2.0, eps=1e-6):
+    """torch.nn.utils.clip_grad_norm_: scale every array in place by min(1, max_norm / (norm + eps)),
+    the factor computed on the device from the norm (no host transfer, no synchronisation). Returns
+    the norm before clipping (a 0-d device array)."""
+    arrays = _arrays("cuda.clip_grad_norm_", arrays)
+    norm = grad_norm(arrays, norm_type)
+    for a in arrays:
+        _backend.launch(_FILE, "pn_clip_scale", _backend.elementwise_grid(a.size, THREADS), (THREADS,),
+                        (a, norm, np.int64(a.size), np.float32(max_norm), np.float32(eps)))
+    return norm

@@ -9,8 +9,7 @@ import math
 
 import numpy as np
 
-from pyneural.kernels import activation as _act_kernels
-from pyneural.kernels import softmax as _softmax_kernels
+from pyneural import backend
 from pyneural.tensor import Function, get_array_module
 
 _ndarray = np.ndarray
@@ -18,17 +17,17 @@ _ndarray = np.ndarray
 
 class ReLU(Function):
     def forward(self, x):
-        if x.ndim >= 2 and type(x) is _ndarray and x.flags.c_contiguous and x.size:
-            self.y = _act_kernels.bias_relu(x, None, relu=True)
+        if x.ndim >= 2 and x.flags.c_contiguous and x.size and (type(x) is _ndarray or x.dtype == np.float32):
+            self.y = backend.of(x).bias_relu(x, None, relu=True)
         else:
             self.y = get_array_module(x).maximum(x, 0)
         return self.y
 
     def backward(self, gy):
         y = self.y
-        if y.ndim >= 2 and type(gy) is _ndarray and gy.flags.c_contiguous and y.flags.c_contiguous \
-                and gy.dtype == y.dtype and y.size:
-            return (_act_kernels.relu_backward(gy, y),)
+        if y.ndim >= 2 and gy.flags.c_contiguous and y.flags.c_contiguous and gy.dtype == y.dtype and y.size \
+                and (type(gy) is _ndarray or gy.dtype == np.float32):
+            return (backend.of(gy).relu_backward(gy, y),)
         return (gy * (y > 0),)
 
 
@@ -121,7 +120,7 @@ class Softmax(Function):
 
     def forward(self, x):
         x2, shape = _rows(x, self.axis)
-        self.y = _unrows(_softmax_kernels.softmax(x2), shape, self.axis, x.ndim)
+        self.y = _unrows(backend.of(x2).softmax(x2), shape, self.axis, x.ndim)
         return self.y
 
     def backward(self, gy):
@@ -135,7 +134,7 @@ class LogSoftmax(Function):
 
     def forward(self, x):
         x2, shape = _rows(x, self.axis)
-        self.y = _unrows(_softmax_kernels.log_softmax(x2), shape, self.axis, x.ndim)
+        self.y = _unrows(backend.of(x2).log_softmax(x2), shape, self.axis, x.ndim)
         return self.y
 
     def backward(self, gy):

@@ -6,8 +6,7 @@ the output for the ReLU mask, as in Linear.
 """
 import numpy as np
 
-from pyneural.kernels import activation as _act_kernels
-from pyneural.kernels import conv as _conv_kernels
+from pyneural import backend
 from pyneural.kernels._checks import pair
 from pyneural.tensor import Function, get_array_module
 
@@ -24,7 +23,7 @@ class Conv2d(Function):
     def forward(self, x, w, b=None):
         x = _contig(x)
         self.x, self.w = x, w
-        y = _conv_kernels.conv2d_forward(x, w, b, self.stride, self.padding, self.dilation, self.groups,
+        y = backend.of(x).conv2d_forward(x, w, b, self.stride, self.padding, self.dilation, self.groups,
                                          relu=self.relu)
         if self.relu:
             self.y = y
@@ -33,15 +32,15 @@ class Conv2d(Function):
     def backward(self, gy):
         gy = _contig(gy)
         if self.relu:
-            gy = _act_kernels.relu_backward(gy, self.y)
+            gy = backend.of(gy).relu_backward(gy, self.y)
         x, w = self.x, self.w
         conf = (self.stride, self.padding, self.dilation, self.groups)
         needs = self.needs_input_grad
         gx = gw = gb = None
         if needs[0]:
-            gx = _conv_kernels.conv2d_backward_data(gy, w, x.shape, *conf)
+            gx = backend.of(gy).conv2d_backward_data(gy, w, x.shape, *conf)
         if needs[1]:
-            gw = _conv_kernels.conv2d_backward_weight(gy, x, w.shape, *conf)
+            gw = backend.of(gy).conv2d_backward_weight(gy, x, w.shape, *conf)
         if len(needs) > 2 and needs[2]:
             gb = gy.sum(axis=(0, 2, 3))
         return gx, gw, gb

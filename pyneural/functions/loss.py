@@ -7,7 +7,7 @@ with extra dims (N, C, d1, ...) are moved to (N*d1*..., C) rows first.
 """
 import numpy as np
 
-from pyneural.kernels import softmax as _softmax_kernels
+from pyneural import backend
 from pyneural.tensor import Function, Tensor, get_array_module
 
 _REDUCTIONS = ("mean", "sum", "none")
@@ -29,7 +29,8 @@ class CrossEntropy(Function):
             self.in_shape = logits.shape
         if not x2.flags.c_contiguous:
             x2 = xp.ascontiguousarray(x2)
-        losses, self.probs = _softmax_kernels.softmax_cross_entropy(x2, self.labels, self.label_smoothing)
+        losses, self.saved = backend.of(x2).cross_entropy_forward(x2, self.labels, self.label_smoothing)
+        self.n, self.dtype = x2.shape[0], x2.dtype
         if self.valid is not None:
             losses = losses * self.valid
         if self.reduction == "none":
@@ -42,8 +43,7 @@ class CrossEntropy(Function):
 
     def backward(self, gy):
         xp = get_array_module(gy)
-        n = self.probs.shape[0]
-        dtype = self.probs.dtype
+        n, dtype = self.n, self.dtype
         if self.reduction == "none":
             dlosses = xp.ascontiguousarray(gy.reshape(-1), dtype=dtype)
         else:
@@ -51,7 +51,7 @@ class CrossEntropy(Function):
             dlosses = xp.full((n,), scale, dtype=dtype)
         if self.valid is not None:
             dlosses = dlosses * self.valid
-        g = _softmax_kernels.softmax_cross_entropy_backward(self.probs, self.labels, dlosses,
+        g = backend.of(dlosses).cross_entropy_backward(self.saved, self.labels, dlosses,
                                                             self.label_smoothing)
         shape = self.in_shape
         if shape is not None:

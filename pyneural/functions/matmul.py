@@ -8,8 +8,7 @@ into the incoming gradient first, then dX = dY W, dW = dY^T X and db = sum(dY).
 import numpy as np
 
 from pyneural.functions.arithmetic import sum_to
-from pyneural.kernels.activation import bias_relu, relu_backward
-from pyneural.kernels.gemm import gemm
+from pyneural import backend
 from pyneural.tensor import Function, Tensor, get_array_module
 
 _ndarray = np.ndarray
@@ -38,7 +37,9 @@ def mm(a, b, trans_a=False, trans_b=False):
             b, tb = _operand(b.T)
         else:
             b, tb = _operand(b)
-        return gemm(a, b, trans_a=ta, trans_b=tb)
+        return backend.cpu.gemm(a, b, trans_a=ta, trans_b=tb)
+    if backend.is_device_array(a) and a.ndim == 2 and b.ndim == 2:
+        return backend.cuda.gemm(a, b, trans_a=trans_a, trans_b=trans_b)
     return (a.T if trans_a else a) @ (b.T if trans_b else b)
 
 
@@ -81,12 +82,13 @@ class Linear(Function):
         self.relu = relu
 
     def forward(self, x, w, b=None):
+        be = backend.of(x)
         x2 = x if x.ndim == 2 else x.reshape(-1, x.shape[-1])
         if not x2.flags.c_contiguous:
-            x2 = np.ascontiguousarray(x2)
-        y = gemm(x2, w, trans_b=True)
+            x2 = be.xp.ascontiguousarray(x2)
+        y = be.gemm(x2, w, trans_b=True)
         if b is not None or self.relu:
-            bias_relu(y, b, relu=self.relu, out=y)
+            be.bias_relu(y, b, relu=self.relu, out=y)
         self.x2, self.w = x2, w
         self.lead = x.shape[:-1]
         if self.relu:
@@ -95,19 +97,20 @@ class Linear(Function):
 
     def backward(self, gy):
         w = self.w
+        be = backend.of(gy)
         gy2 = gy if gy.ndim == 2 else gy.reshape(-1, w.shape[0])
         if not gy2.flags.c_contiguous:
-            gy2 = np.ascontiguousarray(gy2)
+            gy2 = be.xp.ascontiguousarray(gy2)
         if self.relu:
-            gy2 = relu_backward(gy2, self.y)
+            gy2 = be.relu_backward(gy2, self.y)
         needs = self.needs_input_grad
         gx = gw = gb = None
         if needs[0]:
-            gx = gemm(gy2, w)
+            gx = be.gemm(gy2, w)
             if len(self.lead) != 1:
                 gx = gx.reshape(self.lead + (w.shape[1],))
         if needs[1]:
-            gw = gemm(gy2, self.x2, trans_a=True)
+            gw = be.gemm(gy2, self.x2, trans_a=True)
         if len(needs) > 2 and needs[2]:
             gb = gy2.sum(axis=0)
         return gx, gw, gb

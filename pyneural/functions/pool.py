@@ -1,7 +1,7 @@
 """2-D max and average pooling (NCHW). Max pooling keeps the per-plane argmax the forward kernel
 returns (int32, flat h*W+w) and scatters the gradient through it; average pooling needs only the
 configuration."""
-from pyneural.kernels import pool as _pool_kernels
+from pyneural import backend
 from pyneural.kernels._checks import pair
 from pyneural.tensor import Function, get_array_module
 
@@ -17,11 +17,12 @@ class MaxPool2d(Function):
     def forward(self, x):
         x = _contig(x)
         self.x_shape = x.shape
-        y, self.argmax = _pool_kernels.max_pool2d_forward(x, self.kernel_size, self.stride, self.padding)
+        y, self.argmax = backend.of(x).max_pool2d_forward(x, self.kernel_size, self.stride, self.padding)
         return y
 
     def backward(self, gy):
-        return (_pool_kernels.max_pool2d_backward(_contig(gy), self.argmax, self.x_shape),)
+        return (backend.of(gy).max_pool2d_backward(_contig(gy), self.argmax, self.x_shape, self.kernel_size, self.stride,
+                                                  self.padding),)
 
 
 class AvgPool2d(Function):
@@ -32,11 +33,11 @@ class AvgPool2d(Function):
     def forward(self, x):
         x = _contig(x)
         self.x_shape = x.shape
-        return _pool_kernels.avg_pool2d_forward(x, self.kernel_size, self.stride, self.padding,
+        return backend.of(x).avg_pool2d_forward(x, self.kernel_size, self.stride, self.padding,
                                                 self.count_include_pad)
 
     def backward(self, gy):
-        return (_pool_kernels.avg_pool2d_backward(_contig(gy), self.x_shape, self.kernel_size, self.stride,
+        return (backend.of(gy).avg_pool2d_backward(_contig(gy), self.x_shape, self.kernel_size, self.stride,
                                                   self.padding, self.count_include_pad),)
 
 

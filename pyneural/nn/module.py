@@ -222,17 +222,23 @@ class Module:
                 p.grad.data[...] = 0
 
     # -- device / dtype -------------------------------------------------------------------
-    def to(self, target=None, dtype=None):
-        """``to("cpu")`` is a no-op; ``to(dtype)`` casts floating parameters and buffers in place
-        of the module (the Parameter objects stay the same)."""
-        if target is not None and not isinstance(target, str):
-            target, dtype = None, target
-        if target is not None:
-            device = target.split(":")[0]
-            if device == "cuda":
-                raise RuntimeError("Module.to('cuda'): pyneural's GPU backend is not available in this build")
-            if device != "cpu":
-                raise ValueError(f"Module.to: unknown device {target!r} (expected 'cpu' or 'cuda')")
+    def to(self, *args, dtype=None, device=None, memory_format=None):
+        """``to(device)``, ``to(dtype)`` or both, in place: every parameter, gradient and buffer moves
+        (or, for a dtype, floating ones are cast); the Parameter objects stay the same, so an
+        optimizer made before keeps working. Returns the module."""
+        from pyneural import backend
+        for a in args:
+            if isinstance(a, (str, backend.device)):
+                device = a
+            else:
+                dtype = a
+        if device is not None:
+            dev = backend.device(device)
+            backend.for_device(dev)  # raises when the device cannot be used here
+            for t in list(self.parameters()) + list(self.buffers()):
+                t.data = backend.to_device(t.data, dev)
+                if t.grad is not None:
+                    t.grad.data = backend.to_device(t.grad.data, dev)
         if dtype is not None:
             dtype = np.dtype(dtype)
             for t in list(self.parameters()) + list(self.buffers()):
@@ -245,8 +251,8 @@ class Module:
     def cpu(self):
         return self.to("cpu")
 
-    def cuda(self):
-        return self.to("cuda")
+    def cuda(self, device=None):
+        return self.to("cuda" if device is None else (f"cuda:{device}" if isinstance(device, int) else device))
 
     def float(self):
         return self.to(dtype=np.float32)

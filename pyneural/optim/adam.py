@@ -25,6 +25,8 @@ import math
 
 import numpy as np
 
+from pyneural import backend
+
 from pyneural.kernels import embedding as _emb_kernels
 
 from .optimizer import Optimizer
@@ -55,8 +57,8 @@ class Adam(Optimizer):
     def _next_step(param, state):
         if not state:
             state["step"] = 0
-            state["exp_avg"] = np.zeros_like(param)
-            state["exp_avg_sq"] = np.zeros_like(param)
+            state["exp_avg"] = backend.xp(param).zeros_like(param)
+            state["exp_avg_sq"] = backend.xp(param).zeros_like(param)
         state["step"] += 1
 
     def _sparse_update(self, param, grad, state, group):
@@ -71,6 +73,10 @@ class Adam(Optimizer):
         self._next_step(param, state)
         t = state["step"]
         m, v = state["exp_avg"], state["exp_avg_sq"]
+        if backend.is_device_array(param) and param.dtype == np.float32:  # one fused kernel on the GPU
+            from pyneural.cuda import elementwise as _ew
+            _ew.adam_update(param, grad, m, v, t, lr, (b1, b2), eps, wd, decoupled=self._decoupled)
+            return
         work = self._scratch_like(param, 0)
 
         g = grad

@@ -19,6 +19,8 @@ import copy
 
 import numpy as np
 
+from pyneural import backend
+
 from pyneural.functions.embedding import RowSparseGrad
 
 
@@ -63,8 +65,8 @@ class Optimizer:
         seen = {id(p) for g in self.param_groups for p in g["params"]}
         for i, p in enumerate(params):
             data = getattr(p, "data", None)
-            if not isinstance(data, np.ndarray):
-                raise TypeError(f"{name}: params[{i}] must have a numpy .data array, "
+            if not isinstance(data, np.ndarray) and not backend.is_device_array(data):
+                raise TypeError(f"{name}: params[{i}] must be a Tensor with a numpy or CUDA array, "
                                 f"got {type(p).__name__}")
             if data.dtype not in (np.float32, np.float64):
                 raise TypeError(f"{name}: params[{i}] must be float32 or float64, got {data.dtype} "

@@ -14,6 +14,8 @@ thousand floats each, temporaries would cost as much as the arithmetic.
 """
 import numpy as np
 
+from pyneural import backend
+
 from pyneural.kernels import embedding as _emb_kernels
 
 from .optimizer import Optimizer
@@ -38,6 +40,16 @@ class SGD(Optimizer):
 
     def _update(self, param, grad, state, group):
         lr, momentum, wd = group["lr"], group["momentum"], group["weight_decay"]
+        if backend.is_device_array(param) and param.dtype == np.float32:  # one fused kernel on the GPU
+            from pyneural.cuda import elementwise as _ew
+            buf, first = None, False
+            if momentum != 0:
+                buf = state.get("momentum_buffer")
+                if buf is None:
+                    buf = state["momentum_buffer"] = backend.xp(param).zeros_like(param)
+                    first = True
+            _ew.sgd_update(param, grad, lr, momentum, group["dampening"], wd, group["nesterov"], buf, first_step=first)
+            return
         if wd != 0:
             g = self._scratch_like(param, 0)
             np.multiply(param, wd, out=g)

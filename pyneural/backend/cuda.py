@@ -1,0 +1,144 @@
+"""The CUDA backend: CuPy arrays (or the emulated device's) and pyneural's own CUDA kernels
+(``pyneural.cuda``), with the CPU backend's function signatures. Where a kernel covers only part of
+what the CPU function takes (float64 inputs, label smoothing), the rest runs as whole-array code."""
+import numpy as np
+
+from pyneural.cuda import _backend
+from pyneural.cuda import conv as _conv
+from pyneural.cuda import elementwise as _ew
+from pyneural.cuda import gemm as _gemm
+from pyneural.cuda import pool as _pool
+from pyneural.cuda import softmax as _softmax
+
+name = "cuda"
+_F32 = np.dtype(np.float32)
+
+
+def __getattr__(attr):
+    if attr == "xp":
+        return _backend.cupy()
+    raise AttributeError(attr)
+
+
+def require(dev):
+    """RuntimeError unless CUDA device ``dev`` can run kernels here."""
+    reason = _backend.unavailable_reason()
+    if reason is not None:
+        raise RuntimeError(f"{dev} is not available: {reason}. Without a GPU, PYNEURAL_CUDA_EMULATE=1 gives an "
+                           f"emulated CUDA device")
+    count = _backend.cupy().cuda.runtime.getDeviceCount()
+    if dev.index is not None and dev.index >= count:
+        raise RuntimeError(f"{dev} is not available: this machine has {count} CUDA device(s)")
+
+
+def from_host(a):
+    cp = _backend.cupy()
+    return cp.asarray(np.ascontiguousarray(a))
+
+
+def _f32(*arrays):
+    return all(a is None or a.dtype == _F32 for a in arrays)
+
+
+def _contig(a):
+    return a if a is None or a.flags.c_contiguous else _backend.cupy().ascontiguousarray(a)
+
+
+def gemm(a, b, *, trans_a=False, trans_b=False, alpha=1.0, beta=0.0, out=None):
+    if _f32(a, b, out) and a.size and b.size:
+        return _gemm.gemm(_contig(a), _contig(b), trans_a=trans_a, trans_b=trans_b, alpha=alpha, beta=beta, out=out)
+    cp = _backend.cupy()
+    r = alpha * cp.matmul(a.T if trans_a else a, b.T if trans_b else b)
+    if out is None:
+        return r
+    out[...] = r + beta * out if beta else r
+    return out
+
+
+def bias_relu(x, bias=None, relu=True, out=None):
+    if _f32(x, bias, out):
+        return _ew.bias_act(_contig(x), bias, relu=relu, axis=1, out=out)
+    cp = _backend.cupy()
+    y = x if bias is None else x + bias.reshape((1, -1) + (1,) * (x.ndim - 2))
+    y = cp.maximum(y, 0) if relu else y
+    if out is None:
+        return y
+    out[...] = y
+    return out
+
+
+def relu_backward(dy, y, out=None):
+    if _f32(dy, y, out):
+        return _ew.relu_backward(_contig(dy), _contig(y), out=out)
+    r = dy * (y > 0)
+    if out is None:
+        return r
+    out[...] = r
+    return out
+
+
+def conv2d_forward(x, w, bias=None, stride=1, padding=0, dilation=1, groups=1, relu=False):
+    return _conv.conv2d_forward(_contig(x), _contig(w), bias, stride, padding, dilation, groups, relu=relu)
+
+
+def conv2d_backward_data(dy, w, x_shape, stride=1, padding=0, dilation=1, groups=1):
+    return _conv.conv2d_backward_data(_contig(dy), _contig(w), x_shape, stride, padding, dilation, groups)
+
+
+def conv2d_backward_weight(dy, x, w_shape, stride=1, padding=0, dilation=1, groups=1):
+    return _conv.conv2d_backward_weight(_contig(dy), _contig(x), w_shape, stride, padding, dilation, groups)
+
+
+def max_pool2d_forward(x, kernel_size, stride=None, padding=0):
+    return _pool.max_pool2d_forward(_contig(x), kernel_size, stride, padding)
+
+
+def max_pool2d_backward(dy, argmax, x_shape, kernel_size, stride, padding):
+    return _pool.max_pool2d_backward(_contig(dy), argmax, x_shape, kernel_size, stride, padding)
+
+
+def avg_pool2d_forward(x, kernel_size, stride=None, padding=0, count_include_pad=True):
+    return _pool.avg_pool2d_forward(_contig(x), kernel_size, stride, padding, count_include_pad)
+
+
+def avg_pool2d_backward(dy, x_shape, kernel_size, stride=None, padding=0, count_include_pad=True):
+    return _pool.avg_pool2d_backward(_contig(dy), x_shape, kernel_size, stride, padding, count_include_pad)
+
+
+def softmax(x):
+    return _softmax.softmax(_contig(x))
+
+
+def log_softmax(x):
+    return _softmax.softmax(_contig(x), log=True)
+
+
+def cross_entropy_forward(logits, labels, label_smoothing=0.0):
+    """``(losses, saved)`` as on the CPU; ``saved`` is what cross_entropy_backward takes."""
+    logits, labels = _contig(logits), _contig(labels)
+    if label_smoothing == 0.0 and logits.dtype == _F32:
+        losses, lse = _softmax.softmax_cross_entropy(logits, labels, validate=False)
+        return losses, (logits, lse)
+    cp = _backend.cupy()
+    log_probs = _softmax.softmax(logits, log=True) if logits.dtype == _F32 else \
+        logits - logits.max(1, keepdims=True) - cp.log(cp.exp(logits - logits.max(1, keepdims=True)).sum(1, keepdims=True))
+    n, c = logits.shape
+    picked = cp.take_along_axis(log_probs, labels.reshape(-1, 1), 1).reshape(-1)
+    losses = -(1.0 - label_smoothing) * picked - (label_smoothing / c) * log_probs.sum(1)
+    return losses.astype(logits.dtype), cp.exp(log_probs)
+
+
+def cross_entropy_backward(saved, labels, dlosses, label_smoothing=0.0):
+    cp = _backend.cupy()
+    labels = _contig(labels)
+    if isinstance(saved, tuple):  # the kernel: dx = dloss * scale * (softmax - onehot), then per-row weights
+        logits, lse = saved
+        one = cp.ones((1,), dtype=_F32)
+        g = _softmax.softmax_cross_entropy_backward(logits, labels, lse, one, scale=1.0)
+        g *= dlosses.reshape(-1, 1).astype(_F32)
+        return g
+    probs = saved
+    n, c = probs.shape
+    target = cp.full((n, c), label_smoothing / c, dtype=probs.dtype)
+    target[cp.arange(n), labels] += 1.0 - label_smoothing
+    return (probs - target) * dlosses.reshape(-1, 1)

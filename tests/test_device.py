@@ -1,0 +1,113 @@
+"""Devices as PyTorch users know them, and training on the CUDA device against the CPU.
+
+Runs on a real GPU or, in CI, on the emulated device (conftest switches it on): the same test,
+choosing neither. Marked ``cuda``.
+"""
+import numpy as np
+import pytest
+
+import pyneural as pn
+from pyneural import models
+from pyneural.datasets import digits
+
+pytestmark = pytest.mark.cuda
+
+
+@pytest.fixture(autouse=True)
+def _needs_cuda(cuda_xp):
+    return cuda_xp
+
+
+def test_device_objects_compare_like_pytorchs():
+    d = pn.device("cuda:0")
+    assert d == "cuda" and d == "cuda:0" and d != "cpu" and str(d) == "cuda:0" and d.type == "cuda" and d.index == 0
+    assert pn.device("cpu") == "cpu" and pn.device("cuda") == pn.device("cuda:0")
+    with pytest.raises(RuntimeError, match="Expected one of cpu, cuda"):
+        pn.device("tpu")
+    assert pn.cuda.is_available() and pn.cuda.device_count() >= 1 and pn.accelerator.is_available()
+    assert pn.accelerator.current_accelerator() == "cuda"
+    pn.cuda.synchronize()
+
+
+def test_tensors_move_between_devices_and_gradients_follow(rng):
+    host = rng.standard_normal((3, 4)).astype(np.float32)
+    x = pn.tensor(host, requires_grad=True)
+    y = x.to("cuda")
+    assert y.device == "cuda" and x.device == "cpu" and y.is_cuda
+    with pytest.raises(TypeError, match="cuda tensor to numpy"):
+        y.detach().numpy()
+    z = (y * 3).sum()
+    assert z.device == "cuda"
+    z.backward()
+    assert x.grad.device == "cpu" and np.array_equal(x.grad.numpy(), np.full((3, 4), 3, np.float32))
+    assert np.array_equal(y.detach().cpu().numpy(), host) and y.cuda() is y and x.cpu() is x
+    assert "device='cuda:0'" in repr(y.detach())
+
+
+def test_creation_functions_take_device():
+    for t in (pn.zeros(2, 3, device="cuda"), pn.ones(4, device="cuda"), pn.randn(2, 2, device="cuda"),
+              pn.arange(5, device="cuda"), pn.tensor([1.0, 2.0], device="cuda"), pn.full((2,), 7.0, device="cuda"),
+              pn.randint(0, 9, (3,), device="cuda"), pn.eye(3, device="cuda")):
+        assert t.device == "cuda", t
+    like = pn.zeros_like(pn.ones(3, device="cuda"))
+    assert like.device == "cuda" and float(like.sum().item()) == 0.0
+    pn.manual_seed(3)
+    a = pn.randn(5, device="cuda").cpu().numpy()
+    pn.manual_seed(3)
+    assert np.array_equal(a, pn.randn(5).numpy())  # one seeded generator for every device
+
+
+def test_an_op_on_two_devices_names_both():
+    lin = pn.nn.Linear(3, 2).to("cuda")
+    with pytest.raises(RuntimeError, match="found at least two devices, cpu and cuda:0"):
+        lin(pn.randn(4, 3))
+    with pytest.raises(RuntimeError, match="two devices"):
+        pn.randn(3) + pn.randn(3, device="cuda")
+
+
+def test_module_to_moves_parameters_gradients_and_buffers():
+    m = pn.nn.Sequential(pn.nn.Conv2d(1, 4, 3), pn.nn.BatchNorm2d(4))
+    m(pn.randn(2, 1, 5, 5)).sum().backward()
+    params = list(m.parameters())
+    assert m.to("cuda") is m and [id(p) for p in m.parameters()] == [id(p) for p in params]
+    assert all(p.device == "cuda" and p.grad.device == "cuda" for p in m.parameters())
+    assert all(b.device == "cuda" for b in m.buffers())
+    m.cpu()
+    assert all(p.device == "cpu" for p in m.parameters())
+
+
+def _train(device, model_fn, opt_fn, steps, batch):
+    pn.manual_seed(0)
+    model = model_fn().to(device)
+    opt = opt_fn(model.parameters())
+    train, _ = digits()
+    batches = iter(pn.data.DataLoader(train, batch_size=batch, shuffle=True, seed=0))
+    losses = []
+    for _ in range(steps):
+        x, y = next(batches)
+        loss = pn.functional.cross_entropy(model(x.to(device)), y.to(device))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        assert loss.device == device
+        losses.append(loss.item())
+    if device == "cuda":
+        assert all(s.device == "cuda" for p in model.parameters() for s in _state_arrays(opt, p))
+    return np.array(losses), [p.detach().cpu().numpy() for p in model.parameters()]
+
+
+def _state_arrays(opt, p):
+    return [pn.Tensor(v) for v in opt.state.get(id(p), {}).values() if hasattr(v, "shape")]
+
+
+@pytest.mark.parametrize("name,model_fn,opt_fn", [
+    ("cnn+sgd", models.cnn, lambda ps: pn.optim.SGD(ps, lr=0.05, momentum=0.9, weight_decay=1e-4)),
+    ("mlp+adamw", models.mlp, lambda ps: pn.optim.AdamW(ps, lr=1e-3, weight_decay=0.01)),
+])
+def test_training_on_cuda_matches_the_cpu(name, model_fn, opt_fn):
+    """20 steps on each device from the same seed: losses and parameters within 1e-4 relative."""
+    cpu_losses, cpu_params = _train("cpu", model_fn, opt_fn, steps=20, batch=16)
+    gpu_losses, gpu_params = _train("cuda", model_fn, opt_fn, steps=20, batch=16)
+    assert np.max(np.abs(gpu_losses - cpu_losses) / np.abs(cpu_losses)) < 1e-4, (gpu_losses, cpu_losses)
+    for g, c in zip(gpu_params, cpu_params):
+        assert np.linalg.norm(g - c) / np.linalg.norm(c) < 1e-4
