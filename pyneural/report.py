@@ -129,7 +129,8 @@ def _cpu_peak(size, repeats):
 
 
 def _cuda_peak(size, repeats):
-    import cupy
+    from pyneural.cuda import _backend
+    cupy = _backend.cupy()  # CuPy, or the emulated device's namespace
     a = cupy.random.standard_normal((size, size), dtype=cupy.float32)
     b = cupy.random.standard_normal((size, size), dtype=cupy.float32)
     a @ b

@@ -48,10 +48,11 @@ class Trainer:
     optimizer step (``"step"``); ``max_grad_norm`` clips the global gradient norm before each step."""
 
     def __init__(self, model, optimizer, loss_fn=F.cross_entropy, scheduler=None, scheduler_interval="epoch",
-                 max_grad_norm=None, callbacks=()):
+                 max_grad_norm=None, callbacks=(), device=None):
         if scheduler_interval not in ("epoch", "step"):
             raise ValueError(f"Trainer: scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}")
         self.model = model
+        self.device = device  # batches are moved there (the model must already be)
         self.optimizer = optimizer
         self.loss_fn = loss_fn
         self.scheduler = scheduler
@@ -79,6 +80,8 @@ class Trainer:
 
     def train_step(self, inputs, targets):
         """Forward, backward and one optimizer step on a batch; returns the loss as a float."""
+        if self.device is not None:
+            inputs, targets = inputs.to(self.device), targets.to(self.device)
         loss = self.loss_fn(self.model(inputs), targets)
         self.optimizer.zero_grad()
         loss.backward()
@@ -130,6 +133,8 @@ class Trainer:
         total_loss, correct, count = 0.0, 0, 0
         with no_grad():
             for inputs, targets in loader:
+                if self.device is not None:
+                    inputs, targets = inputs.to(self.device), targets.to(self.device)
                 logits = self.model(inputs)
                 n = len(targets)
                 total_loss += self.loss_fn(logits, targets).item() * n

@@ -111,3 +111,36 @@ def test_training_on_cuda_matches_the_cpu(name, model_fn, opt_fn):
     assert np.max(np.abs(gpu_losses - cpu_losses) / np.abs(cpu_losses)) < 1e-4, (gpu_losses, cpu_losses)
     for g, c in zip(gpu_params, cpu_params):
         assert np.linalg.norm(g - c) / np.linalg.norm(c) < 1e-4
+
+
+def test_dropout_and_gradient_clipping_run_on_the_device():
+    x = pn.ones(64, 100, device="cuda", requires_grad=True)
+    pn.manual_seed(1)
+    y = pn.functional.dropout(x, 0.25)
+    y.sum().backward()
+    kept = (y.detach().cpu().numpy() != 0)
+    assert y.device == "cuda" and abs(kept.mean() - 0.75) < 0.02
+    assert np.array_equal(x.grad.cpu().numpy() != 0, kept)  # backward recomputes the same mask
+    assert np.allclose(y.detach().cpu().numpy()[kept], 1 / 0.75)
+    pn.manual_seed(1)
+    again = pn.functional.dropout(pn.ones(64, 100, device="cuda"), 0.25)
+    assert np.array_equal(again.cpu().numpy(), y.detach().cpu().numpy())  # seeded by pn.manual_seed
+    w = pn.nn.Parameter(pn.zeros(10, device="cuda"))
+    w.grad = pn.full((10,), 3.0, device="cuda")
+    norm = pn.optim.clip_grad_norm_([w], 1.0)
+    assert norm.device == "cuda" and abs(norm.item() - 3.0 * np.sqrt(10)) < 1e-5
+    assert abs(np.linalg.norm(w.grad.cpu().numpy()) - 1.0) < 1e-5
+
+
+def test_train_cli_on_the_device(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import subprocess_env
+    proc = subprocess.run([sys.executable, "-m", "pyneural", "train", "--device", "cuda", "--model", "mlp",
+                           "--epochs", "1", "--no-progress"], cwd=tmp_path, env=subprocess_env(),
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert ", on cuda" in proc.stdout and "utilization report (cuda" in proc.stdout
+    accuracy = float(proc.stdout.split("final test accuracy ")[1].split("%")[0])
+    assert accuracy > 50.0, proc.stdout

@@ -69,6 +69,9 @@ def add_arguments(parser):
                              f"{DEFAULT_LR['sgd']} for sgd, {DEFAULT_LR['adam']} for adam)")
     parser.add_argument("--seed", type=int, default=0,
                         help="seeds initialisation, shuffling and augmentation (default: 0)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="where to train: cpu (default) or cuda (a GPU, or the emulated device with "
+                             "PYNEURAL_CUDA_EMULATE=1)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--augment", action="store_true",
                         help="augment training images: random crop after 1-pixel zero padding (no horizontal "
@@ -226,12 +229,15 @@ def run(args):
             tqdm.write(line, file=sys.stdout)
 
     model, optimizer, scheduler, train_loader, test_loader = build(args, world)
+    device = getattr(args, "device", "cpu")
+    model.to(device)  # the optimizer's Parameters are the same objects, now on the device
     printer = EpochPrinter(args.epochs, write)
     callbacks = [printer]
     if args.step_log and main_rank:
         callbacks.append(StepLog(args.step_log, train_loader))
     if world is None:
-        trainer = Trainer(model, optimizer, scheduler=scheduler, scheduler_interval="step", callbacks=callbacks)
+        trainer = Trainer(model, optimizer, scheduler=scheduler, scheduler_interval="step", callbacks=callbacks,
+                          device=device)
     else:
         from pyneural.distributed.training import DistributedTrainer
         ddp = cli_support.wrap_model(args, model, timeline)
@@ -240,10 +246,10 @@ def run(args):
     ranks = f" on {world.size} ranks (global batch {args.batch_size * world.size})" if world else ""
     write(f"training {args.model} on digits ({len(train_loader.dataset)} train / {len(test_loader.dataset)} "
           f"test images), {args.optimizer}, lr {optimizer.param_groups[0]['lr']}, batch {args.batch_size}"
-          f"{ranks}, {args.epochs} epochs")
+          f"{ranks}, {args.epochs} epochs" + ("" if device == "cpu" else f", on {device}"))
     inputs, targets = train_loader.dataset.get_batch(range(min(args.batch_size, len(train_loader.dataset))))
     import pyneural as pn
-    flops = reporting.count_flops(model, trainer.loss_fn, pn.Tensor(inputs), pn.Tensor(targets))
+    flops = reporting.count_flops(model, trainer.loss_fn, pn.Tensor(inputs).to(device), pn.Tensor(targets).to(device))
     saver = resumed = None
     if args.checkpoint_dir:
         saver, resumed = setup_checkpoints(args, trainer, train_loader, main_rank, write)
@@ -279,7 +285,8 @@ def build_report(args, trainer, train_loader, flops, wall, comm, world, saver, r
     details = {"model": args.model, "batch_size": args.batch_size, "epochs": args.epochs,
                "global_step": trainer.global_step,
                "eval_s": trainer.eval_time, "checkpoint_s": saver.seconds if saver is not None else 0.0,
-               "peak_method": "pyneural float32 GEMM 1024^3, best of 5",
+               "peak_method": ("pyneural float32 GEMM" if args.device == "cpu" else "float32 cupy matmul (cuBLAS)")
+                              + " 1024^3, best of 5",
                "flops": flops, "distributed": world is not None, "ranks": world.size if world else 1,
                "loader": {"prefetch": train_loader.prefetch, "workers": args.workers, "augment": args.augment},
                "threads": os.environ.get("OMP_NUM_THREADS"), "resumed_from": resumed,
@@ -289,4 +296,5 @@ def build_report(args, trainer, train_loader, flops, wall, comm, world, saver, r
     return reporting.build_report(wall_s=wall, compute_s=trainer.compute_time, data_wait_s=trainer.data_wait_time,
                                   comm_wait_s=comm_wait, steps=trainer.steps_run, samples=trainer.samples_trained,
                                   flops_per_sample=flops["train_per_sample"],
-                                  peak_gflops=reporting.measured_peak_gflops("cpu"), device="cpu", details=details)
+                                  peak_gflops=reporting.measured_peak_gflops(args.device), device=args.device,
+                                  details=details)

@@ -3,6 +3,9 @@ import math
 
 import numpy as np
 
+from pyneural import backend
+from pyneural.tensor import wrap
+
 from .optimizer import grad_array
 
 
@@ -10,7 +13,8 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
     """Scale all gradients in place so their joint ``norm_type``-norm is at most ``max_norm``.
 
     The norm is taken over all gradients as if concatenated into one vector. Returns the total
-    norm before clipping, as a float. Parameters without a gradient are skipped. A non-finite
+    norm before clipping, as a float (on the CUDA device: a 0-d device tensor, so that clipping
+    needs no host transfer; its kernels use eps = 1e-6 the same way). Parameters without a gradient are skipped. A non-finite
     norm leaves the gradients untouched (PyTorch would scale them by NaN) unless
     ``error_if_nonfinite`` asks for a RuntimeError.
     """
@@ -24,6 +28,10 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
         raise ValueError(f"clip_grad_norm_: norm_type must be > 0 or inf, got {norm_type}")
     if not grads:
         return 0.0
+    if all(backend.is_device_array(g) and g.dtype == np.float32 for g in grads) and not error_if_nonfinite:
+        # on the device: norm and scaling without a host transfer; the norm comes back as a 0-d tensor
+        from pyneural.cuda import reduce as _kernels
+        return wrap(_kernels.clip_grad_norm_(grads, max_norm, norm_type))
     if math.isinf(norm_type):
         total = max(float(np.max(np.abs(g))) if g.size else 0.0 for g in grads)
     elif norm_type == 2.0:
