@@ -144,3 +144,41 @@ def test_train_cli_on_the_device(tmp_path):
     assert ", on cuda" in proc.stdout and "utilization report (cuda" in proc.stdout
     accuracy = float(proc.stdout.split("final test accuracy ")[1].split("%")[0])
     assert accuracy > 50.0, proc.stdout
+
+
+def test_small_resnet_with_batch_norm_trains_like_the_cpu():
+    """Conv + BatchNorm (our statistics / apply / backward kernels) + residual adds, 5 steps."""
+    def run(device):
+        pn.manual_seed(0)
+        model = models.ResNetSmall(in_channels=1, widths=(8, 16, 16)).to(device)
+        opt = pn.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+        x, y = pn.randn(8, 1, 8, 8), pn.randint(0, 10, (8,))
+        losses = []
+        for _ in range(5):
+            loss = pn.functional.cross_entropy(model(x.to(device)), y.to(device))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        running = [b.cpu().numpy() for b in model.buffers()]
+        return np.array(losses), [p.detach().cpu().numpy() for p in model.parameters()], running
+    cl, cp_, cr = run("cpu")
+    gl, gp, gr = run("cuda")
+    assert np.max(np.abs(gl - cl) / np.abs(cl)) < 1e-4, (gl, cl)
+    for g, c in zip(gp + gr, cp_ + cr):
+        assert np.linalg.norm(g - c) <= 1e-4 * max(np.linalg.norm(c), 1e-6)
+
+
+def test_embedding_on_the_device_matches_the_cpu(rng):
+    idx = rng.integers(0, 20, (6, 5))
+    grads = {}
+    for device in ("cpu", "cuda"):
+        pn.manual_seed(0)
+        emb = pn.nn.Embedding(20, 4, padding_idx=3).to(device)
+        out = emb(pn.tensor(idx).to(device))
+        (out * out).sum().backward()
+        grads[device] = (out.detach().cpu().numpy(), emb.weight.grad.cpu().numpy())
+    assert np.array_equal(grads["cpu"][0], grads["cuda"][0])
+    assert np.allclose(grads["cpu"][1], grads["cuda"][1], rtol=1e-6, atol=1e-6)
+    with pytest.raises(NotImplementedError, match="sparse=True"):
+        pn.nn.Embedding(5, 2, sparse=True).to("cuda")(pn.tensor([1, 2]).to("cuda"))

@@ -108,8 +108,9 @@ def test_module_to_and_double():
     p = m.weight
     m.double()
     assert m.weight is p and p.dtype == np.float64
-    with pytest.raises(RuntimeError, match="GPU backend"):
-        m.to("cuda")
+    assert m.to("cpu") is m and m.weight.device == "cpu"
+    with pytest.raises(RuntimeError, match="Expected one of cpu, cuda device type"):
+        m.to("tpu")
 
 
 def test_sequential_and_module_list_indexing():

@@ -2,6 +2,8 @@
 freeing, hooks, aliasing of stored gradients, and the seeded generator."""
 import json
 
+import sys
+
 import numpy as np
 import pytest
 
@@ -67,13 +69,15 @@ def test_numpy_refuses_when_requires_grad():
     assert t.detach().numpy().shape == (2,)
 
 
-def test_to_device_and_dtype():
+def test_to_device_and_dtype(monkeypatch):
     t = pn.ones(2)
-    assert t.to("cpu") is t and t.cpu() is t
-    with pytest.raises(RuntimeError, match="GPU backend"):
-        t.to("cuda")
-    with pytest.raises(ValueError, match="unknown device"):
+    assert t.to("cpu") is t and t.cpu() is t and t.device == "cpu"
+    with pytest.raises(RuntimeError, match="Expected one of cpu, cuda device type"):
         t.to("tpu")
+    monkeypatch.setenv("PYNEURAL_CUDA_EMULATE", "0")
+    monkeypatch.setitem(sys.modules, "cupy", None)  # no CuPy, no emulator: no CUDA device
+    with pytest.raises(RuntimeError, match="cuda:0 is not available: .*PYNEURAL_CUDA_EMULATE=1"):
+        t.to("cuda")
     assert t.to(pn.float64).dtype == np.float64 and t.double().dtype == np.float64
 
 

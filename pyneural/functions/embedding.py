@@ -14,6 +14,7 @@ from another op in the same backward (add the dense use first, or make it sparse
 """
 import numpy as np
 
+from pyneural import backend
 from pyneural.kernels import embedding as _emb_kernels
 from pyneural.tensor import Function, Tensor, get_array_module
 
@@ -97,7 +98,15 @@ class Embedding(Function):
         flat = self.indices.reshape(-1)
         if flat.size == 0:
             return get_array_module(weight).empty(self.indices.shape + (weight.shape[1],), dtype=weight.dtype)
-        out = _emb_kernels.embedding_forward(weight, flat)
+        if backend.is_device_array(weight):
+            from pyneural.cuda import embedding as _cuda_emb
+            if self.sparse_target is not None:
+                raise NotImplementedError("embedding: row-sparse gradients (sparse=True) are not implemented on the "
+                                          "CUDA device yet; use sparse=False there")
+            backend.check_same_device("Embedding", [weight, flat])
+            out = _cuda_emb.embedding_forward(weight, flat)
+        else:
+            out = _emb_kernels.embedding_forward(weight, flat)
         return out.reshape(self.indices.shape + (weight.shape[1],))
 
     def backward(self, gy):
@@ -113,7 +122,11 @@ class Embedding(Function):
             rows, grads = _emb_kernels.embedding_backward_sparse(gy2, flat, self.num_embeddings)
             accumulate_sparse_grad(self.sparse_target, *_drop_row(rows, grads, self.padding_idx))
             return (None,)
-        gw = _emb_kernels.embedding_backward_dense(gy2, flat, self.num_embeddings)
+        if backend.is_device_array(gy2):
+            from pyneural.cuda import embedding as _cuda_emb
+            gw = _cuda_emb.embedding_backward(gy2, flat, self.num_embeddings, deterministic=True, validate=False)
+        else:
+            gw = _emb_kernels.embedding_backward_dense(gy2, flat, self.num_embeddings)
         if self.padding_idx is not None:
             gw[self.padding_idx] = 0
         return (gw,)

@@ -12,6 +12,7 @@ numpy arrays run the kernels of ``pyneural.kernels.batchnorm`` (C++ for float32)
 """
 import numpy as np
 
+from pyneural import backend
 from pyneural.kernels import activation as _act_kernels
 from pyneural.kernels import batchnorm as _bn
 from pyneural.tensor import Function, get_array_module
@@ -28,6 +29,9 @@ class BatchNorm(Function):
 
     def forward(self, x, gamma=None, beta=None):
         if type(x) is not _ndarray:
+            if self.training and backend.is_device_array(x) and all(
+                    a is None or a.dtype == np.float32 for a in (x, gamma, beta, self.running_mean, self.running_var)):
+                return self._forward_cuda(x, gamma, beta)
             return self._forward_xp(x, gamma, beta)
         if not x.flags.c_contiguous:
             x = np.ascontiguousarray(x)
@@ -55,6 +59,8 @@ class BatchNorm(Function):
 
     def backward(self, gy):
         if type(gy) is not _ndarray:
+            if getattr(self, "cuda_saved", None) is not None:
+                return self._backward_cuda(gy)
             return self._backward_xp(gy)
         if not gy.flags.c_contiguous:
             gy = np.ascontiguousarray(gy)
@@ -68,6 +74,33 @@ class BatchNorm(Function):
             g = gy if y is None else _act_kernels.relu_backward(gy, y)
             _, gbeta, ggamma = _bn.batch_norm_backward(g, x, self.mean, self.invstd, self.scale)
             gx = _bn.channel_affine(g, self.scale, np.zeros_like(self.scale)) if needs[0] else None
+        return (gx if needs[0] else None,
+                ggamma if len(needs) > 1 and needs[1] else None,
+                gbeta if len(needs) > 2 and needs[2] else None)
+
+    # -- the CUDA kernels (training mode, float32): statistics, apply and backward -------------
+    def _forward_cuda(self, x, gamma, beta):
+        from pyneural.cuda import batchnorm as _k
+        be = backend.of(x)
+        x = be.xp.ascontiguousarray(x)
+        mean, var = _k.batch_stats(x, self.running_mean, self.running_var, momentum=self.momentum)
+        y = _k.batch_norm_apply(x, mean, var, gamma, beta, eps=self.eps)
+        if self.relu:
+            be.bias_relu(y, None, relu=True, out=y)
+            self.y = y
+        self.cuda_saved = (x, mean, var, gamma)
+        self.running_mean = self.running_var = None
+        return y
+
+    def _backward_cuda(self, gy):
+        from pyneural.cuda import batchnorm as _k
+        be = backend.of(gy)
+        x, mean, var, gamma = self.cuda_saved
+        gy = be.xp.ascontiguousarray(gy)
+        if self.relu:
+            gy = be.relu_backward(gy, self.y)
+        gx, ggamma, gbeta = _k.batch_norm_backward(x, gy, mean, var, gamma, eps=self.eps)
+        needs = self.needs_input_grad
         return (gx if needs[0] else None,
                 ggamma if len(needs) > 1 and needs[1] else None,
                 gbeta if len(needs) > 2 and needs[2] else None)
