@@ -24,6 +24,45 @@ elif not emulator.enabled() and not _backend.available() and emulator.usable():
     _backend.native.cache_clear()
 
 
+@pytest.fixture(params=["emulator"] if emulator.enabled() else ["native", "rawmodule"])
+def cuda_backend(request, monkeypatch):
+    """Run a CUDA kernel test on each kernel source: on a GPU the prebuilt pyneural._cuda (skipped
+    where it was not built) and cupy.RawModule; without one, the emulated device."""
+    if request.param == "native":
+        try:
+            import pyneural._cuda  # noqa: F401
+        except ImportError:
+            pytest.skip("pyneural._cuda was not built")
+    if request.param == "rawmodule":
+        monkeypatch.setenv("PYNEURAL_CUDA_BACKEND", "rawmodule")
+    else:
+        monkeypatch.delenv("PYNEURAL_CUDA_BACKEND", raising=False)
+    _backend.native.cache_clear()
+    yield request.param
+    _backend.native.cache_clear()
+
+
+@pytest.fixture
+def cp(cuda_xp):
+    """CuPy or the emulated device's namespace, under the name CUDA tests know it by."""
+    return cuda_xp
+
+
+def dev(cp, a):
+    """A float32 device copy of a host array."""
+    return cp.asarray(np.ascontiguousarray(a, dtype=np.float32))
+
+
+def host(a):
+    """A device array on the host, in float64."""
+    return a.get().astype(np.float64)
+
+
+def poison(cp, shape):
+    """A float32 device array full of NaN."""
+    return cp.full(shape, np.nan, dtype=np.float32)
+
+
 @pytest.fixture(scope="session")
 def cuda_xp():
     """CuPy, or the emulated device's CuPy-compatible namespace."""

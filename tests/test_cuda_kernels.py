@@ -8,49 +8,15 @@ cupy.RawModule; without one, on the emulated device (conftest switches it on). M
 import numpy as np
 import pytest
 
-from conftest import rel_err
-from pyneural.cuda import _backend, available, emulator
+from conftest import dev, host, poison, rel_err
+from pyneural.cuda import available
 from pyneural.kernels import conv as cpu_conv
 from pyneural.kernels import pool as cpu_pool
 
-pytestmark = [pytest.mark.cuda,
+pytestmark = [pytest.mark.cuda, pytest.mark.usefixtures("cuda_backend"),
               pytest.mark.skipif(not available(), reason="needs CuPy and a CUDA GPU with compute capability >= 8.0, or the emulated device")]
 
 TOL = 1e-5
-
-
-@pytest.fixture(params=["emulator"] if emulator.enabled() else ["native", "rawmodule"], autouse=True)
-def backend(request, monkeypatch):
-    if request.param == "emulator":
-        monkeypatch.delenv("PYNEURAL_CUDA_BACKEND", raising=False)
-    elif request.param == "native":
-        try:
-            import pyneural._cuda  # noqa: F401
-        except ImportError:
-            pytest.skip("pyneural._cuda was not built")
-        monkeypatch.delenv("PYNEURAL_CUDA_BACKEND", raising=False)
-    else:
-        monkeypatch.setenv("PYNEURAL_CUDA_BACKEND", "rawmodule")
-    _backend.native.cache_clear()
-    yield request.param
-    _backend.native.cache_clear()
-
-
-@pytest.fixture
-def cp(cuda_xp):
-    return cuda_xp
-
-
-def dev(cp, a):
-    return cp.asarray(np.ascontiguousarray(a, dtype=np.float32))
-
-
-def host(a):
-    return a.get().astype(np.float64)
-
-
-def poison(cp, shape):
-    return cp.full(shape, np.nan, dtype=np.float32)
 
 
 # ---- GEMM ----------------------------------------------------------------------------------------
@@ -343,9 +309,9 @@ def test_reductions(cp, rng):
         reduce.sum(xd, 3)
 
 
-def test_launcher_rejects_bad_arrays(cp, backend):
+def test_launcher_rejects_bad_arrays(cp, cuda_backend):
     """The native launcher checks what it is handed even when a wrapper is bypassed."""
-    if backend != "native":
+    if cuda_backend != "native":
         pytest.skip("checks of pyneural._cuda.launch")
     from pyneural import _cuda
     stream, dev_id = cp.cuda.get_current_stream().ptr, cp.cuda.Device().id

@@ -9,47 +9,14 @@ import math
 import numpy as np
 import pytest
 
-from conftest import rel_err
-from pyneural.cuda import _backend, available, emulator
+from conftest import dev, host, poison, rel_err
+from pyneural.cuda import available, emulator
 from pyneural.kernels import pool as cpu_pool
 
-pytestmark = [pytest.mark.cuda,
+pytestmark = [pytest.mark.cuda, pytest.mark.usefixtures("cuda_backend"),
               pytest.mark.skipif(not available(), reason="needs CuPy and a CUDA GPU with compute capability >= 8.0, or the emulated device")]
 
 TOL = 1e-5
-
-
-@pytest.fixture(params=["emulator"] if emulator.enabled() else ["native", "rawmodule"], autouse=True)
-def backend(request, monkeypatch):
-    if request.param == "native":
-        try:
-            import pyneural._cuda  # noqa: F401
-        except ImportError:
-            pytest.skip("pyneural._cuda was not built")
-    if request.param == "rawmodule":
-        monkeypatch.setenv("PYNEURAL_CUDA_BACKEND", "rawmodule")
-    else:
-        monkeypatch.delenv("PYNEURAL_CUDA_BACKEND", raising=False)
-    _backend.native.cache_clear()
-    yield request.param
-    _backend.native.cache_clear()
-
-
-@pytest.fixture
-def cp(cuda_xp):
-    return cuda_xp
-
-
-def dev(cp, a):
-    return cp.asarray(np.ascontiguousarray(a, dtype=np.float32))
-
-
-def host(a):
-    return a.get().astype(np.float64)
-
-
-def poison(cp, shape):
-    return cp.full(shape, np.nan, dtype=np.float32)
 
 
 def seed_of(rng):

@@ -35,12 +35,7 @@ ARCH = "80"
 BUILD_TIMEOUT_S = 900
 
 
-def _nvcc():
-    found = shutil.which("nvcc")
-    if found:
-        return found
-    fallback = Path("/usr/local/cuda/bin/nvcc")
-    return str(fallback) if fallback.is_file() else None
+from test_cuda_compile import _nvcc  # noqa: E402  (one way of finding nvcc)
 
 
 def _run(cmd, what, **kw):

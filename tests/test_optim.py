@@ -246,7 +246,7 @@ def test_bad_arguments(rng):
         SGD([{"params": params, "betas": (0.9, 0.9)}], lr=0.1)
     with pytest.raises(TypeError, match="single Parameter"):
         SGD(params[0], lr=0.1)
-    with pytest.raises(TypeError, match="numpy .data"):
+    with pytest.raises(TypeError, match="must be a Tensor with a numpy or CUDA array"):
         SGD([np.zeros(3)], lr=0.1)
     with pytest.raises(TypeError, match="float32 or float64"):
         SGD([Tensor(np.zeros(3, np.int64))], lr=0.1)
