@@ -213,6 +213,13 @@ def setup_checkpoints(args, trainer, train_loader, main_rank, write):
 
 def run(args):
     start = time.perf_counter()
+    if getattr(args, "device", "cpu") != "cpu":
+        from pyneural import backend
+        try:
+            backend.for_device(args.device)
+        except RuntimeError as e:
+            print(f"pyneural train: {e}", file=sys.stderr)
+            return 2
     from tqdm import tqdm
 
     from pyneural import report as reporting
