@@ -32,7 +32,8 @@ from pyneural.gradcheck import gradcheck
 from pyneural.checkpoint import load, save
 from pyneural import random, functional, nn, optim, data, datasets  # noqa: E402
 from pyneural.backend import device  # noqa: E402
-from pyneural import cuda, accelerator  # noqa: E402
+from pyneural import cuda, accelerator, backends  # noqa: E402
+from pyneural.backends import get_float32_matmul_precision, set_float32_matmul_precision  # noqa: E402
 
 long = int64
 float = float32

@@ -152,3 +152,27 @@ def pytest_runtest_makereport(item, call):
         report.outcome = "failed"
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
         report.longrepr = f"PYNEURAL_REQUIRE_GPU=1: cuda test skipped ({reason})"
+
+
+CUDA_TEST_TIMEOUT_S = int(os.environ.get("PYNEURAL_CUDA_TEST_TIMEOUT", "120"))
+
+
+@pytest.fixture(autouse=True)
+def _cuda_test_timeout(request):
+    """On a real GPU (PYNEURAL_REQUIRE_GPU=1) a cuda test that runs past PYNEURAL_CUDA_TEST_TIMEOUT
+    seconds (default 120) fails instead of freezing the run, as soon as control is back in Python
+    (a kernel hung inside one synchronising C call is cut off by bench/gpu_check.sh's per-step limit)."""
+    if not REQUIRE_GPU or request.node.get_closest_marker("cuda") is None:
+        yield
+        return
+    import signal
+
+    def expire(signum, frame):
+        raise TimeoutError(f"cuda test exceeded {CUDA_TEST_TIMEOUT_S} s (a hung kernel?)")
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(CUDA_TEST_TIMEOUT_S)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)

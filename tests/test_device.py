@@ -182,3 +182,43 @@ def test_embedding_on_the_device_matches_the_cpu(rng):
     assert np.allclose(grads["cpu"][1], grads["cuda"][1], rtol=1e-5, atol=1e-5)  # summed in another order
     with pytest.raises(NotImplementedError, match="sparse=True"):
         pn.nn.Embedding(5, 2, sparse=True).to("cuda")(pn.tensor([1, 2]).to("cuda"))
+
+
+def test_tf32_switch_routes_float32_matmul_to_the_tensor_cores(rng, monkeypatch):
+    from pyneural.cuda import tensor_core
+    calls = []
+    real = tensor_core.matmul_tc
+    monkeypatch.setattr(tensor_core, "matmul_tc", lambda *a, **k: calls.append(k) or real(*a, **k))
+    a, b = rng.standard_normal((70, 130)).astype(np.float32), rng.standard_normal((130, 50)).astype(np.float32)
+    ref = a.astype(np.float64) @ b.astype(np.float64)
+    x, w = pn.tensor(a, device="cuda"), pn.tensor(b, device="cuda")
+    exact = (x @ w).cpu().numpy()
+    assert not calls and np.linalg.norm(exact - ref) / np.linalg.norm(ref) < 1e-6
+    assert pn.get_float32_matmul_precision() == "highest"
+    pn.set_float32_matmul_precision("high")
+    try:
+        assert pn.backends.cuda.matmul.allow_tf32
+        lin = pn.nn.Linear(130, 50).to("cuda")
+        y = (x @ w).cpu().numpy()
+        lin(x).sum().backward()
+    finally:
+        pn.set_float32_matmul_precision("highest")
+    err = np.linalg.norm(y - ref) / np.linalg.norm(ref)
+    assert calls and 1e-6 < err < 3e-3  # tf32: 10-bit mantissas, fp32 accumulation
+    assert lin.weight.grad.device == "cuda"
+
+
+def test_batch_norm_in_eval_mode_matches_the_cpu(rng):
+    host = rng.standard_normal((4, 3, 5, 5)).astype(np.float32)
+    results = {}
+    for device in ("cpu", "cuda"):
+        pn.manual_seed(0)
+        bn = pn.nn.BatchNorm2d(3).to(device)
+        bn(pn.tensor(host, device=device))  # one training step moves the running estimates
+        bn.eval()
+        x = pn.tensor(host * 2 + 1, device=device, requires_grad=True)
+        y = bn(x)
+        (y * y).sum().backward()
+        results[device] = [t.cpu().numpy() for t in (y.detach(), x.grad, bn.weight.grad, bn.bias.grad)]
+    for c, g in zip(results["cpu"], results["cuda"]):
+        assert np.allclose(c, g, rtol=1e-4, atol=1e-5)

@@ -3,6 +3,7 @@
 what the CPU function takes (float64 inputs, label smoothing), the rest runs as whole-array code."""
 import numpy as np
 
+from pyneural import backends
 from pyneural.cuda import _backend
 from pyneural.cuda import conv as _conv
 from pyneural.cuda import elementwise as _ew
@@ -45,6 +46,10 @@ def _contig(a):
 
 
 def gemm(a, b, *, trans_a=False, trans_b=False, alpha=1.0, beta=0.0, out=None):
+    if _f32(a, b, out) and a.size and b.size and backends.cuda.matmul.allow_tf32:  # tensor cores, tf32
+        from pyneural.cuda import tensor_core as _tc
+        return _tc.matmul_tc(_contig(a), _contig(b), trans_a=trans_a, trans_b=trans_b, alpha=alpha, beta=beta,
+                             out=out, out_dtype=np.float32, kernel="mma")
     if _f32(a, b, out) and a.size and b.size:
         return _gemm.gemm(_contig(a), _contig(b), trans_a=trans_a, trans_b=trans_b, alpha=alpha, beta=beta, out=out)
     cp = _backend.cupy()

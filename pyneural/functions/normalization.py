@@ -29,8 +29,9 @@ class BatchNorm(Function):
 
     def forward(self, x, gamma=None, beta=None):
         if type(x) is not _ndarray:
-            if self.training and backend.is_device_array(x) and all(
-                    a is None or a.dtype == np.float32 for a in (x, gamma, beta, self.running_mean, self.running_var)):
+            if backend.is_device_array(x) and all(
+                    a is None or a.dtype == np.float32 for a in (x, gamma, beta, self.running_mean, self.running_var)) \
+                    and (self.training or self.running_mean is not None):
                 return self._forward_cuda(x, gamma, beta)
             return self._forward_xp(x, gamma, beta)
         if not x.flags.c_contiguous:
@@ -83,7 +84,10 @@ class BatchNorm(Function):
         from pyneural.cuda import batchnorm as _k
         be = backend.of(x)
         x = be.xp.ascontiguousarray(x)
-        mean, var = _k.batch_stats(x, self.running_mean, self.running_var, momentum=self.momentum)
+        if self.training:
+            mean, var = _k.batch_stats(x, self.running_mean, self.running_var, momentum=self.momentum)
+        else:  # evaluation: the running estimates (copied: the module goes on updating its own)
+            mean, var = self.running_mean.copy(), self.running_var.copy()
         y = _k.batch_norm_apply(x, mean, var, gamma, beta, eps=self.eps)
         if self.relu:
             be.bias_relu(y, None, relu=True, out=y)
@@ -99,8 +103,17 @@ class BatchNorm(Function):
         gy = be.xp.ascontiguousarray(gy)
         if self.relu:
             gy = be.relu_backward(gy, self.y)
-        gx, ggamma, gbeta = _k.batch_norm_backward(x, gy, mean, var, gamma, eps=self.eps)
         needs = self.needs_input_grad
+        if self.training:
+            gx, ggamma, gbeta = _k.batch_norm_backward(x, gy, mean, var, gamma, eps=self.eps)
+        else:  # fixed statistics: y is an affine map of x
+            bshape = (1, x.shape[1]) + (1,) * (x.ndim - 2)
+            invstd = 1.0 / be.xp.sqrt(var + self.eps)
+            axes = (0,) + tuple(range(2, x.ndim))
+            gbeta = gy.sum(axis=axes)
+            ggamma = (gy * (x - mean.reshape(bshape)) * invstd.reshape(bshape)).sum(axis=axes)
+            scale = invstd if gamma is None else gamma * invstd
+            gx = gy * scale.reshape(bshape) if needs[0] else None
         return (gx if needs[0] else None,
                 ggamma if len(needs) > 1 and needs[1] else None,
                 gbeta if len(needs) > 2 and needs[2] else None)
