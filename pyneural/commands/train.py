@@ -265,9 +265,11 @@ def run(args):
         return tqdm(batches, total=total, desc=f"epoch {train_loader.epoch + 1}/{args.epochs}", unit="batch",
                     leave=False, disable=True if args.no_progress or not main_rank else None)
 
+    sampler = _start_nvml(device)
     train_start = time.perf_counter()
     run_epochs = trainer.fit(train_loader, args.epochs, eval_loader=test_loader, progress=progress)
     wall = time.perf_counter() - train_start
+    gpu = sampler.stop() if sampler is not None else None
     comm = None
     if world is not None:
         comm = cli_support.finish(args, ddp, timeline, write)
@@ -278,7 +280,7 @@ def run(args):
     write(f"final test accuracy {100 * history[-1].test_accuracy:.2f}% after {args.epochs} epochs; "
           f"training {train_seconds:.2f} s{throughput}, total {time.perf_counter() - start:.2f} s")
     if main_rank:
-        report = build_report(args, trainer, train_loader, flops, wall, comm, world, saver, resumed, reporting)
+        report = build_report(args, trainer, train_loader, flops, wall, comm, world, saver, resumed, reporting, gpu)
         write(report.format())
         if args.report:
             report.write_json(args.report)
@@ -286,7 +288,21 @@ def run(args):
     return 0
 
 
-def build_report(args, trainer, train_loader, flops, wall, comm, world, saver, resumed, reporting):
+def _start_nvml(device):
+    """GPU utilization and memory sampled through NVML during training, on a real GPU where
+    nvidia-ml-py is installed (else None: the report then goes without them)."""
+    from pyneural.cuda import emulator
+    if device == "cpu" or emulator.enabled():
+        return None
+    from pyneural import cuda
+    from pyneural.report import NvmlSampler
+    try:
+        return NvmlSampler(device_index=cuda.current_device()).start()
+    except Exception:  # no nvidia-ml-py, or NVML refuses (containers without the library)
+        return None
+
+
+def build_report(args, trainer, train_loader, flops, wall, comm, world, saver, resumed, reporting, gpu=None):
     """The utilization report of this process's training (rank 0's, in a distributed run)."""
     comm_wait = comm["exposed_ms"] * comm["steps"] / 1e3 if comm else 0.0
     details = {"model": args.model, "batch_size": args.batch_size, "epochs": args.epochs,
@@ -304,4 +320,4 @@ def build_report(args, trainer, train_loader, flops, wall, comm, world, saver, r
                                   comm_wait_s=comm_wait, steps=trainer.steps_run, samples=trainer.samples_trained,
                                   flops_per_sample=flops["train_per_sample"],
                                   peak_gflops=reporting.measured_peak_gflops(args.device), device=args.device,
-                                  details=details)
+                                  details=details, gpu=gpu)
