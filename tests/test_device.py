@@ -222,3 +222,26 @@ def test_batch_norm_in_eval_mode_matches_the_cpu(rng):
         results[device] = [t.cpu().numpy() for t in (y.detach(), x.grad, bn.weight.grad, bn.bias.grad)]
     for c, g in zip(results["cpu"], results["cuda"]):
         assert np.allclose(c, g, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.mpi
+def test_two_rank_distributed_training_on_the_device(tmp_path):
+    """`mpirun -np 2 pyneural train --distributed --device cuda`: one device per local rank (both
+    on cuda:0 where there is one), gradients all-reduced through host staging or CUDA-aware MPI."""
+    import subprocess
+    import sys
+
+    from conftest import subprocess_env
+    from pyneural.distributed.launch import find_mpirun, launcher_flags
+    pytest.importorskip("mpi4py", reason="mpi4py is not installed (pip install 'pyneural[mpi]')")
+    launcher = find_mpirun()
+    if launcher is None:
+        pytest.skip("no mpirun/mpiexec found")
+    cmd = [launcher, *launcher_flags(launcher), "-np", "2", sys.executable, "-m", "pyneural", "train",
+           "--distributed", "--device", "cuda", "--model", "mlp", "--epochs", "1", "--no-progress"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=subprocess_env(OMP_NUM_THREADS="1"), capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "on 2 ranks (global batch 64)" in proc.stdout and ", on cuda" in proc.stdout
+    accuracy = float(proc.stdout.split("final test accuracy ")[1].split("%")[0])
+    assert accuracy > 40.0, proc.stdout

@@ -237,6 +237,8 @@ def run(args):
 
     model, optimizer, scheduler, train_loader, test_loader = build(args, world)
     device = getattr(args, "device", "cpu")
+    if device == "cuda":
+        device = f"cuda:{getattr(args, 'device_index', 0)}"  # a distributed run's rank has its own GPU
     model.to(device)  # the optimizer's Parameters are the same objects, now on the device
     printer = EpochPrinter(args.epochs, write)
     callbacks = [printer]
@@ -249,11 +251,11 @@ def run(args):
         from pyneural.distributed.training import DistributedTrainer
         ddp = cli_support.wrap_model(args, model, timeline)
         trainer = DistributedTrainer(ddp, optimizer, scheduler=scheduler, scheduler_interval="step",
-                                     callbacks=callbacks)
+                                     callbacks=callbacks, device=device)
     ranks = f" on {world.size} ranks (global batch {args.batch_size * world.size})" if world else ""
     write(f"training {args.model} on digits ({len(train_loader.dataset)} train / {len(test_loader.dataset)} "
           f"test images), {args.optimizer}, lr {optimizer.param_groups[0]['lr']}, batch {args.batch_size}"
-          f"{ranks}, {args.epochs} epochs" + ("" if device == "cpu" else f", on {device}"))
+          f"{ranks}, {args.epochs} epochs" + ("" if device == "cpu" else f", on {device.split(':')[0]}"))
     inputs, targets = train_loader.dataset.get_batch(range(min(args.batch_size, len(train_loader.dataset))))
     import pyneural as pn
     flops = reporting.count_flops(model, trainer.loss_fn, pn.Tensor(inputs).to(device), pn.Tensor(targets).to(device))

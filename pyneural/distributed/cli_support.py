@@ -57,6 +57,12 @@ def setup(args):
     from . import init
     from .timeline import Timeline
     world = init(timeout=args.timeout)
+    if getattr(args, "device", "cpu") == "cuda":  # one GPU per local rank (round robin past the count)
+        from pyneural import cuda
+        index = world.local_rank % max(cuda.device_count(), 1)
+        from pyneural.cuda import _backend
+        _backend.cupy().cuda.Device(index).use()
+        args.device_index = index
     timeline = Timeline(world, enabled=args.trace is not None)
     timeline.start()
     return world, timeline

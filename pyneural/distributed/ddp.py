@@ -64,6 +64,8 @@ def _device_direct_default(params):
         return False
     if os.environ.get("PYNEURAL_MPI_CUDA_AWARE") == "0":
         return False
+    if any(type(p.data).__module__ == "pyneural.cuda.emulator.xp" for p in params):
+        return False  # the emulated device's arrays are no MPI buffers: stage them
     return cuda_aware()[0] is True
 
 

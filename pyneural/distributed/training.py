@@ -82,6 +82,8 @@ class DistributedTrainer(Trainer):
 
     def train_step(self, inputs, targets):
         real, weight = self._step_weight(len(targets))
+        if self.device is not None:
+            inputs, targets = inputs.to(self.device), targets.to(self.device)
         outputs = self.model(inputs)
         if real == len(targets) and weight == 1.0:
             loss = base = self.loss_fn(outputs, targets)

@@ -82,8 +82,7 @@ class DeviceDirectWire:
         self.flat = flat
 
     def to_wire(self):
-        import cupy
-        cupy.cuda.get_current_stream().synchronize()
+        array_module(self.flat).cuda.get_current_stream().synchronize()
         return self.flat
 
     def from_wire(self):
@@ -94,9 +93,12 @@ class StagedWire:
     """Copy the device array to pinned host memory for MPI, and back afterwards."""
 
     def __init__(self, flat):
-        import cupyx
         self.flat = flat
-        self.host = cupyx.empty_pinned(flat.shape, dtype=flat.dtype)
+        if type(flat).__module__ == "pyneural.cuda.emulator.xp":  # the emulated device: host memory already
+            self.host = np.empty(flat.shape, dtype=flat.dtype)
+        else:
+            import cupyx
+            self.host = cupyx.empty_pinned(flat.shape, dtype=flat.dtype)
 
     def to_wire(self):
         self.flat.get(out=self.host)  # blocks until the copy (and the kernels before it) are done
