@@ -127,14 +127,12 @@ def rand(*size, dtype=None, requires_grad=False, device=None):
 
 def randn_like(t, dtype=None, requires_grad=False, device=None):
     device = t.device if device is None else device
-    return randn(*t.shape, dtype=dtype or t.dtype, requires_grad=requires_grad,
-                 device=t.device if device is None else device)
+    return randn(*t.shape, dtype=dtype or t.dtype, requires_grad=requires_grad, device=device)
 
 
 def rand_like(t, dtype=None, requires_grad=False, device=None):
     device = t.device if device is None else device
-    return rand(*t.shape, dtype=dtype or t.dtype, requires_grad=requires_grad,
-                device=t.device if device is None else device)
+    return rand(*t.shape, dtype=dtype or t.dtype, requires_grad=requires_grad, device=device)
 
 
 def randint(low, high=None, size=(), dtype=None, device=None):

@@ -21,22 +21,11 @@ _ndarray = np.ndarray
 
 
 def get_array_module(x):
-    """numpy for numpy arrays (and anything else), cupy for cupy arrays: the one place that
-    tells devices apart, so the ops can be written once against ``xp``."""
+    """numpy for numpy arrays (and anything else), cupy (or the emulated device's namespace) for
+    device arrays, so the ops can be written once against ``xp``; ``pyneural.backend`` decides."""
     if type(x) is _ndarray:
         return np
-    module = type(x).__module__
-    if module.startswith("cupy"):
-        import cupy
-        return cupy
-    if module == "pyneural.cuda.emulator.xp":  # arrays of the emulated CUDA device
-        from pyneural.cuda.emulator import xp
-        return xp
-    return np
-
-
-def _device_of(array):
-    return "cpu" if get_array_module(array) is np else "cuda"
+    return _backend().xp(x)
 
 
 def _backend():

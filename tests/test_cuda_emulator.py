@@ -399,9 +399,10 @@ print("no report")
 
 
 def test_framework_sees_emulated_arrays_as_device_arrays(xp):
-    from pyneural.tensor import _device_of, get_array_module
+    from pyneural.backend import device_of
+    from pyneural.tensor import get_array_module
     a = xp.zeros(3, np.float32)
-    assert get_array_module(a) is xp and _device_of(a) == "cuda"
+    assert get_array_module(a) is xp and device_of(a) == "cuda"
     assert get_array_module(np.zeros(3)) is np
 
 

@@ -182,7 +182,6 @@ struct Warp {
   unsigned arrived = 0, mask = 0;
   int op = 0;
   unsigned epoch = 0;        // warp-level syncs passed (race mode)
-  const void* site = nullptr;
   uint32_t in[32][16], out[32][16];  // each lane's operands / results of the collective
 };
 
@@ -387,7 +386,7 @@ typedef void (*CollectiveFn)(Warp& w, unsigned mask, int width);
 
 // Deposit in[lane] (already written by the caller), wait for every lane of `mask`, and let the
 // last arriver run `fn` for the warp. Results are in w.out[lane] afterwards.
-PN_EMU_RT static Warp& collective(int op, unsigned mask, CollectiveFn fn, int width, const void* site) {
+PN_EMU_RT static Warp& collective(int op, unsigned mask, CollectiveFn fn, int width) {
   Fiber* f = cur;
   Warp& w = warps[f->warp];
   const unsigned bit = 1u << f->lane;
@@ -396,7 +395,7 @@ PN_EMU_RT static Warp& collective(int op, unsigned mask, CollectiveFn fn, int wi
     fault("%s with mask 0x%08x names lanes that do not exist in this block (warp %d has lanes 0x%08x)", op_name(op),
           mask, f->warp, w.lanes);
   if (w.arrived == 0) {
-    w.op = op; w.mask = mask; w.site = site;
+    w.op = op; w.mask = mask;
   } else if (w.op != op || w.mask != mask) {
     fault("warp %d: lane %d calls %s (mask 0x%08x) while lanes 0x%08x wait in %s (mask 0x%08x)", f->warp, f->lane,
           op_name(op), mask, w.arrived, op_name(w.op), w.mask);
@@ -449,7 +448,7 @@ inline void op_vote(Warp& w, unsigned mask, int) {
 }
 
 template <class T>
-PN_EMU_RT static T shfl(int op, CollectiveFn fn, unsigned mask, T v, int arg, int width, const void* site) {
+PN_EMU_RT static T shfl(int op, CollectiveFn fn, unsigned mask, T v, int arg, int width) {
   static_assert(sizeof(T) <= 8, "__shfl_*_sync on a type wider than 8 bytes");
   const bool was = L.checking;
   L.checking = false;
@@ -460,18 +459,18 @@ PN_EMU_RT static T shfl(int op, CollectiveFn fn, unsigned mask, T v, int arg, in
   in[0] = in[1] = 0;
   std::memcpy(in, &v, sizeof(T));
   in[2] = static_cast<uint32_t>(arg);
-  Warp& w = collective(op, mask, fn, width, site);
+  Warp& w = collective(op, mask, fn, width);
   T r;
   std::memcpy(&r, w.out[cur->lane], sizeof(T));
   L.checking = was;
   return r;
 }
 
-PN_EMU_RT static unsigned vote(int op, CollectiveFn fn, unsigned mask, int pred, const void* site) {
+PN_EMU_RT static unsigned vote(int op, CollectiveFn fn, unsigned mask, int pred) {
   const bool was = L.checking;
   L.checking = false;
   warps[cur->warp].in[cur->lane][0] = pred != 0;
-  Warp& w = collective(op, mask, fn, 32, site);
+  Warp& w = collective(op, mask, fn, 32);
   const unsigned r = w.out[cur->lane][0];
   L.checking = was;
   return r;
@@ -811,8 +810,7 @@ PN_EMU_RT static void ldmatrix_x4(unsigned addr, unsigned (&r)[4], bool trans) {
   L.checking = false;
   warps[cur->warp].in[cur->lane][0] = addr;
   Warp& w = collective(OP_LDMATRIX, 0xffffffffu, trans ? [](Warp& ww, unsigned m, int) { op_ldmatrix(ww, m, 1); }
-                                                       : [](Warp& ww, unsigned m, int) { op_ldmatrix(ww, m, 0); },
-                       32, nullptr);
+                                                       : [](Warp& ww, unsigned m, int) { op_ldmatrix(ww, m, 0); }, 32);
   for (int j = 0; j < 4; ++j) r[j] = w.out[cur->lane][j];
   L.checking = was;
 }
@@ -863,7 +861,7 @@ PN_EMU_RT static void mma(int kind, float (&d)[4], const unsigned (&a)[4], const
   in[4] = b[0]; in[5] = b[1];
   for (int e = 0; e < 4; ++e) in[6 + e] = bits(d[e]);
   CollectiveFn fn = kind == MMA_BF16 ? &op_mma<MMA_BF16> : kind == MMA_F16 ? &op_mma<MMA_F16> : &op_mma<MMA_TF32>;
-  Warp& w = collective(OP_MMA, 0xffffffffu, fn, 32, nullptr);
+  Warp& w = collective(OP_MMA, 0xffffffffu, fn, 32);
   for (int e = 0; e < 4; ++e) d[e] = from_bits(w.out[cur->lane][e]);
   L.checking = was;
 }
@@ -1107,30 +1105,28 @@ PN_EMU_API void pn_emu_set_shared_vars(int n, const pn_emu::SharedVar* vars) {
 // ---- the CUDA device API -----------------------------------------------------------------
 inline void __syncthreads() { pn_emu::syncthreads(); }
 inline void __syncwarp(unsigned mask = 0xffffffffu) {
-  pn_emu::shfl<int>(pn_emu::OP_SYNC, &pn_emu::op_nothing, mask, 0, 0, 32, nullptr);
+  pn_emu::shfl<int>(pn_emu::OP_SYNC, &pn_emu::op_nothing, mask, 0, 0, 32);
 }
 template <class T> inline T __shfl_sync(unsigned mask, T v, int src, int width = 32) {
-  return pn_emu::shfl(pn_emu::OP_SHFL, &pn_emu::op_shfl<pn_emu::OP_SHFL>, mask, v, src, width, nullptr);
+  return pn_emu::shfl(pn_emu::OP_SHFL, &pn_emu::op_shfl<pn_emu::OP_SHFL>, mask, v, src, width);
 }
 template <class T> inline T __shfl_xor_sync(unsigned mask, T v, int lane_mask, int width = 32) {
-  return pn_emu::shfl(pn_emu::OP_SHFL_XOR, &pn_emu::op_shfl<pn_emu::OP_SHFL_XOR>, mask, v, lane_mask, width, nullptr);
+  return pn_emu::shfl(pn_emu::OP_SHFL_XOR, &pn_emu::op_shfl<pn_emu::OP_SHFL_XOR>, mask, v, lane_mask, width);
 }
 template <class T> inline T __shfl_down_sync(unsigned mask, T v, unsigned delta, int width = 32) {
-  return pn_emu::shfl(pn_emu::OP_SHFL_DOWN, &pn_emu::op_shfl<pn_emu::OP_SHFL_DOWN>, mask, v, static_cast<int>(delta),
-                      width, nullptr);
+  return pn_emu::shfl(pn_emu::OP_SHFL_DOWN, &pn_emu::op_shfl<pn_emu::OP_SHFL_DOWN>, mask, v, static_cast<int>(delta), width);
 }
 template <class T> inline T __shfl_up_sync(unsigned mask, T v, unsigned delta, int width = 32) {
-  return pn_emu::shfl(pn_emu::OP_SHFL_UP, &pn_emu::op_shfl<pn_emu::OP_SHFL_UP>, mask, v, static_cast<int>(delta),
-                      width, nullptr);
+  return pn_emu::shfl(pn_emu::OP_SHFL_UP, &pn_emu::op_shfl<pn_emu::OP_SHFL_UP>, mask, v, static_cast<int>(delta), width);
 }
 inline unsigned __ballot_sync(unsigned mask, int pred) {
-  return pn_emu::vote(pn_emu::OP_BALLOT, &pn_emu::op_vote<pn_emu::OP_BALLOT>, mask, pred, nullptr);
+  return pn_emu::vote(pn_emu::OP_BALLOT, &pn_emu::op_vote<pn_emu::OP_BALLOT>, mask, pred);
 }
 inline int __any_sync(unsigned mask, int pred) {
-  return static_cast<int>(pn_emu::vote(pn_emu::OP_ANY, &pn_emu::op_vote<pn_emu::OP_ANY>, mask, pred, nullptr));
+  return static_cast<int>(pn_emu::vote(pn_emu::OP_ANY, &pn_emu::op_vote<pn_emu::OP_ANY>, mask, pred));
 }
 inline int __all_sync(unsigned mask, int pred) {
-  return static_cast<int>(pn_emu::vote(pn_emu::OP_ALL, &pn_emu::op_vote<pn_emu::OP_ALL>, mask, pred, nullptr));
+  return static_cast<int>(pn_emu::vote(pn_emu::OP_ALL, &pn_emu::op_vote<pn_emu::OP_ALL>, mask, pred));
 }
 namespace pn_emu {
 PN_EMU_RT static unsigned activemask() { return warps[cur->warp].alive; }

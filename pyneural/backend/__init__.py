@@ -9,7 +9,8 @@ arrays, with the same functions on each:
   (``pyneural.cuda``: the native ``_cuda`` module, ``cupy.RawModule``, or the emulator).
 
 Functions ask ``backend.of(array)`` for their kernels instead of importing the CPU ones, and
-``backend.xp(array)`` for the array module of the whole-array code in between.
+``backend.xp(array)`` for the array module of the whole-array code in between (the array's own:
+numpy, cupy or the emulated device's namespace).
 """
 import numpy as np
 
@@ -63,10 +64,13 @@ class device:
 CPU = device("cpu")
 
 
+_EMULATED = "pyneural.cuda.emulator.xp"  # the module of the emulated device's arrays
+
+
 def is_device_array(a):
     """True for a CuPy array or an emulated-device array."""
     module = type(a).__module__
-    return module.startswith("cupy") or module == "pyneural.cuda.emulator.xp"
+    return module.startswith("cupy") or module == _EMULATED
 
 
 def device_of(a):
@@ -78,26 +82,29 @@ def device_of(a):
 
 def of(a):
     """The backend module for array ``a``."""
-    if type(a) is _ndarray or not is_device_array(a):
-        from pyneural.backend import cpu
-        return cpu
-    from pyneural.backend import cuda
-    return cuda
+    return cpu if type(a) is _ndarray or not is_device_array(a) else cuda
 
 
 def for_device(dev):
     dev = device(dev)
     if dev.type == "cpu":
-        from pyneural.backend import cpu
         return cpu
-    from pyneural.backend import cuda
     cuda.require(dev)
     return cuda
 
 
 def xp(a):
-    """numpy, cupy or the emulated device's namespace: the array module of ``a``."""
-    return of(a).xp
+    """The array module of ``a`` itself: numpy, cupy, or the emulated device's namespace."""
+    if type(a) is _ndarray:
+        return np
+    module = type(a).__module__
+    if module.startswith("cupy"):
+        import cupy
+        return cupy
+    if module == _EMULATED:
+        from pyneural.cuda.emulator import xp as emulated
+        return emulated
+    return np
 
 
 def check_same_device(op, arrays):

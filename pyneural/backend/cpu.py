@@ -1,13 +1,10 @@
 """The CPU backend: numpy arrays and the C++ kernels (``pyneural.kernels``, over ``pyneural._C``)."""
-import numpy as np
-
 from pyneural.kernels import activation as _act
 from pyneural.kernels import conv as _conv
 from pyneural.kernels import gemm as _gemm
 from pyneural.kernels import pool as _pool
 from pyneural.kernels import softmax as _softmax
 
-xp = np
 name = "cpu"
 
 gemm = _gemm.gemm

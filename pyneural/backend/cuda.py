@@ -15,12 +15,6 @@ name = "cuda"
 _F32 = np.dtype(np.float32)
 
 
-def __getattr__(attr):
-    if attr == "xp":
-        return _backend.cupy()
-    raise AttributeError(attr)
-
-
 def require(dev):
     """RuntimeError unless CUDA device ``dev`` can run kernels here."""
     reason = _backend.unavailable_reason()
@@ -125,9 +119,12 @@ def cross_entropy_forward(logits, labels, label_smoothing=0.0):
         losses, lse = _softmax.softmax_cross_entropy(logits, labels, validate=False)
         return losses, (logits, lse)
     cp = _backend.cupy()
-    log_probs = _softmax.softmax(logits, log=True) if logits.dtype == _F32 else \
-        logits - logits.max(1, keepdims=True) - cp.log(cp.exp(logits - logits.max(1, keepdims=True)).sum(1, keepdims=True))
-    n, c = logits.shape
+    if logits.dtype == _F32:
+        log_probs = _softmax.softmax(logits, log=True)
+    else:
+        shifted = logits - logits.max(1, keepdims=True)
+        log_probs = shifted - cp.log(cp.exp(shifted).sum(1, keepdims=True))
+    c = logits.shape[1]
     picked = cp.take_along_axis(log_probs, labels.reshape(-1, 1), 1).reshape(-1)
     losses = -(1.0 - label_smoothing) * picked - (label_smoothing / c) * log_probs.sum(1)
     return losses.astype(logits.dtype), cp.exp(log_probs)

@@ -85,7 +85,7 @@ class Linear(Function):
         be = backend.of(x)
         x2 = x if x.ndim == 2 else x.reshape(-1, x.shape[-1])
         if not x2.flags.c_contiguous:
-            x2 = be.xp.ascontiguousarray(x2)
+            x2 = backend.xp(x2).ascontiguousarray(x2)
         y = be.gemm(x2, w, trans_b=True)
         if b is not None or self.relu:
             be.bias_relu(y, b, relu=self.relu, out=y)
@@ -100,7 +100,7 @@ class Linear(Function):
         be = backend.of(gy)
         gy2 = gy if gy.ndim == 2 else gy.reshape(-1, w.shape[0])
         if not gy2.flags.c_contiguous:
-            gy2 = be.xp.ascontiguousarray(gy2)
+            gy2 = backend.xp(gy2).ascontiguousarray(gy2)
         if self.relu:
             gy2 = be.relu_backward(gy2, self.y)
         needs = self.needs_input_grad

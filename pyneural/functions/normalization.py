@@ -83,7 +83,7 @@ class BatchNorm(Function):
     def _forward_cuda(self, x, gamma, beta):
         from pyneural.cuda import batchnorm as _k
         be = backend.of(x)
-        x = be.xp.ascontiguousarray(x)
+        x = backend.xp(x).ascontiguousarray(x)
         if self.training:
             mean, var = _k.batch_stats(x, self.running_mean, self.running_var, momentum=self.momentum)
         else:  # evaluation: the running estimates (copied: the module goes on updating its own)
@@ -100,7 +100,7 @@ class BatchNorm(Function):
         from pyneural.cuda import batchnorm as _k
         be = backend.of(gy)
         x, mean, var, gamma = self.cuda_saved
-        gy = be.xp.ascontiguousarray(gy)
+        gy = backend.xp(gy).ascontiguousarray(gy)
         if self.relu:
             gy = be.relu_backward(gy, self.y)
         needs = self.needs_input_grad
@@ -108,7 +108,7 @@ class BatchNorm(Function):
             gx, ggamma, gbeta = _k.batch_norm_backward(x, gy, mean, var, gamma, eps=self.eps)
         else:  # fixed statistics: y is an affine map of x
             bshape = (1, x.shape[1]) + (1,) * (x.ndim - 2)
-            invstd = 1.0 / be.xp.sqrt(var + self.eps)
+            invstd = 1.0 / backend.xp(var).sqrt(var + self.eps)
             axes = (0,) + tuple(range(2, x.ndim))
             gbeta = gy.sum(axis=axes)
             ggamma = (gy * (x - mean.reshape(bshape)) * invstd.reshape(bshape)).sum(axis=axes)

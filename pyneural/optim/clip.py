@@ -14,7 +14,8 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
 
     The norm is taken over all gradients as if concatenated into one vector. Returns the total
     norm before clipping, as a float (on the CUDA device: a 0-d device tensor, so that clipping
-    needs no host transfer; its kernels use eps = 1e-6 the same way). Parameters without a gradient are skipped. A non-finite
+    needs no host transfer; its kernels use eps = 1e-6 the same way). Parameters without a
+    gradient are skipped. A non-finite
     norm leaves the gradients untouched (PyTorch would scale them by NaN) unless
     ``error_if_nonfinite`` asks for a RuntimeError.
     """
