@@ -35,6 +35,10 @@ from pyneural.backend import device  # noqa: E402
 from pyneural import cuda, accelerator, backends  # noqa: E402
 from pyneural.backends import get_float32_matmul_precision, set_float32_matmul_precision  # noqa: E402
 
+from pyneural import amp  # noqa: E402
+from pyneural.amp import autocast, bfloat16, get_autocast_dtype, is_autocast_enabled  # noqa: E402
+
 long = int64
 float = float32
 double = float64
+half = float16

@@ -14,10 +14,18 @@ its post-accumulate hooks fire, the moment its last contribution arrives, which 
 training start all-reducing a bucket while the rest of backward still runs.
 """
 import threading
+import weakref
 
 import numpy as np
 
+from pyneural import amp as _amp
+
 _ndarray = np.ndarray
+
+
+def is_floating_dtype(dtype):
+    """float16/32/64, bfloat16 (ml_dtypes, whose numpy kind is 'V') and complex."""
+    return dtype.kind in "fc" or dtype == _amp.bfloat16
 
 
 def get_array_module(x):
@@ -125,6 +133,8 @@ class Function:
                 if type(x.data) is not t0:
                     _backend().check_same_device(type(self).__name__, [x.data for x in inputs])
                     break
+        if _amp.active and inputs:  # an autocast region is open: the op may want other dtypes
+            inputs = _amp.cast_inputs(self, inputs)
         if _grad_mode.enabled:
             needs = tuple([x.requires_grad for x in inputs])
             if True in needs:
@@ -133,6 +143,8 @@ class Function:
                 self._freed = False
                 self._retained = None
                 y = self.forward(*[x.data for x in inputs])
+                if _versions:  # some memory was written in place: note what this node saw
+                    self._saved_versions = _record_versions(self)
                 if type(y) is not _ndarray and isinstance(y, np.generic):
                     y = np.asarray(y)
                 out = _new_tensor(Tensor)
@@ -219,6 +231,76 @@ class RemovableHandle:
         self.remove()
 
 
+# ---- version counters ----------------------------------------------------------------------
+# PyTorch's rule: an in-place write to memory that a Function saved for its backward would make
+# that backward silently wrong, so the backward must fail instead. Every in-place Tensor method
+# bumps the version of the memory it writes, counted per owning array so that views share it
+# (as views share one version counter in PyTorch); a Function records, when it is created, the
+# versions of the arrays it stashed, and the engine compares them before running its backward.
+# Only memory that was ever written in place has an entry, so a program without in-place writes
+# pays one truthiness test per op. Writes through ``.data`` are not counted, as in PyTorch.
+
+_versions = {}  # id(owning array) -> [version, weak reference that removes the entry]
+
+
+def _owner(a):
+    """The array that owns ``a``'s memory: numpy and CuPy point a view's ``base`` at it (through a
+    stride-trick wrapper at most); memory from another object (bytes, mmap) ends at the array."""
+    base = getattr(a, "base", None)
+    while base is not None and base is not a:
+        if hasattr(base, "dtype"):
+            a = base
+        base = getattr(base, "base", None)
+    return a
+
+
+def memory_version(a):
+    """How many in-place writes the memory of array ``a`` has had (``Tensor._version``)."""
+    entry = _versions.get(id(_owner(a)))
+    return 0 if entry is None else entry[0]
+
+
+def bump_version(a):
+    """Count one in-place write to the memory of array ``a``."""
+    owner = _owner(a)
+    key = id(owner)
+    entry = _versions.get(key)
+    if entry is not None:
+        entry[0] += 1
+        return
+    try:
+        ref = weakref.ref(owner, lambda _, key=key: _versions.pop(key, None))
+    except TypeError:  # an array type without weak references: its writes cannot be tracked
+        return
+    _versions[key] = [1, ref]
+
+
+def _stashed_arrays(fn):
+    """(attribute, array) for every array a Function keeps for backward (also inside tuples)."""
+    for name, value in fn.__dict__.items():
+        items = value if type(value) in (tuple, list) else (value,)
+        for v in items:
+            if type(v) is _ndarray or (hasattr(v, "dtype") and _backend().is_device_array(v)):
+                yield name, v
+
+
+def _record_versions(fn):
+    """The nonzero versions of the memory behind ``fn``'s stashed arrays, at its creation."""
+    return {id(_owner(a)): memory_version(a) for _, a in _stashed_arrays(fn) if memory_version(a)}
+
+
+def _check_versions(fn):
+    recorded = fn.__dict__.get("_saved_versions") or {}
+    for name, a in _stashed_arrays(fn):
+        now, then = memory_version(a), recorded.get(id(_owner(a)), 0)
+        if now != then:
+            raise RuntimeError(
+                f"one of the variables needed for gradient computation has been modified by an inplace "
+                f"operation: the {a.dtype} array of shape {tuple(a.shape)} that {fn.name} saved for backward "
+                f"(its {name!r}) is at version {now}; expected version {then} instead. Clone the tensor "
+                f"before the in-place operation (x = x.clone()), or make the operation out of place.")
+
+
 # ---- the backward engine -------------------------------------------------------------------
 
 def _count_contributions(root):
@@ -294,6 +376,8 @@ def run_backward(root_tensor, grad, retain_graph=False):
                     t = fn._retained()
                     if t is not None:
                         t.grad = wrap(gy.copy())
+                if _versions:
+                    _check_versions(fn)
                 gxs = fn.backward(gy)
             if not retain_graph:
                 fn._release()
@@ -339,7 +423,7 @@ def _default_array(data, dtype=None):
         arr = arr.astype(np.float32)
     elif arr.dtype.kind in "iu" and arr.dtype != np.int64 and not isinstance(data, xp.ndarray):
         arr = arr.astype(np.int64)  # Python ints; a numpy integer array keeps its dtype
-    elif arr.dtype.kind not in "biuf":
+    elif arr.dtype.kind not in "biuf" and arr.dtype != _amp.bfloat16:
         raise TypeError(f"tensor: cannot build a tensor from data of dtype {arr.dtype}")
     return arr
 
@@ -422,7 +506,7 @@ class Tensor:
         return self.data.shape[0]
 
     def is_floating_point(self):
-        return self.data.dtype.kind == "f"
+        return self.data.dtype.kind == "f" or self.data.dtype == _amp.bfloat16
 
     # -- conversion -----------------------------------------------------------------------
     def numpy(self):
@@ -532,6 +616,12 @@ class Tensor:
     def double(self):
         return self.to(dtype=np.float64)
 
+    def half(self):
+        return self.to(dtype=np.float16)
+
+    def bfloat16(self):
+        return self.to(dtype=_amp.bfloat16)
+
     def long(self):
         return self.to(dtype=np.int64)
 
@@ -545,7 +635,7 @@ class Tensor:
     def requires_grad_(self, requires_grad=True):
         if self._creator is not None and not requires_grad:
             raise RuntimeError("requires_grad_(False) on a non-leaf tensor: use detach() instead")
-        if requires_grad and self.data.dtype.kind not in "fc":
+        if requires_grad and not is_floating_dtype(self.data.dtype):
             raise RuntimeError(f"only floating point tensors can require gradients, got {self.data.dtype}")
         self.requires_grad = bool(requires_grad) or self._creator is not None
         return self

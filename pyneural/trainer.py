@@ -18,14 +18,22 @@ instead of copying it:
     ``on_epoch_end(trainer, stats)`` and ``on_train_end(trainer)`` (the CLI's per-epoch printout
     and ``pyneural.checkpoint.SaveEvery`` are such callbacks).
 """
+import contextlib
 import time
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from . import amp as _amp
 from . import functional as F
 from .optim import clip_grad_norm_
 from .tensor import no_grad
+
+_AMP_DTYPES = {"bf16": _amp.bfloat16, "bfloat16": _amp.bfloat16, "fp16": _amp.float16, "float16": _amp.float16}
+
+
+def _device_type(device):
+    return "cpu" if device is None else str(device).partition(":")[0]
 
 
 @dataclass
@@ -48,9 +56,14 @@ class Trainer:
     optimizer step (``"step"``); ``max_grad_norm`` clips the global gradient norm before each step."""
 
     def __init__(self, model, optimizer, loss_fn=F.cross_entropy, scheduler=None, scheduler_interval="epoch",
-                 max_grad_norm=None, callbacks=(), device=None):
+                 max_grad_norm=None, callbacks=(), device=None, amp=None):
         if scheduler_interval not in ("epoch", "step"):
             raise ValueError(f"Trainer: scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}")
+        self.amp_dtype = _AMP_DTYPES[amp] if isinstance(amp, str) and amp in _AMP_DTYPES else amp
+        if self.amp_dtype is not None and not _amp.is_low_precision(np.dtype(self.amp_dtype)):
+            raise ValueError(f"Trainer: amp must be None, 'bf16', 'fp16' or a 16-bit float dtype, got {amp!r}")
+        # float16 needs dynamic loss scaling; bfloat16 has float32's exponent range and does not
+        self.scaler = _amp.GradScaler(_device_type(device)) if self.amp_dtype == _amp.float16 else None
         self.model = model
         self.device = device  # batches are moved there (the model must already be)
         self.optimizer = optimizer
@@ -67,11 +80,17 @@ class Trainer:
         self._epoch_lr = None        # the learning rate when it began
 
     def state_dict(self):
-        """The step counter, the finished epochs' stats and the epoch in progress's running sums."""
-        return {"global_step": self.global_step, "history": [s.as_dict() for s in self.history],
-                "epoch_sums": list(self._epoch_sums), "epoch_lr": self._epoch_lr}
+        """The step counter, the finished epochs' stats, the epoch in progress's running sums and,
+        with fp16 autocast, the loss scaler."""
+        state = {"global_step": self.global_step, "history": [s.as_dict() for s in self.history],
+                 "epoch_sums": list(self._epoch_sums), "epoch_lr": self._epoch_lr}
+        if self.scaler is not None:
+            state["grad_scaler"] = self.scaler.state_dict()
+        return state
 
     def load_state_dict(self, state):
+        if self.scaler is not None and "grad_scaler" in state:
+            self.scaler.load_state_dict(state["grad_scaler"])
         self.global_step = int(state["global_step"])
         self.history = [EpochStats(**s) for s in state["history"]]
         loss, batches = state["epoch_sums"]
@@ -82,16 +101,38 @@ class Trainer:
         """Forward, backward and one optimizer step on a batch; returns the loss as a float."""
         if self.device is not None:
             inputs, targets = inputs.to(self.device), targets.to(self.device)
-        loss = self.loss_fn(self.model(inputs), targets)
+        with self.autocast():
+            loss = self.loss_fn(self.model(inputs), targets)
         self.optimizer.zero_grad()
-        loss.backward()
-        if self.max_grad_norm is not None:
-            clip_grad_norm_(self.model.parameters(), self.max_grad_norm)
-        self.optimizer.step()
+        self.backward(loss)
+        self.clip_and_step()
         if self.scheduler is not None and self.scheduler_interval == "step":
             self.scheduler.step()
         self.global_step += 1
         return loss.item()
+
+    # -- mixed precision: the pieces of a step that autocast and loss scaling change -------
+    def autocast(self):
+        """The autocast region of the forward pass (a no-op context without ``amp``)."""
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return _amp.autocast(_device_type(self.device), dtype=self.amp_dtype)
+
+    def backward(self, loss):
+        (loss if self.scaler is None else self.scaler.scale(loss)).backward()
+
+    def clip_and_step(self):
+        """Clip (on the true, unscaled gradients) and step; with fp16 the scaler skips a step whose
+        gradients overflowed and adjusts its scale."""
+        if self.scaler is not None and self.max_grad_norm is not None:
+            self.scaler.unscale_(self.optimizer)
+        if self.max_grad_norm is not None:
+            clip_grad_norm_(self.model.parameters(), self.max_grad_norm)
+        if self.scaler is None:
+            self.optimizer.step()
+        else:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
 
     def train_epoch(self, loader, progress=None):
         """One pass over ``loader`` (from wherever it stands). Returns (mean loss over the epoch,
@@ -135,7 +176,8 @@ class Trainer:
             for inputs, targets in loader:
                 if self.device is not None:
                     inputs, targets = inputs.to(self.device), targets.to(self.device)
-                logits = self.model(inputs)
+                with self.autocast():
+                    logits = self.model(inputs)
                 n = len(targets)
                 total_loss += self.loss_fn(logits, targets).item() * n
                 correct += int(np.count_nonzero(logits.data.argmax(axis=1) == targets.data))

@@ -1,8 +1,13 @@
 """The CUDA backend: CuPy arrays (or the emulated device's) and pyneural's own CUDA kernels
 (``pyneural.cuda``), with the CPU backend's function signatures. Where a kernel covers only part of
-what the CPU function takes (float64 inputs, label smoothing), the rest runs as whole-array code."""
+what the CPU function takes (float64 inputs, label smoothing), the rest runs as whole-array code.
+
+16-bit operands (autocast): GEMMs run on the tensor cores (mma.sync; wgmma on sm_90a) with fp32
+accumulation and fp32 results; convolutions round their operands to 16 bits and run the fp32
+implicit-GEMM kernels (numerically the same products; not yet at tensor-core speed)."""
 import numpy as np
 
+from pyneural import amp as _amp
 from pyneural import backends
 from pyneural.cuda import _backend
 from pyneural.cuda import conv as _conv
@@ -31,6 +36,31 @@ def from_host(a):
     return cp.asarray(np.ascontiguousarray(a))
 
 
+def pinned_empty(shape, dtype):
+    """An uninitialised host (numpy) array in page-locked memory, from which a copy to the device
+    can run asynchronously on a stream; from CuPy's pinned memory pool (on the emulated device,
+    host memory that its runtime reports as pinned)."""
+    dtype = np.dtype(dtype)
+    shape = tuple(int(s) for s in shape)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if nbytes == 0:
+        return np.empty(shape, dtype)
+    return np.ndarray(shape, dtype, buffer=_backend.cupy().cuda.alloc_pinned_memory(nbytes))
+
+
+def is_pinned(a):
+    """True when host array ``a`` lies in page-locked memory (asked of the CUDA runtime)."""
+    if not isinstance(a, np.ndarray) or a.size == 0:
+        return False
+    runtime = _backend.cupy().cuda.runtime
+    try:
+        attributes = runtime.pointerGetAttributes(a.ctypes.data)
+    except runtime.CUDARuntimeError:  # CUDA < 11 refuses pageable pointers instead of reporting them
+        return False
+    memory_type = getattr(attributes, "type", getattr(attributes, "memoryType", 0))
+    return memory_type == 1  # cudaMemoryTypeHost
+
+
 def _f32(*arrays):
     return all(a is None or a.dtype == _F32 for a in arrays)
 
@@ -39,7 +69,27 @@ def _contig(a):
     return a if a is None or a.flags.c_contiguous else _backend.cupy().ascontiguousarray(a)
 
 
+def _low_dtype(*arrays):
+    for a in arrays:
+        if a is not None and _amp.is_low_precision(a.dtype):
+            return a.dtype
+    return None
+
+
+def _widened(low, *arrays):
+    """Rounded to 16-bit ``low``, held as float32 (for the fp32 kernels)."""
+    return tuple(None if a is None else (a if a.dtype == low else a.astype(low)).astype(_F32) for a in arrays)
+
+
 def gemm(a, b, *, trans_a=False, trans_b=False, alpha=1.0, beta=0.0, out=None):
+    low = _low_dtype(a, b)
+    if low is not None and a.size and b.size:  # tensor cores: 16-bit operands, fp32 accumulate and result
+        from pyneural.cuda import tensor_core as _tc
+        a, b = (_contig(x if x.dtype == low else x.astype(low)) for x in (a, b))
+        return _tc.matmul_tc(a, b, trans_a=trans_a, trans_b=trans_b, alpha=alpha, beta=beta, out=out,
+                             out_dtype=np.float32)
+    if low is not None:
+        a, b = _widened(low, a, b)
     if _f32(a, b, out) and a.size and b.size and backends.cuda.matmul.allow_tf32:  # tensor cores, tf32
         from pyneural.cuda import tensor_core as _tc
         return _tc.matmul_tc(_contig(a), _contig(b), trans_a=trans_a, trans_b=trans_b, alpha=alpha, beta=beta,
@@ -77,14 +127,24 @@ def relu_backward(dy, y, out=None):
 
 
 def conv2d_forward(x, w, bias=None, stride=1, padding=0, dilation=1, groups=1, relu=False):
+    low = _low_dtype(x, w, bias)
+    if low is not None:
+        x, w = _widened(low, x, w)
+        bias = None if bias is None else bias.astype(_F32)
     return _conv.conv2d_forward(_contig(x), _contig(w), bias, stride, padding, dilation, groups, relu=relu)
 
 
 def conv2d_backward_data(dy, w, x_shape, stride=1, padding=0, dilation=1, groups=1):
+    low = _low_dtype(dy, w)
+    if low is not None:
+        dy, w = _widened(low, dy, w)
     return _conv.conv2d_backward_data(_contig(dy), _contig(w), x_shape, stride, padding, dilation, groups)
 
 
 def conv2d_backward_weight(dy, x, w_shape, stride=1, padding=0, dilation=1, groups=1):
+    low = _low_dtype(dy, x)
+    if low is not None:
+        dy, x = _widened(low, dy, x)
     return _conv.conv2d_backward_weight(_contig(dy), _contig(x), w_shape, stride, padding, dilation, groups)
 
 

@@ -72,6 +72,9 @@ def add_arguments(parser):
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                         help="where to train: cpu (default) or cuda (a GPU, or the emulated device with "
                              "PYNEURAL_CUDA_EMULATE=1)")
+    parser.add_argument("--amp", choices=("bf16", "fp16"), default=None,
+                        help="mixed precision: matmul and conv on bf16/fp16 operands with fp32 accumulation, fp32 "
+                             "master weights (fp16 with dynamic loss scaling). Default: off (fp32)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--augment", action="store_true",
                         help="augment training images: random crop after 1-pixel zero padding (no horizontal "
@@ -246,16 +249,17 @@ def run(args):
         callbacks.append(StepLog(args.step_log, train_loader))
     if world is None:
         trainer = Trainer(model, optimizer, scheduler=scheduler, scheduler_interval="step", callbacks=callbacks,
-                          device=device)
+                          device=device, amp=getattr(args, "amp", None))
     else:
         from pyneural.distributed.training import DistributedTrainer
         ddp = cli_support.wrap_model(args, model, timeline)
         trainer = DistributedTrainer(ddp, optimizer, scheduler=scheduler, scheduler_interval="step",
-                                     callbacks=callbacks, device=device)
+                                     callbacks=callbacks, device=device, amp=getattr(args, "amp", None))
     ranks = f" on {world.size} ranks (global batch {args.batch_size * world.size})" if world else ""
     write(f"training {args.model} on digits ({len(train_loader.dataset)} train / {len(test_loader.dataset)} "
           f"test images), {args.optimizer}, lr {optimizer.param_groups[0]['lr']}, batch {args.batch_size}"
-          f"{ranks}, {args.epochs} epochs" + ("" if device == "cpu" else f", on {device.split(':')[0]}"))
+          f"{ranks}, {args.epochs} epochs" + ("" if device == "cpu" else f", on {device.split(':')[0]}")
+          + (f", autocast {args.amp}" if getattr(args, "amp", None) else ""))
     inputs, targets = train_loader.dataset.get_batch(range(min(args.batch_size, len(train_loader.dataset))))
     import pyneural as pn
     flops = reporting.count_flops(model, trainer.loss_fn, pn.Tensor(inputs).to(device), pn.Tensor(targets).to(device))

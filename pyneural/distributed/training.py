@@ -19,7 +19,6 @@ import time
 import numpy as np
 
 from ..trainer import Trainer
-from ..optim import clip_grad_norm_
 from .collectives import allreduce_
 
 
@@ -84,24 +83,23 @@ class DistributedTrainer(Trainer):
         real, weight = self._step_weight(len(targets))
         if self.device is not None:
             inputs, targets = inputs.to(self.device), targets.to(self.device)
-        outputs = self.model(inputs)
-        if real == len(targets) and weight == 1.0:
-            loss = base = self.loss_fn(outputs, targets)
-        elif real == 0:
-            # Only padding on this rank: it must still take part in the step's collectives.
-            base = self.loss_fn(outputs, targets)
-            loss = base * 0.0
-        else:
-            base = self.loss_fn(outputs[:real], targets[:real])
-            loss = base * weight
+        with self.autocast():
+            outputs = self.model(inputs)
+            if real == len(targets) and weight == 1.0:
+                loss = base = self.loss_fn(outputs, targets)
+            elif real == 0:
+                # Only padding on this rank: it must still take part in the step's collectives.
+                base = self.loss_fn(outputs, targets)
+                loss = base * 0.0
+            else:
+                base = self.loss_fn(outputs[:real], targets[:real])
+                loss = base * weight
         self.optimizer.zero_grad()
         with self.timeline.span("backward"):
-            loss.backward()
+            self.backward(loss)
         self.model.finish_gradient_sync()
-        if self.max_grad_norm is not None:
-            clip_grad_norm_(self.model.parameters(), self.max_grad_norm)
         with self.timeline.span("optimizer step"):
-            self.optimizer.step()
+            self.clip_and_step()
         if self.scheduler is not None and self.scheduler_interval == "step":
             self.scheduler.step()
         self.global_step += 1

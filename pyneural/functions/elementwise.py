@@ -2,7 +2,7 @@
 import numpy as np
 
 from pyneural.functions.arithmetic import sum_to
-from pyneural.tensor import Function, Tensor, get_array_module, wrap
+from pyneural.tensor import Function, Tensor, get_array_module, is_floating_dtype, wrap
 
 
 class Exp(Function):
@@ -143,6 +143,6 @@ def clone(x):
 
 
 def cast(x, dtype):
-    if x.requires_grad and np.dtype(dtype).kind not in "fc":
+    if x.requires_grad and not is_floating_dtype(np.dtype(dtype)):
         return wrap(x.data.astype(dtype))  # integer/bool results are outside the graph
     return Cast(dtype).apply(x)

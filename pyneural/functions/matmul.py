@@ -8,6 +8,7 @@ into the incoming gradient first, then dX = dY W, dW = dY^T X and db = sum(dY).
 import numpy as np
 
 from pyneural.functions.arithmetic import sum_to
+from pyneural import amp as _amp
 from pyneural import backend
 from pyneural.tensor import Function, Tensor, get_array_module
 
@@ -27,8 +28,9 @@ def _operand(a):
 
 def mm(a, b, trans_a=False, trans_b=False):
     """op(a) @ op(b) for 2-D numpy arrays, through the GEMM kernel when the dtypes allow."""
-    if type(a) is _ndarray and type(b) is _ndarray and a.dtype == b.dtype and a.dtype in _GEMM_DTYPES \
-            and a.size and b.size:
+    if type(a) is _ndarray and type(b) is _ndarray and a.size and b.size and (
+            (a.dtype == b.dtype and a.dtype in _GEMM_DTYPES) or _amp.is_low_precision(a.dtype)
+            or _amp.is_low_precision(b.dtype)):
         if trans_a:
             a, ta = _operand(a.T)
         else:
@@ -48,6 +50,8 @@ class MatMul(Function):
         self.a, self.b = a, b
         if a.ndim == 2 and b.ndim == 2:
             return mm(a, b)
+        if _amp.is_low_precision(a.dtype) or _amp.is_low_precision(b.dtype):  # fp32 accumulate, as mm
+            return get_array_module(a).matmul(a.astype(np.float32), b.astype(np.float32))
         return get_array_module(a).matmul(a, b)
 
     def backward(self, gy):
@@ -142,7 +146,7 @@ def linear(x, weight, bias=None, activation=None):
         relu = True
     else:
         raise ValueError(f"linear: activation must be None or 'relu', got {activation!r}")
-    if x.data.dtype != weight.data.dtype:
+    if x.data.dtype != weight.data.dtype and not _amp.active:  # autocast rounds both to one 16-bit dtype
         raise TypeError(f"linear: input dtype {x.data.dtype} differs from weight dtype {weight.data.dtype}")
     if bias is None:
         return Linear(relu).apply(x, weight)

@@ -10,7 +10,7 @@ from collections import OrderedDict, namedtuple
 
 import numpy as np
 
-from pyneural.tensor import Tensor, get_array_module
+from pyneural.tensor import Tensor, get_array_module, is_floating_dtype
 
 
 class Parameter(Tensor):
@@ -242,7 +242,7 @@ class Module:
         if dtype is not None:
             dtype = np.dtype(dtype)
             for t in list(self.parameters()) + list(self.buffers()):
-                if t.data.dtype.kind == "f" and t.data.dtype != dtype:
+                if is_floating_dtype(t.data.dtype) and t.data.dtype != dtype:
                     t.data = t.data.astype(dtype)
                     if t.grad is not None:
                         t.grad.data = t.grad.data.astype(dtype)
