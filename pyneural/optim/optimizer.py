@@ -3,13 +3,15 @@
 Updates happen in place on each parameter's ``.data`` array (other code, e.g. a distributed
 bucket or a module buffer, may hold views of it), so an optimizer never rebinds ``p.data``.
 
-State lives in ``self.state[id(p)]`` (a dict of numpy arrays and plain scalars). Keying by id
-rather than by the parameter object keeps the optimizer independent of whether parameters are
-hashable; the parameters themselves are kept alive by ``param_groups``, so ids stay valid.
+State lives in ``self.state[id(p)]`` (a dict of arrays and plain scalars), on the parameter's
+device: the optimizers allocate it with the parameter's own array module. Keying by id rather
+than by the parameter object keeps the optimizer independent of whether parameters are hashable;
+the parameters themselves are kept alive by ``param_groups``, so ids stay valid.
 
 ``state_dict()`` replaces ids by each parameter's position in group order (as PyTorch does), and
-holds only numpy arrays, ints, floats, bools, lists and dicts: a checkpoint can store the arrays
-in an .npz and the rest as JSON.
+holds only arrays (copies, on the state's device), ints, floats, bools, lists and dicts: a
+checkpoint can store the arrays in an .npz and the rest as JSON. ``load_state_dict`` puts each
+array on its parameter's device and dtype, as PyTorch does, so a CPU checkpoint resumes on a GPU.
 
 Row-sparse gradients (``RowSparseGrad``, from ``nn.Embedding(sparse=True)``) go to
 ``_sparse_update(p, grad, state, group)`` instead, which SGD and Adam implement by updating only the
@@ -34,6 +36,10 @@ def grad_array(p):
     return g.data if not isinstance(g, np.ndarray) else g
 
 
+def _is_array(v):
+    return isinstance(v, np.ndarray) or backend.is_device_array(v)
+
+
 class Optimizer:
     """Base class. Subclasses pass their hyperparameter defaults, may validate/normalise a group
     in ``_check_group`` and implement ``_update(p, grad, state, group)``."""
@@ -42,7 +48,7 @@ class Optimizer:
         self.defaults = dict(defaults)
         self.state = {}
         self.param_groups = []
-        self._scratch = np.empty(0, dtype=np.float32)
+        self._scratch = {}
         if isinstance(params, np.ndarray) or hasattr(params, "data"):
             raise TypeError(f"{type(self).__name__}: params must be an iterable of parameters or of "
                             f"dicts, got a single {type(params).__name__}; wrap it in a list")
@@ -129,19 +135,49 @@ class Optimizer:
                         f"(nn.Embedding(sparse=True)); use SGD or Adam, or sparse=False")
 
     def _scratch_like(self, a, slot=0):
-        """A scratch view shaped like ``a``: one growing buffer shared by all parameters, so the
-        update needs no temporaries per step. ``slot`` selects one of two disjoint halves."""
-        need = 2 * a.size
-        if self._scratch.size < need or self._scratch.dtype != a.dtype:
-            self._scratch = np.empty(max(need, self._scratch.size), dtype=a.dtype)
-        return self._scratch[slot * a.size:(slot + 1) * a.size].reshape(a.shape)
+        """A scratch view shaped like ``a``: one growing buffer per device and dtype shared by all
+        parameters, so the update needs no temporaries per step. Views of different ``slot``s
+        (0, 1, 2, ...) are disjoint; slots 0 and 1 are always there."""
+        key = (backend.device_of(a), a.dtype)
+        need = max(2, slot + 1) * a.size
+        buf = self._scratch.get(key)
+        if buf is None or buf.size < need:
+            buf = self._scratch[key] = backend.xp(a).empty(max(need, 0 if buf is None else buf.size), dtype=a.dtype)
+        return buf[slot * a.size:(slot + 1) * a.size].reshape(a.shape)
+
+    def _regularized_grad(self, param, grad, group):
+        """``grad`` negated under ``maximize`` and plus ``weight_decay * param`` (L2), as PyTorch's
+        RMSprop/Adagrad/Adadelta form it; in scratch slot 1 when it differs from ``grad``."""
+        wd, maximize = group["weight_decay"], group["maximize"]
+        if wd == 0 and not maximize:
+            return grad
+        xp = backend.xp(param)
+        g = self._scratch_like(param, 1)
+        if wd == 0:
+            return xp.negative(grad, out=g)
+        xp.multiply(param, wd, out=g)
+        if maximize:
+            g -= grad
+        else:
+            g += grad
+        return g
+
+    def _check_numbers(self, group, keys, upper=None):
+        """Each hyperparameter in ``keys`` a number >= 0 (and <= ``upper``), stored as a float."""
+        for key in keys:
+            value = group[key]
+            if (isinstance(value, bool) or not isinstance(value, (int, float, np.floating)) or not value >= 0
+                    or (upper is not None and value > upper)):
+                bound = f" and <= {upper}" if upper is not None else ""
+                raise ValueError(f"{type(self).__name__}: {key} must be a number >= 0{bound}, got {value!r}")
+            group[key] = float(value)
 
     def _ordered_params(self):
         return [p for group in self.param_groups for p in group["params"]]
 
     def state_dict(self):
         """A snapshot: ``{"state": {index: {...}}, "param_groups": [{..., "params": [index]}]}``.
-        Arrays are copied, so later steps do not change a saved snapshot."""
+        Arrays are copied (on their device), so later steps do not change a saved snapshot."""
         index = {id(p): i for i, p in enumerate(self._ordered_params())}
         groups = []
         for group in self.param_groups:
@@ -151,12 +187,13 @@ class Optimizer:
         state = {}
         for pid, st in self.state.items():
             if pid in index:
-                state[index[pid]] = {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in st.items()}
+                state[index[pid]] = {k: (v.copy() if _is_array(v) else v) for k, v in st.items()}
         return {"state": state, "param_groups": groups}
 
     def load_state_dict(self, state_dict):
         """Restore a snapshot taken by ``state_dict()`` of an optimizer built over parameters of
-        the same shapes in the same groups. State keys may be ints or their strings (JSON)."""
+        the same shapes in the same groups. State keys may be ints or their strings (JSON). Each
+        array goes to its parameter's device and dtype (a copy)."""
         name = type(self).__name__
         saved_groups = state_dict["param_groups"]
         if len(saved_groups) != len(self.param_groups):
@@ -176,12 +213,13 @@ class Optimizer:
             p = params[i]
             restored = {}
             for k, v in st.items():
-                if isinstance(v, np.ndarray):
+                if _is_array(v):
                     if v.shape != p.data.shape:
                         raise ValueError(f"{name}.load_state_dict: state '{k}' of parameter {i} has shape "
                                          f"{v.shape}, the parameter has shape {p.data.shape}")
-                    v = v.astype(p.data.dtype, copy=True)
-                restored[k] = copy.deepcopy(v)
+                    restored[k] = backend.to_device(v, backend.device_of(p.data)).astype(p.data.dtype, copy=True)
+                else:
+                    restored[k] = copy.deepcopy(v)
             new_state[id(p)] = restored
         for saved, group in zip(saved_groups, self.param_groups):
             hyper = {k: copy.deepcopy(v) for k, v in saved.items() if k != "params"}
