@@ -1,6 +1,7 @@
 """Training throughput: images/s of full steps (forward, loss, backward, SGD step) for the MLP and
 the CNN on digits-shaped (1, 8, 8) input and the small ResNet on CIFAR-shaped (3, 32, 32) input,
-against PyTorch CPU with the same architecture, batch and optimizer in the same run.
+against PyTorch with the same architecture, batch, optimizer and precision in the same run, on the
+CPU or (``--device cuda``) on the same GPU, with ``--amp`` under both libraries' autocast.
 
 The batches are built before timing (data already in memory, cycled), so this measures the
 framework: kernels, autograd and optimizer. After warm-up steps, --repeat timing windows of ours
@@ -14,6 +15,7 @@ faster than PyTorch).
     python bench/train.py                      # all models, batches 32 128 512
     python bench/train.py --quick              # fewer repetitions, smaller ResNet batches
     python bench/train.py --models cnn --batches 32 --profile 15   # where does a step go?
+    python bench/train.py --device cuda [--amp bf16]              # on the GPU, vs PyTorch there
 """
 import cProfile
 import io
@@ -54,38 +56,63 @@ def make_batches(name, batch, rng):
             for i in range(NUM_BATCHES)]
 
 
-def ours_step_fn(name, batches):
-    model = models.MODELS[MODEL_NAMES[name]]()
+AMP_DTYPES = {"bf16": "bfloat16", "fp16": "float16"}
+
+
+def ours_step_fn(name, batches, device="cpu", amp=None):
+    model = models.MODELS[MODEL_NAMES[name]]().to(device)
     opt = optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
-    tensors = [(pn.Tensor(x), pn.Tensor(y)) for x, y in batches]
+    tensors = [(pn.tensor(x, device=device), pn.tensor(y, device=device)) for x, y in batches]
+    autocast = (lambda: pn.autocast(device, dtype=getattr(pn, AMP_DTYPES[amp]))) if amp else None
+    scaler = pn.amp.GradScaler(device) if amp == "fp16" else None
     state = {"i": 0}
 
     def step():
         x, y = tensors[state["i"] % NUM_BATCHES]
         state["i"] += 1
-        loss = F.cross_entropy(model(x), y)
+        if autocast is None:
+            loss = F.cross_entropy(model(x), y)
+        else:
+            with autocast():
+                loss = F.cross_entropy(model(x), y)
         opt.zero_grad()
-        loss.backward()
-        opt.step()
-        return loss.item()
+        if scaler is None:
+            loss.backward()
+            opt.step()
+        else:
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+        return loss.item()  # the step's one device-to-host read: it also waits for the GPU
     return step
 
 
-def torch_step_fn(name, batches):
+def torch_step_fn(name, batches, device="cpu", amp=None, channels_last=False):
     import torch
     import torch_models
-    model = torch_models.MODELS[MODEL_NAMES[name]]()
+    model = torch_models.MODELS[MODEL_NAMES[name]]().to(device)
+    layout = torch.channels_last if channels_last and name != "mlp" else torch.contiguous_format
+    model = model.to(memory_format=layout)
     opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
-    tensors = [(torch.from_numpy(x), torch.from_numpy(y)) for x, y in batches]
+    tensors = [(torch.from_numpy(x).to(device).contiguous(memory_format=layout), torch.from_numpy(y).to(device))
+               for x, y in batches]
+    dtype = getattr(torch, AMP_DTYPES[amp]) if amp else None
+    scaler = torch.amp.GradScaler(device) if amp == "fp16" else None
     state = {"i": 0}
 
     def step():
         x, y = tensors[state["i"] % NUM_BATCHES]
         state["i"] += 1
-        loss = torch.nn.functional.cross_entropy(model(x), y)
+        with torch.autocast(device, dtype=dtype, enabled=amp is not None):
+            loss = torch.nn.functional.cross_entropy(model(x), y)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        if scaler is None:
+            loss.backward()
+            opt.step()
+        else:
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
         return loss.item()
     return step
 
@@ -130,6 +157,17 @@ def profile_steps(step, seconds_per_step, top):
     return f"({steps} steps profiled; times are totals over them)\n" + body[start:].rstrip()
 
 
+def _device_name(device):
+    try:
+        from pyneural.cuda import _backend
+        cp = _backend.cupy()
+        if getattr(cp.cuda, "emulated", False):
+            return "the emulated CUDA device"
+        return cp.cuda.runtime.getDeviceProperties(0)["name"].decode()
+    except Exception as e:  # the title only
+        return f"{device} ({type(e).__name__})"
+
+
 def main():
     p = parser(__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="3 windows of 0.1 s, ResNet at batch <= 128 only")
@@ -141,6 +179,13 @@ def main():
     p.add_argument("--wait-idle", type=float, default=0.0, metavar="SECONDS",
                    help="before each window wait up to SECONDS for idle CPUs (shared machines; Linux)")
     p.add_argument("--threads", type=int, default=2, help="OpenMP threads for both libraries (default: 2)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                   help="where both libraries train (cuda: pyneural's CUDA kernels vs PyTorch on the same GPU)")
+    p.add_argument("--amp", choices=tuple(AMP_DTYPES), default=None,
+                   help="autocast both libraries to bf16 / fp16 (fp16 with a GradScaler)")
+    p.add_argument("--torch-channels-last", action="store_true",
+                   help="PyTorch's convolutional models in channels_last (its fastest GPU layout; default on "
+                        "for --device cuda)")
     p.add_argument("--profile", type=int, default=0, metavar="N",
                    help="cProfile our steps where ratio < 1 and print the top N functions by own time")
     args = p.parse_args()
@@ -163,6 +208,10 @@ def main():
         print("torch is not installed: measuring pyneural only")
     ours_threads = omp_threads(args.threads)
 
+    channels_last = args.torch_channels_last or args.device == "cuda"
+    if torch is not None and args.device == "cuda" and not torch.cuda.is_available():
+        torch = None
+        print("torch has no CUDA device here: measuring pyneural only")
     rng = np.random.default_rng(0)
     rows, profiles = [], []
     for name in names:
@@ -171,10 +220,10 @@ def main():
             # ResNet steps are ~100x longer: fewer of them, and one step per timing window is enough.
             warmup, min_time = (2, 0.0) if name == "resnet" else (5, 0.1 if args.quick else 0.25)
             pn.manual_seed(0)
-            steps = [ours_step_fn(name, data)]
+            steps = [ours_step_fn(name, data, args.device, args.amp)]
             if torch is not None:
                 torch.manual_seed(0)
-                steps.append(torch_step_fn(name, data))
+                steps.append(torch_step_fn(name, data, args.device, args.amp, channels_last))
             times = time_interleaved(steps, repeat, warmup, min_time, args.settle, args.wait_idle)
             ours_step, ours_t, torch_t = steps[0], times[0], (times[1] if torch is not None else None)
             row = {"model": name, "batch": batch, "ours": batch / ours_t,
@@ -190,7 +239,11 @@ def main():
     columns = [("model", "model", "{}"), ("batch", "batch", "{}"), ("ours", "ours img/s", "{:,.0f}"),
                ("torch", "torch img/s", "{:,.0f}"), ("ratio", "ratio", "{:.2f}")]
     threads = f"threads: pyneural {ours_threads}" + (f", torch {torch_threads}" if torch is not None else ", no torch")
-    title = f"training throughput, SGD momentum (images/s, best of {repeat} windows; {threads})"
+    where = "" if args.device == "cpu" else f" on {_device_name(args.device)}"
+    precision = f", autocast {args.amp}" if args.amp else ""
+    layout = ", torch channels_last" if channels_last and torch is not None else ""
+    title = (f"training throughput{where}, SGD momentum{precision} (images/s, best of {repeat} windows; "
+             f"{threads}{layout})")
 
     def plot(rows, ax):
         labels = [f"{r['model']}/{r['batch']}" for r in rows]
