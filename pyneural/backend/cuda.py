@@ -33,7 +33,7 @@ def require(dev):
 
 def from_host(a):
     cp = _backend.cupy()
-    return cp.asarray(np.ascontiguousarray(a))
+    return cp.asarray(a if a.flags.c_contiguous else a.copy(order="C"))  # (ascontiguousarray makes 0-d 1-d)
 
 
 def pinned_empty(shape, dtype):
