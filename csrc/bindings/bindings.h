@@ -41,5 +41,7 @@ void bind_activation(py::module_& m);
 void bind_softmax(py::module_& m);
 void bind_embedding(py::module_& m);
 void bind_batchnorm(py::module_& m);
+void bind_layernorm(py::module_& m);
+void bind_bf16(py::module_& m);
 
 }  // namespace pn

@@ -16,4 +16,6 @@ PYBIND11_MODULE(_C, m) {
   pn::bind_softmax(m);
   pn::bind_embedding(m);
   pn::bind_batchnorm(m);
+  pn::bind_layernorm(m);
+  pn::bind_bf16(m);
 }
