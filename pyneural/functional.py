@@ -13,6 +13,7 @@ from pyneural.functions import loss as _loss
 from pyneural.functions import matmul as _matmul
 from pyneural.functions import normalization as _norm
 from pyneural.functions import pool as _pool
+from pyneural.functions import resample as _resample
 from pyneural.functions import shape as _shape
 from pyneural.tensor import Tensor, wrap
 
@@ -29,16 +30,53 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
     return _conv.conv2d(input, weight, bias, stride, padding, dilation, groups, activation)
 
 
-def max_pool2d(input, kernel_size, stride=None, padding=0):
-    """Max over kernel_size windows of (N, C, H, W); stride defaults to kernel_size; padding
-    counts as -inf."""
-    return _pool.max_pool2d(input, kernel_size, stride, padding)
+def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """1-D convolution: input (N, C, L), weight (O, C/groups, k), bias (O,); the 2-D kernels at height 1."""
+    return _conv.conv1d(input, weight, bias, stride, padding, dilation, groups)
 
 
-def avg_pool2d(input, kernel_size, stride=None, padding=0, count_include_pad=True):
+def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
+    """Transposed 2-D convolution (conv2d's adjoint): input (N, C_in, H, W), weight (C_in, C_out/groups,
+    kh, kw), bias (C_out,); output side (H-1)*stride - 2*padding + dilation*(kh-1) + output_padding + 1."""
+    return _conv.conv_transpose2d(input, weight, bias, stride, padding, output_padding, groups, dilation)
+
+
+def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
+    """Max over kernel_size windows of (N, C, H, W) with taps ``dilation`` apart; stride defaults to
+    kernel_size; padding never wins. ``ceil_mode`` keeps a last partial window (PyTorch's rule: it must
+    start inside the input or the left padding); ``return_indices`` also returns each max's flat
+    index h*W + w."""
+    return _pool.max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode, return_indices)
+
+
+def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+               divisor_override=None):
     """Mean over kernel_size windows; with count_include_pad=False the zero padding is left out
-    of each window's divisor."""
-    return _pool.avg_pool2d(input, kernel_size, stride, padding, count_include_pad)
+    of each window's divisor, and ``divisor_override`` replaces the divisor. ``ceil_mode`` as in
+    max_pool2d."""
+    return _pool.avg_pool2d(input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
+
+
+def adaptive_avg_pool2d(input, output_size):
+    """Mean over the windows that split (H, W) into ``output_size`` (int, pair, None keeps a side):
+    output i of n covers input [floor(i*H/n), ceil((i+1)*H/n))."""
+    return _pool.adaptive_avg_pool2d(input, output_size)
+
+
+def adaptive_max_pool2d(input, output_size, return_indices=False):
+    """Max over the windows of adaptive_avg_pool2d."""
+    return _pool.adaptive_max_pool2d(input, output_size, return_indices)
+
+
+def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corners=None, recompute_scale_factor=None):
+    """Resize (N, C, H, W) to ``size`` or by ``scale_factor`` with mode 'nearest' or 'bilinear'
+    (``align_corners`` False by default), sampling as PyTorch does."""
+    return _resample.interpolate(input, size, scale_factor, mode, align_corners, recompute_scale_factor)
+
+
+def upsample(input, size=None, scale_factor=None, mode="nearest", align_corners=None):
+    """``interpolate`` under its older name."""
+    return _resample.interpolate(input, size, scale_factor, mode, align_corners)
 
 
 def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1,
@@ -76,6 +114,18 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     if bias is None:
         return fn.apply(input, weight)
     return fn.apply(input, weight, bias)
+
+
+def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
+    """Normalise over the trailing ``normalized_shape`` dimensions with each sample's own mean and
+    biased variance, then ``* weight + bias`` (both of ``normalized_shape``, or None)."""
+    return _norm.layer_norm(input, normalized_shape, weight, bias, eps)
+
+
+def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
+    """Normalise (N, C, *) over groups of C/num_groups channels per sample, then ``* weight[c] +
+    bias[c]``."""
+    return _norm.group_norm(input, num_groups, weight, bias, eps)
 
 
 def dropout(input, p=0.5, training=True):

@@ -10,6 +10,7 @@ from pyneural import amp as _amp
 from pyneural.kernels import activation as _act
 from pyneural.kernels import conv as _conv
 from pyneural.kernels import gemm as _gemm
+from pyneural.kernels import layernorm as _layernorm
 from pyneural.kernels import pool as _pool
 from pyneural.kernels import softmax as _softmax
 
@@ -71,6 +72,8 @@ relu_backward = _act.relu_backward
 max_pool2d_forward = _pool.max_pool2d_forward
 avg_pool2d_forward = _pool.avg_pool2d_forward
 avg_pool2d_backward = _pool.avg_pool2d_backward
+norm_rows_forward = _layernorm.norm_rows_forward          # LayerNorm / GroupNorm -> (y, mean, rstd)
+norm_rows_backward = _layernorm.norm_rows_backward
 softmax = _softmax.softmax
 log_softmax = _softmax.log_softmax
 cross_entropy_forward = _softmax.softmax_cross_entropy      # -> (losses, probs)

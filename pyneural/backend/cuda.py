@@ -15,6 +15,7 @@ from pyneural.cuda import elementwise as _ew
 from pyneural.cuda import gemm as _gemm
 from pyneural.cuda import pool as _pool
 from pyneural.cuda import softmax as _softmax
+from pyneural.kernels import layernorm as _layernorm
 
 name = "cuda"
 _F32 = np.dtype(np.float32)
@@ -204,3 +205,12 @@ def cross_entropy_backward(saved, labels, dlosses, label_smoothing=0.0):
     target = cp.full((n, c), label_smoothing / c, dtype=probs.dtype)
     target[cp.arange(n), labels] += 1.0 - label_smoothing
     return (probs - target) * dlosses.reshape(-1, 1)
+
+
+def norm_rows_forward(x, weight=None, bias=None, eps=1e-5, groups=1, inner=1):
+    """LayerNorm / GroupNorm rows (see pyneural.kernels.layernorm) as whole-array code on the device."""
+    return _layernorm.forward_arrays(_contig(x), weight, bias, eps, groups, inner)
+
+
+def norm_rows_backward(dy, x, mean, rstd, weight=None, groups=1, inner=1, needs=(True, True, True)):
+    return _layernorm.backward_arrays(_contig(dy), x, mean, rstd, weight, groups, inner, needs)

@@ -2,7 +2,8 @@
 from pyneural.nn import init
 from pyneural.nn.activation import GELU, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh
 from pyneural.nn.container import ModuleList, Sequential
-from pyneural.nn.conv import AvgPool2d, Conv2d, MaxPool2d
+from pyneural.nn.conv import Conv1d, Conv2d, ConvTranspose2d
+from pyneural.nn.pool import AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d, MaxPool2d
 from pyneural.nn.dropout import Dropout
 from pyneural.nn.linear import Flatten, Identity, Linear
 from pyneural.nn.loss import CrossEntropyLoss, MSELoss
