@@ -12,10 +12,12 @@ Run with ``mpirun -np N python train.py``. mpi4py is imported only when ``init()
 from ._mpi import mpi_available
 from .comm import DEFAULT_TIMEOUT, World, get_world, init, is_initialized, is_main
 from .ddp import DistributedDataParallel, format_comm_summary
+from .pipeline import Pipeline
+from .zero import ZeroRedundancyOptimizer
 from .sampler import DistributedSampler
 from .sync import broadcast_buffers, broadcast_parameters, check_model_consistency
 from .timeline import Timeline
 
 __all__ = ["init", "get_world", "is_initialized", "is_main", "World", "DEFAULT_TIMEOUT", "mpi_available",
-           "DistributedSampler", "DistributedDataParallel", "format_comm_summary", "broadcast_parameters",
+           "DistributedSampler", "DistributedDataParallel", "Pipeline", "ZeroRedundancyOptimizer", "format_comm_summary", "broadcast_parameters",
            "broadcast_buffers", "check_model_consistency", "Timeline"]

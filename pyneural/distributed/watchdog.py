@@ -100,7 +100,8 @@ class Watchdog:
 
     def wait(self, pending):
         """Block until every request in ``pending`` (a list of ``(request, seq, what)``, ``what``
-        naming the operation for the report, or a callable returning that name) has completed.
+        naming the operation for the report, or a callable returning that name; ``seq`` None for a
+        point-to-point transfer, whose report names only ``what``) has completed.
         Returns the ``time.perf_counter()`` at which each completed, in the same order."""
         if not pending:
             return []
@@ -170,6 +171,9 @@ class Watchdog:
         first = next(i for i, t in enumerate(watch.done_at) if t is None)
         _, seq, what = watch.pending[first]
         what = what() if callable(what) else what
+        if seq is None:  # a point-to-point transfer: ``what`` names the peer it waits for
+            abort_job(f"pyneural.distributed: timeout: {what} did not complete within {self.timeout:g} s on rank "
+                      f"{self.rank}; aborting the job.", rank=self.rank)
         self.drain()
         missing = [r for r in range(self.size) if self.last_seen[r] < seq]
         lines = [f"pyneural.distributed: timeout: {what} (collective #{seq}) did not complete within "
