@@ -65,6 +65,11 @@ def to_float32(a, *, path=None):
     return out
 
 
+def available_convert_paths():
+    """The conversion paths this CPU can run, slowest first (each path's CPU needs include the last's)."""
+    return CONVERT_PATHS[: CONVERT_PATHS.index(_C.bf16_convert_best_path()) + 1]
+
+
 def detected_gemm_isa():
     """The best bf16 GEMM path this CPU and OS allow: ``"amx"``, ``"avx512bf16"`` or ``"generic"``."""
     return _C.bf16_gemm_detected_isa()
