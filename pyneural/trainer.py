@@ -7,9 +7,14 @@ the loader's ``(epoch, position)`` is the position of the run, so restoring a lo
 and ``fit`` simply goes on. The trainer's ``state_dict`` holds its step counter, the history and
 the running sums of the epoch in progress, so the resumed epoch reports the same mean loss.
 
+On a CUDA ``device`` the batches come through a ``pyneural.data.DevicePrefetcher``: batch i+1 is
+copied to the device on a side stream while step i runs (from page-locked memory when the loader
+has ``pin_memory=True``); on the CPU the loader is iterated as it is and ``train_step`` moves
+nothing.
+
 Timing, for the utilization report: ``compute_time`` (inside ``train_step``), ``data_wait_time``
-(blocked on the loader) and ``eval_time``, summed over this object's life; they describe this
-process and are not part of the saved state.
+(blocked on the loader, or on the prefetcher) and ``eval_time``, summed over this object's life;
+they describe this process and are not part of the saved state.
 
 Extension points, so that distributed training, checkpointing or reporting can wrap the loop
 instead of copying it:
@@ -75,6 +80,7 @@ class Trainer:
         self.global_step = 0
         self.history = []
         self.compute_time = self.data_wait_time = self.eval_time = 0.0
+        self.last_data_wait = 0.0  # of the last training pass
         self.samples_trained = self.steps_run = 0
         self._epoch_sums = [0.0, 0]  # loss sum and batches of the epoch in progress
         self._epoch_lr = None        # the learning rate when it began
@@ -134,12 +140,21 @@ class Trainer:
             self.scaler.step(self.optimizer)
             self.scaler.update()
 
+    def _batches(self, loader):
+        """What to iterate for ``loader``'s batches: a DevicePrefetcher on a CUDA device, else the
+        loader itself. Either has the ``wait_time`` of its pass."""
+        if _device_type(self.device) != "cuda":
+            return loader
+        from .data import DevicePrefetcher
+        return DevicePrefetcher(loader, self.device)
+
     def train_epoch(self, loader, progress=None):
         """One pass over ``loader`` (from wherever it stands). Returns (mean loss over the epoch,
         resumed part included; images and seconds of this pass). ``progress`` wraps the
         loader's iterator, e.g. a tqdm factory."""
         self.model.train()
-        batches_iter = iter(loader)
+        source = self._batches(loader)
+        batches_iter = iter(source)
         if loader.state_dict()["position"] == 0:
             self._epoch_sums = [0.0, 0]  # a fresh epoch (not the rest of a resumed one)
             self._epoch_lr = self.optimizer.param_groups[0]["lr"]
@@ -161,7 +176,8 @@ class Trainer:
                 if hasattr(cb, "on_step_end"):
                     cb.on_step_end(self, loss)
         seconds = time.perf_counter() - start
-        self.data_wait_time += loader.wait_time
+        self.last_data_wait = source.wait_time
+        self.data_wait_time += source.wait_time
         self.samples_trained += images
         total_loss, batches = sums
         self._epoch_sums = [0.0, 0]
@@ -173,7 +189,7 @@ class Trainer:
         self.model.eval()
         total_loss, correct, count = 0.0, 0, 0
         with no_grad():
-            for inputs, targets in loader:
+            for inputs, targets in self._batches(loader):
                 if self.device is not None:
                     inputs, targets = inputs.to(self.device), targets.to(self.device)
                 with self.autocast():
@@ -200,7 +216,7 @@ class Trainer:
             self.eval_time += time.perf_counter() - eval_start
             stats = EpochStats(epoch=epoch, train_loss=train_loss, test_loss=test_loss, test_accuracy=test_acc,
                                images_per_s=images / seconds if seconds > 0 else float("inf"),
-                               seconds=seconds, data_wait_s=train_loader.wait_time, lr=lr)
+                               seconds=seconds, data_wait_s=self.last_data_wait, lr=lr)
             run.append(stats)
             self.history.append(stats)
             for cb in self.callbacks:

@@ -362,56 +362,83 @@ def test_loader_bad_arguments():
 
 # ---- onto the GPU on a side stream --------------------------------------------------------------
 
-def test_cuda_prefetcher_imports_without_cupy_and_says_what_is_missing(monkeypatch):
-    from pyneural.data.device import CudaPrefetcher
-    monkeypatch.setitem(__import__("sys").modules, "cupy", None)
-    with pytest.raises(ImportError, match="needs CuPy"):
-        CudaPrefetcher([])
+def test_device_prefetcher_says_why_the_device_is_unavailable(monkeypatch):
+    from pyneural.cuda import _backend
+    from pyneural.data import DevicePrefetcher
+    monkeypatch.setattr(_backend, "unavailable_reason", lambda: "no CuPy here")
+    with pytest.raises(RuntimeError, match="cuda:0 is not available: no CuPy here"):
+        DevicePrefetcher([], "cuda")
+    with pytest.raises(ValueError, match="copies batches to a CUDA device, got cpu"):
+        DevicePrefetcher([], "cpu")
 
 
-def test_cuda_prefetcher_copies_ahead_and_waits_on_each_copy(monkeypatch):
-    """With a stand-in for CuPy that logs calls: the copy of batch k+1 is enqueued before batch k
-    is handed out, and the consumer's stream waits on batch k's own event first."""
-    import sys
+def test_device_prefetcher_copies_ahead_and_orders_its_streams(monkeypatch):
+    """With a stand-in for CuPy that logs calls: the copy of batch k+1 is enqueued (after the side
+    stream waited on the consumer's work so far) before batch k is handed out, the consumer's
+    stream waits on batch k's own event first, staging buffers are released only once their copy
+    is done, and the loader counts only the batches handed out."""
+    import contextlib
     import types
+    from pyneural.cuda import _backend
+    from pyneural.data import DevicePrefetcher
     log = []
 
+    class Event:
+        def __init__(self, name):
+            self.name = name
+
+        def synchronize(self):
+            log.append(("sync", self.name))
+
     class Stream:
-        def __init__(self, non_blocking):
-            assert non_blocking
+        def __init__(self, name):
+            self.name, self.recorded = name, 0
 
         def __enter__(self):
-            return self
+            current.append(self)
 
         def __exit__(self, *exc):
-            return False
+            current.pop()
 
         def record(self):
-            log.append(("record", len(log)))
-            return log[-1]
+            self.recorded += 1
+            log.append(("record", f"{self.name}{self.recorded}"))
+            return Event(f"{self.name}{self.recorded}")
+
+        def wait_event(self, event):
+            log.append((f"{self.name} waits", event.name))
+
+    main, side = Stream("main"), Stream("side")
+    current = [main]
 
     class DeviceArray(np.ndarray):
         def set(self, host, stream):
+            assert stream is side and current[-1] is side
             self[...] = host
             log.append(("copy", int(host.flat[0])))
 
-    consumer = types.SimpleNamespace(wait_event=lambda event: log.append(("wait", event)))
-    cupy = types.SimpleNamespace(cuda=types.SimpleNamespace(Stream=Stream, get_current_stream=lambda: consumer),
-                                 empty=lambda shape, dtype: np.empty(shape, dtype).view(DeviceArray))
-    cupyx = types.SimpleNamespace(empty_pinned=lambda shape, dtype: np.empty(shape, dtype))
-    monkeypatch.setitem(sys.modules, "cupy", cupy)
-    monkeypatch.setitem(sys.modules, "cupyx", cupyx)
-    from pyneural.data.device import CudaPrefetcher
-    loader = DataLoader(make_dataset(9), batch_size=3, prefetch=0)
+    def new_stream(non_blocking):
+        assert non_blocking
+        return side
+
+    runtime = types.SimpleNamespace(getDeviceCount=lambda: 1, CUDARuntimeError=RuntimeError,
+                                    pointerGetAttributes=lambda ptr: types.SimpleNamespace(type=0))
+    cuda = types.SimpleNamespace(Stream=new_stream, get_current_stream=lambda: current[-1], runtime=runtime,
+                                 Device=lambda index: contextlib.nullcontext(),
+                                 alloc_pinned_memory=lambda nbytes: np.empty(nbytes, np.uint8))
+    cupy = types.SimpleNamespace(cuda=cuda, empty=lambda shape, dtype: np.empty(shape, dtype).view(DeviceArray))
+    monkeypatch.setattr(_backend, "unavailable_reason", lambda: None)
+    monkeypatch.setattr(_backend, "cupy", lambda: cupy)
+    loader = DataLoader(make_dataset(9), batch_size=3)
     got = []
-    for inputs, labels in CudaPrefetcher(loader):
+    for inputs, labels in DevicePrefetcher(loader, "cuda"):
         got.append(labels.data.tolist())
-        log.append(("use", int(labels.data[0])))
+        log.append(("use", int(labels.data[0]), loader.state_dict()["position"]))
     assert got == [[0, 1, 2], [3, 4, 5], [6, 7, 8]]
-    kinds = [entry[0] if entry[0] != "copy" else f"copy{entry[1]}" for entry in log]
-    # inputs' first element is 3 * label: batch k's copies are "copy<9k>" then "copy<3k>".
-    assert kinds == ["copy0", "copy0", "record", "copy9", "copy3", "record", "wait", "use",
-                     "copy18", "copy6", "record", "wait", "use", "wait", "use"]
-    waits = [entry[1] for entry in log if entry[0] == "wait"]
-    records = [entry for entry in log if entry[0] == "record"]
-    assert waits == records
+
+    def staged(k):  # inputs' first element is 3 * label: batch k copies 9k, then 3k
+        return [("record", f"main{k + 1}"), ("side waits", f"main{k + 1}"), ("copy", 9 * k), ("copy", 3 * k),
+                ("record", f"side{k + 1}")]
+    assert log == (staged(0) + staged(1) + [("main waits", "side1"), ("use", 0, 3)]
+                   + staged(2) + [("main waits", "side2"), ("use", 3, 6)]
+                   + [("sync", "side1"), ("main waits", "side3"), ("use", 6, 0)])

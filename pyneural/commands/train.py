@@ -1,5 +1,6 @@
-"""``pyneural train``: train the MLP or the CNN on the digits dataset and report per-epoch loss,
-test accuracy and throughput, and at the end where the time went (the utilization report).
+"""``pyneural train``: train the MLP, the CNN or the small ResNet on the digits dataset (or on
+MNIST / CIFAR-10 files, ``--data``) and report per-epoch loss, test accuracy and throughput, and at
+the end where the time went (the utilization report).
 
 The defaults (CNN, SGD with Nesterov momentum, cosine-annealed learning rate) reach ~98% test
 accuracy in a few seconds on two cores. Flags are added in ``add_arguments`` and consumed in
@@ -40,8 +41,16 @@ def positive_float(text):
     return value
 
 
+def data_spec(text):
+    """``digits``, ``mnist:DIR`` or ``cifar10:DIR`` -> ``(name, DIR or None)``."""
+    name, colon, root = text.partition(":")
+    if (name == "digits" and not colon) or (name in ("mnist", "cifar10") and root):
+        return name, root or None
+    raise argparse.ArgumentTypeError(f"expected digits, mnist:DIR or cifar10:DIR, got {text!r}")
+
+
 def register(subparsers):
-    parser = subparsers.add_parser("train", help="train a model on the digits dataset",
+    parser = subparsers.add_parser("train", help="train a model on the digits dataset (or MNIST / CIFAR-10)",
                                    description=__doc__.split("\n\n")[0])
     add_arguments(parser)
     parser.set_defaults(handler=run, check=check_arguments)
@@ -59,7 +68,12 @@ def check_arguments(parser, args):
 
 
 def add_arguments(parser):
-    parser.add_argument("--model", choices=("mlp", "cnn"), default="cnn", help="architecture (default: cnn)")
+    parser.add_argument("--model", choices=("mlp", "cnn", "resnet"), default="cnn",
+                        help="architecture, sized for the data's images (default: cnn)")
+    parser.add_argument("--data", type=data_spec, default="digits", metavar="{digits,mnist:DIR,cifar10:DIR}",
+                        help="training and test images: scikit-learn's 8x8 digits (default), or MNIST's IDX files "
+                             "(.gz or not) / CIFAR-10's python batches (cifar-10-batches-py) in DIR; nothing is "
+                             "downloaded")
     parser.add_argument("--epochs", type=positive_int, default=12, help="passes over the training set (default: 12)")
     parser.add_argument("--batch-size", type=positive_int, default=32, help="batch size (default: 32)")
     parser.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd",
@@ -77,8 +91,9 @@ def add_arguments(parser):
                              "master weights (fp16 with dynamic loss scaling). Default: off (fp32)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--augment", action="store_true",
-                        help="augment training images: random crop after 1-pixel zero padding (no horizontal "
-                             "flip: a mirrored digit is another symbol, or none). Default: off")
+                        help="augment training images: random crop after zero padding (1 pixel for digits, 2 for "
+                             "MNIST, 4 for CIFAR-10 with a random horizontal flip; no flip for digits: a mirrored "
+                             "digit is another symbol, or none). Default: off")
     parser.add_argument("--workers", type=positive_int, default=1,
                         help="data-loader threads preparing batches ahead of the training step (default: 1)")
     group = parser.add_argument_group("checkpoints and reports")
@@ -108,26 +123,25 @@ def build(args, world=None):
     import numpy as np
 
     import pyneural as pn
-    from pyneural import models, optim
+    from pyneural import optim
     from pyneural.data import DataLoader
-    from pyneural.datasets import digits
 
     pn.manual_seed(args.seed)
     np.random.seed(args.seed)  # numpy's global generator too, for code that draws from it
-    train_set, test_set = digits()
-    transform = None
-    if args.augment:
-        from pyneural.data.augment import RandomCrop
-        transform = RandomCrop(train_set.arrays[0].shape[-2:], padding=1)
-    options = dict(batch_size=args.batch_size, transform=transform, workers=args.workers)
+    train_set, test_set = load_data(args.data)
+    image_shape = train_set.arrays[0].shape[1:]
+    transform = augmentation(args.data[0], image_shape) if args.augment else None
+    # On a CUDA device the trainer's DevicePrefetcher copies batches from page-locked memory
+    pin_memory = getattr(args, "device", "cpu") == "cuda"
+    options = dict(batch_size=args.batch_size, transform=transform, workers=args.workers, pin_memory=pin_memory)
     if world is None:
         train_loader = DataLoader(train_set, shuffle=True, seed=args.seed, **options)
     else:
         from pyneural.distributed import DistributedSampler
         sampler = DistributedSampler(train_set, num_replicas=world.size, rank=world.rank, seed=args.seed)
         train_loader = DataLoader(train_set, sampler=sampler, **options)
-    test_loader = DataLoader(test_set, batch_size=512)
-    model = models.MODELS[args.model]()
+    test_loader = DataLoader(test_set, batch_size=512, pin_memory=pin_memory)
+    model = build_model(args.model, image_shape)
     lr = args.lr if args.lr is not None else DEFAULT_LR[args.optimizer]
     if args.optimizer == "sgd":
         optimizer = optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=1e-4)
@@ -135,6 +149,40 @@ def build(args, world=None):
         optimizer = optim.Adam(model.parameters(), lr=lr)
     scheduler = optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.epochs * len(train_loader))
     return model, optimizer, scheduler, train_loader, test_loader
+
+
+def load_data(spec):
+    """``(train, test)`` TensorDatasets of ``--data``: images float32 (N, C, H, W) in [0, 1]."""
+    from pyneural import datasets
+    name, root = spec
+    if name == "digits":
+        return datasets.digits()
+    reader = getattr(datasets, name)
+    try:
+        return reader(root, train=True), reader(root, train=False)
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"pyneural train: --data {name}:{root}: {e}") from None
+
+
+def augmentation(data_name, image_shape):
+    """The batch augmentation of ``--augment`` for this data."""
+    from pyneural.data.augment import Compose, RandomCrop, RandomHorizontalFlip
+    if data_name == "cifar10":
+        return Compose([RandomCrop(image_shape[-2:], padding=4), RandomHorizontalFlip()])
+    return RandomCrop(image_shape[-2:], padding=2 if data_name == "mnist" else 1)
+
+
+def build_model(name, image_shape):
+    """``--model`` sized for images of ``image_shape`` (C, H, W), ten classes."""
+    from pyneural import models
+    channels, height, width = image_shape
+    if name == "mlp":
+        return models.mlp(in_features=channels * height * width)
+    if name == "cnn":
+        if height != width:
+            raise SystemExit(f"pyneural train: --model cnn needs square images, got {height}x{width}")
+        return models.cnn(in_channels=channels, image_size=height)
+    return models.resnet_small(in_channels=channels)
 
 
 class EpochPrinter:
@@ -256,7 +304,8 @@ def run(args):
         trainer = DistributedTrainer(ddp, optimizer, scheduler=scheduler, scheduler_interval="step",
                                      callbacks=callbacks, device=device, amp=getattr(args, "amp", None))
     ranks = f" on {world.size} ranks (global batch {args.batch_size * world.size})" if world else ""
-    write(f"training {args.model} on digits ({len(train_loader.dataset)} train / {len(test_loader.dataset)} "
+    data_name = args.data[0]
+    write(f"training {args.model} on {data_name} ({len(train_loader.dataset)} train / {len(test_loader.dataset)} "
           f"test images), {args.optimizer}, lr {optimizer.param_groups[0]['lr']}, batch {args.batch_size}"
           f"{ranks}, {args.epochs} epochs" + ("" if device == "cpu" else f", on {device.split(':')[0]}")
           + (f", autocast {args.amp}" if getattr(args, "amp", None) else ""))
@@ -311,7 +360,8 @@ def _start_nvml(device):
 def build_report(args, trainer, train_loader, flops, wall, comm, world, saver, resumed, reporting, gpu=None):
     """The utilization report of this process's training (rank 0's, in a distributed run)."""
     comm_wait = comm["exposed_ms"] * comm["steps"] / 1e3 if comm else 0.0
-    details = {"model": args.model, "batch_size": args.batch_size, "epochs": args.epochs,
+    details = {"model": args.model, "data": ":".join(d for d in args.data if d), "batch_size": args.batch_size,
+               "epochs": args.epochs,
                "global_step": trainer.global_step,
                "eval_s": trainer.eval_time, "checkpoint_s": saver.seconds if saver is not None else 0.0,
                "peak_method": ("pyneural float32 GEMM" if args.device == "cpu" else "float32 cupy matmul (cuBLAS)")

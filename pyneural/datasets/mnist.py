@@ -60,9 +60,9 @@ def read_idx(path):
     return data.astype(dtype.newbyteorder("="), copy=True)
 
 
-def load_mnist_idx(images_path, labels_path):
-    """A TensorDataset of images float32 ``(N, 1, H, W)`` scaled to [0, 1] and labels int64
-    ``(N,)`` from an uint8 images file ``(N, H, W)`` and a uint8 labels file ``(N,)``."""
+def read_mnist_idx(images_path, labels_path):
+    """``(images uint8 (N, H, W), labels uint8 (N,))`` from a pair of MNIST-style IDX files,
+    checked against each other."""
     images = read_idx(images_path)
     labels = read_idx(labels_path)
     if images.dtype != np.uint8 or images.ndim != 3:
@@ -74,6 +74,13 @@ def load_mnist_idx(images_path, labels_path):
     if images.shape[0] != labels.shape[0]:
         raise ValueError(f"load_mnist_idx: {images.shape[0]} images in {images_path} but "
                          f"{labels.shape[0]} labels in {labels_path}")
+    return images, labels
+
+
+def load_mnist_idx(images_path, labels_path):
+    """A TensorDataset of images float32 ``(N, 1, H, W)`` scaled to [0, 1] and labels int64
+    ``(N,)`` from an uint8 images file ``(N, H, W)`` and a uint8 labels file ``(N,)``."""
+    images, labels = read_mnist_idx(images_path, labels_path)
     x = (images.astype(np.float32) / np.float32(255.0))[:, None, :, :]
     return TensorDataset(np.ascontiguousarray(x), labels.astype(np.int64))
 
@@ -82,14 +89,26 @@ MNIST_FILES = {True: ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
                False: ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
 
 
-def mnist(root, train=True):
-    """MNIST (or Fashion-MNIST) from a directory holding the standard file names, ``.gz`` or not."""
-    paths = []
-    for stem in MNIST_FILES[bool(train)]:
-        candidates = [os.path.join(root, stem + ext) for ext in ("", ".gz")]
-        found = [c for c in candidates if os.path.isfile(c)]
-        if not found:
-            raise FileNotFoundError(f"mnist: none of {candidates} exists (pyneural does not download "
-                                    f"datasets; put the IDX files there)")
-        paths.append(found[0])
-    return load_mnist_idx(*paths)
+def _find(root, stem):
+    """``root/stem`` or torchvision's ``root/MNIST/raw/stem``, plain or ``.gz``."""
+    candidates = [os.path.join(folder, stem + ext) for folder in (root, os.path.join(root, "MNIST", "raw"))
+                  for ext in ("", ".gz")]
+    found = [c for c in candidates if os.path.isfile(c)]
+    if not found:
+        raise FileNotFoundError(f"mnist: none of {candidates} exists (pyneural does not download "
+                                f"datasets; put the IDX files there)")
+    return found[0]
+
+
+def mnist(root, train=True, transform=None, target_transform=None):
+    """MNIST (or Fashion-MNIST) from a directory holding the standard file names, ``.gz`` or not
+    (directly, or in torchvision's ``MNIST/raw``). Without transforms: a TensorDataset of images
+    float32 ``(N, 1, H, W)`` in [0, 1] and int64 labels, batched by whole-array gathers. With
+    ``transform`` or ``target_transform``: an ``ImageDataset`` whose samples are uint8 images
+    ``(H, W)`` (as torchvision's PIL images) and int labels, passed through them."""
+    images_path, labels_path = (_find(root, stem) for stem in MNIST_FILES[bool(train)])
+    if transform is None and target_transform is None:
+        return load_mnist_idx(images_path, labels_path)
+    from .images import ImageDataset
+    images, labels = read_mnist_idx(images_path, labels_path)
+    return ImageDataset(images, labels, transform, target_transform)

@@ -5,10 +5,11 @@ Only what pyneural and its tests use of CuPy is here, with CuPy's names and beha
 raises TypeError as in CuPy; numpy host arrays given to a kernel are refused), creation functions
 (``empty`` fills with NaN bytes, like the poison an uninitialised GPU buffer may hold), numpy's
 math on device arrays (computed on the host, results stay "on the device"), ``cuda.Device`` /
-``Stream`` / ``Event`` / ``runtime``, and ``RawModule`` / ``RawKernel`` whose kernels run on the
-emulator (:mod:`pyneural.cuda.emulator.launch`).
+``Stream`` / ``Event`` / ``runtime``, pinned host memory (``cuda.alloc_pinned_memory``), and
+``RawModule`` / ``RawKernel`` whose kernels run on the emulator (:mod:`pyneural.cuda.emulator.launch`).
 """
 import ctypes
+import threading
 import time
 import types
 import weakref
@@ -394,16 +395,25 @@ class Device:
         return f"<CUDA Device {self.id} (emulated)>"
 
 
+_current = threading.local()  # the streams entered with ``with stream:``, innermost last
+
+
 class Stream:
+    """A stream of the emulated device. Every launch and copy runs to completion before it
+    returns, so work on any stream is finished by the time the host goes on: recording an event
+    and waiting on one only keep CuPy's calls and their order."""
+
     null = None
 
     def __init__(self, null=False, non_blocking=False, ptr=0):
         self.ptr = 0 if null else int(ptr)
 
     def __enter__(self):
+        _current.__dict__.setdefault("stack", []).append(self)
         return self
 
     def __exit__(self, *exc):
+        _current.stack.pop()
         return False
 
     def synchronize(self):
@@ -411,6 +421,19 @@ class Stream:
 
     def use(self):
         return self
+
+    def record(self, event=None):
+        event = Event() if event is None else event
+        event.record(self)
+        return event
+
+    def wait_event(self, event):
+        pass
+
+
+def get_current_stream():
+    stack = getattr(_current, "stack", None)
+    return stack[-1] if stack else _null_stream
 
 
 class Event:
@@ -432,6 +455,32 @@ def get_elapsed_time(start, end):
     return (end.t - start.t) * 1e3
 
 
+# ---- pinned host memory: plain host memory, remembered so that the runtime can report it ------
+_pinned = {}  # start address -> size of each live pinned allocation
+cudaMemoryTypeUnregistered, cudaMemoryTypeHost = 0, 1
+
+
+def alloc_pinned_memory(nbytes):
+    """Host memory standing in for cudaHostAlloc: a uint8 buffer (numpy arrays are built on it
+    with ``buffer=``) that ``runtime.pointerGetAttributes`` reports as page-locked while it lives."""
+    buffer = np.empty(max(int(nbytes), 1), dtype=np.uint8)
+    start = buffer.ctypes.data
+    _pinned[start] = buffer.nbytes
+    weakref.finalize(buffer, _pinned.pop, start, None)
+    return buffer
+
+
+def pointer_attributes(ptr):
+    """cudaPointerGetAttributes for host pointers: ``type`` is cudaMemoryTypeHost inside a live
+    pinned allocation, cudaMemoryTypeUnregistered elsewhere (the emulated device's own
+    allocations are not tracked: ask only about host memory)."""
+    ptr = int(ptr)
+    for start, size in list(_pinned.items()):
+        if start <= ptr < start + size:
+            return types.SimpleNamespace(type=cudaMemoryTypeHost, device=0, devicePointer=ptr, hostPointer=ptr)
+    return types.SimpleNamespace(type=cudaMemoryTypeUnregistered, device=-2, devicePointer=0, hostPointer=0)
+
+
 def _device_count():
     return 1
 
@@ -447,8 +496,10 @@ def _properties(device=0):
 _null_stream = Stream(null=True)
 cuda = types.SimpleNamespace(
     Device=Device, Stream=Stream, ExternalStream=lambda ptr, *a: Stream(ptr=ptr), Event=Event,
-    get_current_stream=lambda: _null_stream, get_elapsed_time=get_elapsed_time,
+    get_current_stream=get_current_stream, get_elapsed_time=get_elapsed_time,
+    alloc_pinned_memory=alloc_pinned_memory,
     runtime=types.SimpleNamespace(getDeviceCount=_device_count, getDeviceProperties=_properties,
-                                  deviceSynchronize=lambda: None, CUDARuntimeError=CUDARuntimeError),
+                                  deviceSynchronize=lambda: None, CUDARuntimeError=CUDARuntimeError,
+                                  pointerGetAttributes=pointer_attributes),
     CUDARuntimeError=CUDARuntimeError, is_available=lambda: True, emulated=True)
 Stream.null = _null_stream
