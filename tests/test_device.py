@@ -180,8 +180,6 @@ def test_embedding_on_the_device_matches_the_cpu(rng):
         grads[device] = (out.detach().cpu().numpy(), emb.weight.grad.cpu().numpy())
     assert np.array_equal(grads["cpu"][0], grads["cuda"][0])
     assert np.allclose(grads["cpu"][1], grads["cuda"][1], rtol=1e-5, atol=1e-5)  # summed in another order
-    with pytest.raises(NotImplementedError, match="sparse=True"):
-        pn.nn.Embedding(5, 2, sparse=True).to("cuda")(pn.tensor([1, 2]).to("cuda"))
 
 
 def test_tf32_switch_routes_float32_matmul_to_the_tensor_cores(rng, monkeypatch):

@@ -3,13 +3,16 @@ or on synthetic ratings with ML-25M's shape, and print train/test RMSE and secon
 
     pyneural recsys --ratings ml-25m/ratings.csv --epochs 10
     pyneural recsys --synthetic 24000000 --factors 32 --batch-size 131072
+    pyneural recsys --synthetic 24000000 --device cuda
     mpirun -np 2 pyneural recsys --synthetic 1000000 --distributed
 
 Embedding tables get row-sparse gradients; the optimizer updates only the touched rows. With
 ``--distributed`` each rank trains on its own contiguous 1/N of the (shuffled) training ratings with
 ``--batch-size`` per rank; embedding gradients are exchanged as touched rows (allgather), dense ones
-all-reduced (pyneural/distributed/sparse.py). Synthetic runs also print the noise floor (the RMSE of
-the true scores), the best any model can do on average.
+all-reduced (pyneural/distributed/sparse.py). With ``--device cuda`` the model and the ratings are
+moved to the GPU (or the emulated device, PYNEURAL_CUDA_EMULATE=1) once and every step runs there.
+Synthetic runs also print the noise floor (the RMSE of the true scores), the best any model can do
+on average.
 """
 import json
 import sys
@@ -41,6 +44,9 @@ def register(subparsers):
     parser.add_argument("--batch-size", type=positive_int, default=65536)
     parser.add_argument("--test-fraction", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="where to train: cpu (default) or cuda (a GPU, or the emulated device with "
+                             "PYNEURAL_CUDA_EMULATE=1)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--json", metavar="PATH", help="write the per-epoch records and the summary as JSON")
     parser.add_argument("--distributed", action="store_true",
@@ -83,6 +89,17 @@ def run(args):
     if args.l2 < 0 or args.prior < 0:
         print(f"pyneural recsys: --l2 and --prior must be >= 0, got {args.l2}, {args.prior}", file=sys.stderr)
         return 2
+    if args.device != "cpu":
+        if args.distributed:
+            print("pyneural recsys: --distributed trains on the CPU only (the row-sparse gradient exchange is "
+                  "host code); drop --device cuda", file=sys.stderr)
+            return 2
+        from pyneural import backend
+        try:
+            backend.for_device(args.device)
+        except RuntimeError as e:
+            print(f"pyneural recsys: {e}", file=sys.stderr)
+            return 2
     world, sync = None, None
     if args.distributed:
         import pyneural.distributed as dist
@@ -102,8 +119,11 @@ def run(args):
         say(f"noise floor (test RMSE of the true scores): {floor:.4f}")
 
     pn.manual_seed(args.seed)
-    model = build_model(args, ratings.n_users, ratings.n_items)
+    model = build_model(args, ratings.n_users, ratings.n_items).to(args.device)
     optimizer = build_optimizer(args, model)
+    train, test = train.to(args.device), test.to(args.device)  # once: a step then slices device columns
+    if args.device != "cpu":
+        say(f"training on {args.device}")
     shard = train
     if world is not None:
         from pyneural.distributed.sparse import SparseGradSync

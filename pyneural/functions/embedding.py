@@ -11,12 +11,24 @@ on ``.grad.data`` (the values). Limits of this side channel, by design: post-acc
 do not fire for a sparse gradient (DistributedDataParallel relies on them; use
 ``pyneural.distributed.sparse`` instead), and a sparse table must not also receive a dense gradient
 from another op in the same backward (add the dense use first, or make it sparse=False).
+
+On the CUDA device the same ops run on pyneural/cuda/embedding.py's kernels with the same results
+(the grouped sums are the CPU's bits); a RowSparseGrad then holds device arrays. Indices are
+range-checked once per op: by the row grouping of the backward when it groups them (it reads the
+number of distinct rows back to the host anyway, and the extreme indices with it), else in the
+forward. A forward whose backward never runs may therefore return NaN for an index outside the
+table instead of raising.
 """
 import numpy as np
 
 from pyneural import backend
 from pyneural.kernels import embedding as _emb_kernels
 from pyneural.tensor import Function, Tensor, get_array_module
+
+
+def _device_kernels():
+    from pyneural.cuda import embedding
+    return embedding
 
 
 class RowSparseGrad:
@@ -38,9 +50,12 @@ class RowSparseGrad:
         return self.values
 
     @data.setter
-    def data(self, values):  # Module.to(dtype) converts gradients through .data
+    def data(self, values):  # Module.to(dtype / device) converts gradients through .data
         if values.shape != self.values.shape:
             raise ValueError(f"RowSparseGrad: new values {values.shape} must keep the shape {self.values.shape}")
+        where = backend.device_of(values)
+        if backend.device_of(self.indices) != where:
+            self.indices = backend.to_device(self.indices, where)
         self.values = values
 
     @property
@@ -54,10 +69,11 @@ class RowSparseGrad:
 
     def add(self, indices, values):
         """This gradient plus another row-sparse one (``indices`` distinct), coalesced: a new object."""
-        idx = np.concatenate([self.indices, indices])
-        vals = np.concatenate([self.values, values.astype(self.values.dtype, copy=False)])
-        rows, summed = _emb_kernels.embedding_backward_sparse(vals, idx, self.shape[0])
-        return RowSparseGrad(rows, summed, self.shape)
+        xp = get_array_module(self.values)
+        idx = xp.concatenate([self.indices, indices])
+        vals = xp.concatenate([self.values, values.astype(self.values.dtype, copy=False)])
+        rows, summed = _sparse_rows(vals.reshape(idx.shape[0], -1), idx, self.shape[0])
+        return RowSparseGrad(rows, summed.reshape(rows.shape + self.shape[1:]), self.shape)
 
     def __repr__(self):
         return f"RowSparseGrad({self.indices.shape[0]} of {self.shape[0]} rows, dim {self.shape[1:]}, {self.dtype})"
@@ -87,6 +103,15 @@ def _drop_row(rows, values, row):
     return rows[keep], values[keep]
 
 
+def _sparse_rows(dout2d, flat, num_rows, skip_row=None):
+    """``(rows, grads)``: the distinct indices of ``flat`` ascending and the sums of the rows of ``dout2d``
+    (n, D) over each one's positions, ``skip_row`` left out; on the device of the arrays."""
+    if backend.is_device_array(dout2d) or backend.is_device_array(flat):
+        backend.check_same_device("embedding backward", [dout2d, flat])
+        return _device_kernels().embedding_backward_sparse(dout2d, flat, num_rows, skip_row)
+    return _drop_row(*_emb_kernels.embedding_backward_sparse(dout2d, flat, num_rows), skip_row)
+
+
 class Embedding(Function):
     def __init__(self, indices, padding_idx=None, sparse_target=None):
         self.indices = indices
@@ -98,13 +123,11 @@ class Embedding(Function):
         flat = self.indices.reshape(-1)
         if flat.size == 0:
             return get_array_module(weight).empty(self.indices.shape + (weight.shape[1],), dtype=weight.dtype)
+        backend.check_same_device("Embedding", [weight, flat])
         if backend.is_device_array(weight):
-            from pyneural.cuda import embedding as _cuda_emb
-            if self.sparse_target is not None:
-                raise NotImplementedError("embedding: row-sparse gradients (sparse=True) are not implemented on the "
-                                          "CUDA device yet; use sparse=False there")
-            backend.check_same_device("Embedding", [weight, flat])
-            out = _cuda_emb.embedding_forward(weight, flat)
+            # a row-sparse backward checks the indices as it groups them (see the module docstring)
+            grouped_later = self.sparse_target is not None and getattr(self, "needs_input_grad", None) is not None
+            out = _device_kernels().embedding_forward(weight, flat, validate=not grouped_later)
         else:
             out = _emb_kernels.embedding_forward(weight, flat)
         return out.reshape(self.indices.shape + (weight.shape[1],))
@@ -119,12 +142,11 @@ class Embedding(Function):
             gy2 = xp.ascontiguousarray(gy2)
         flat = self.indices.reshape(-1)
         if self.sparse_target is not None:
-            rows, grads = _emb_kernels.embedding_backward_sparse(gy2, flat, self.num_embeddings)
-            accumulate_sparse_grad(self.sparse_target, *_drop_row(rows, grads, self.padding_idx))
+            accumulate_sparse_grad(self.sparse_target, *_sparse_rows(gy2, flat, self.num_embeddings, self.padding_idx))
             return (None,)
         if backend.is_device_array(gy2):
-            from pyneural.cuda import embedding as _cuda_emb
-            gw = _cuda_emb.embedding_backward(gy2, flat, self.num_embeddings, deterministic=True, validate=False)
+            gw = _device_kernels().embedding_backward(gy2, flat, self.num_embeddings, deterministic=True,
+                                                      validate=False)
         else:
             gw = _emb_kernels.embedding_backward_dense(gy2, flat, self.num_embeddings)
         if self.padding_idx is not None:
@@ -133,14 +155,18 @@ class Embedding(Function):
 
 
 def embedding_indices(indices, fn):
-    """The index array of ``indices`` (a Tensor or array-like of integers), C-contiguous int64."""
-    idx = indices.data if isinstance(indices, Tensor) else np.asarray(indices)
+    """The index array of ``indices`` (a Tensor, a device array or array-like of integers), C-contiguous
+    int64, on the device it was given on."""
+    if isinstance(indices, Tensor):
+        idx = indices.data
+    else:
+        idx = indices if backend.is_device_array(indices) else np.asarray(indices)
     if idx.dtype.kind not in "iu":
         raise TypeError(f"{fn}: indices must be integers, got dtype {idx.dtype}")
     if idx.dtype != np.int64:
         idx = idx.astype(np.int64)
     if not idx.flags.c_contiguous:
-        idx = np.ascontiguousarray(idx)
+        idx = get_array_module(idx).ascontiguousarray(idx)
     return idx
 
 
@@ -167,6 +193,17 @@ class EmbeddingDot(Function):
 
     def __init__(self, ia, ib, has, targets, l2=0.0):
         self.ia, self.ib, self.has, self.targets, self.l2 = ia, ib, has, targets, l2
+        # input positions: 0 a, 1 b, then the biases and the offset in order of presence
+        self.bias_pos = (2 if has[0] else None, (2 + has[0]) if has[1] else None)
+        self.offset_pos = (2 + has[0] + has[1]) if has[2] else None
+
+    def _grouped(self, side):
+        """Whether backward groups the rows of ``side`` (0: a, 1: b): for any gradient of its table or bias."""
+        needs = getattr(self, "needs_input_grad", None)
+        if needs is None:
+            return False
+        bias_pos = self.bias_pos[side]
+        return needs[side] or (bias_pos is not None and needs[bias_pos])
 
     def forward(self, a, b, *rest):
         rest = list(rest)
@@ -176,19 +213,33 @@ class EmbeddingDot(Function):
         self.a, self.b, self.biases = a, b, (bias_a, bias_b)
         self.shapes = (a.shape, b.shape, None if bias_a is None else bias_a.shape,
                        None if bias_b is None else bias_b.shape, None if offset is None else offset.shape)
+        backend.check_same_device("embedding_dot", [a, self.ia, self.ib])
+        if backend.is_device_array(a):
+            kernels = _device_kernels()
+            # a side that backward groups is range-checked there (see the module docstring)
+            kernels.check_index_ranges("embedding_dot", [(name, idx, table.shape[0]) for side, (name, idx, table)
+                                                         in enumerate((("ia", self.ia, a), ("ib", self.ib, b)))
+                                                         if not self._grouped(side)])
+            return kernels.embedding_dot_forward(a, self.ia, b, self.ib, bias_a, bias_b, offset, validate=False)
         return _emb_kernels.embedding_dot_forward(a, self.ia, b, self.ib, bias_a, bias_b,
                                                   0.0 if offset is None else float(offset.reshape(-1)[0]))
 
-    def _side(self, gy, pos, bias_pos, idx, other_table, other_idx, need):
-        """Gradients of one side: (table grad, bias grad), each dense, or None once stored sparse."""
-        want_t, want_b = need[pos], bias_pos is not None and need[bias_pos]
+    def _side(self, gy, pos, idx, other_table, other_idx, groups):
+        """Gradients of one side: (table grad, bias grad), each dense, or None once stored sparse.
+        ``groups``: this side's rows grouped on the device, or None on the host."""
+        needs, bias_pos = self.needs_input_grad, self.bias_pos[pos]
+        want_t, want_b = needs[pos], bias_pos is not None and needs[bias_pos]
         if not (want_t or want_b):
             return None, None
-        num_rows = self.shapes[pos][0]
         decay = 2.0 * self.l2 / gy.shape[0]
-        rows, grads, bias = _emb_kernels.embedding_dot_backward_rows(
-            gy, idx, num_rows, other_table if want_t else None, other_idx if want_t else None, want_b,
-            decay, (self.a, self.b)[pos], self.biases[pos])
+        table_args = (other_table, other_idx) if want_t else (None, None)
+        own = ((self.a, self.b)[pos], self.biases[pos])
+        if groups is None:
+            rows, grads, bias = _emb_kernels.embedding_dot_backward_rows(gy, idx, self.shapes[pos][0], *table_args,
+                                                                         want_b, decay, *own)
+        else:
+            rows = groups.rows
+            grads, bias = _device_kernels().embedding_dot_backward_rows(gy, groups, *table_args, want_b, decay, *own)
         out = []
         for p, values, shape in ((pos, grads, self.shapes[pos]),
                                  (bias_pos, bias, None if bias_pos is None else self.shapes[2 + pos])):
@@ -201,28 +252,33 @@ class EmbeddingDot(Function):
                 accumulate_sparse_grad(target, rows, values)
                 out.append(None)
             else:
-                dense = np.zeros(shape, dtype=values.dtype)
+                dense = get_array_module(values).zeros(shape, dtype=values.dtype)
                 dense[rows] = values
                 out.append(dense)
         return out
 
     def backward(self, gy):
-        gy = np.ascontiguousarray(gy)
-        need = list(self.needs_input_grad)
-        # input positions: 0 a, 1 b, then the biases and the offset in order of presence
-        pos_ba = 2 if self.has[0] else None
-        pos_bb = (2 + self.has[0]) if self.has[1] else None
-        pos_off = (2 + self.has[0] + self.has[1]) if self.has[2] else None
-        full = need + [False] * 3
-        ga, gba = self._side(gy, 0, pos_ba, self.ia, self.b, self.ib, full)
-        gb, gbb = self._side(gy, 1, pos_bb, self.ib, self.a, self.ia, full)
+        xp = get_array_module(gy)
+        gy = xp.ascontiguousarray(gy)
+        groups = {}
+        if backend.is_device_array(gy):  # both sides grouped before their one read-back
+            sides = [side for side in (0, 1) if self._grouped(side)]
+            found = _device_kernels().group_rows([(self.ia, self.ib)[side] for side in sides],
+                                                 [self.shapes[side][0] for side in sides])
+            groups = dict(zip(sides, found))
+        ga, gba = self._side(gy, 0, self.ia, self.b, self.ib, groups.get(0))
+        gb, gbb = self._side(gy, 1, self.ib, self.a, self.ia, groups.get(1))
         grads = [ga, gb]
         if self.has[0]:
             grads.append(gba)
         if self.has[1]:
             grads.append(gbb)
         if self.has[2]:
-            grads.append(np.full(self.shapes[4], gy.sum(dtype=np.float64), dtype=gy.dtype) if need[pos_off] else None)
+            g_offset = None
+            if self.needs_input_grad[self.offset_pos]:
+                g_offset = xp.empty(self.shapes[4], dtype=gy.dtype)
+                g_offset[...] = gy.sum(dtype=np.float64).astype(gy.dtype)
+            grads.append(g_offset)
         return tuple(grads)
 
 

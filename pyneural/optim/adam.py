@@ -17,9 +17,10 @@ allocation per step.
 
 Row-sparse gradients (nn.Embedding(sparse=True)) take the lazy step of ``torch.optim.SparseAdam``:
 the moments and weights of the touched rows are updated with the formulas above (the same float32
-operations, csrc/cpu/embedding_update.cpp); untouched rows keep their moments (no decay towards zero)
-and their weights. The step count ``t`` of the bias corrections is the parameter's global count.
-Weight decay, L2 or decoupled, acts on the touched rows only.
+operations, csrc/cpu/embedding_update.cpp; on the CUDA device its twin in csrc/cuda/embedding.cu,
+same bits); untouched rows keep their moments (no decay towards zero) and their weights. The step
+count ``t`` of the bias corrections is the parameter's global count. Weight decay, L2 or decoupled,
+acts on the touched rows only.
 """
 import math
 
@@ -63,9 +64,12 @@ class Adam(Optimizer):
 
     def _sparse_update(self, param, grad, state, group):
         self._next_step(param, state)
-        _emb_kernels.sparse_adam_update(param, grad.indices, grad.values, state["exp_avg"], state["exp_avg_sq"],
-                                        state["step"], group["lr"], group["betas"], group["eps"],
-                                        group["weight_decay"], self._decoupled)
+        kernels = _emb_kernels
+        if backend.is_device_array(param):  # one fused pass over the touched rows on the GPU
+            from pyneural.cuda import embedding as kernels
+        kernels.sparse_adam_update(param, grad.indices, grad.values, state["exp_avg"], state["exp_avg_sq"],
+                                   state["step"], group["lr"], group["betas"], group["eps"], group["weight_decay"],
+                                   self._decoupled)
 
     def _update(self, param, grad, state, group):
         lr, eps, wd = group["lr"], group["eps"], group["weight_decay"]

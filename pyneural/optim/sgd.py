@@ -85,6 +85,9 @@ class SGD(Optimizer):
         if momentum != 0:
             buf = state.get("momentum_buffer")
             if buf is None:
-                buf = state["momentum_buffer"] = np.zeros_like(param)
-        _emb_kernels.sparse_sgd_update(param, grad.indices, grad.values, group["lr"], group["weight_decay"], momentum,
-                                       group["dampening"], group["nesterov"], buf)
+                buf = state["momentum_buffer"] = backend.xp(param).zeros_like(param)
+        kernels = _emb_kernels
+        if backend.is_device_array(param):  # one fused pass over the touched rows on the GPU
+            from pyneural.cuda import embedding as kernels
+        kernels.sparse_sgd_update(param, grad.indices, grad.values, group["lr"], group["weight_decay"], momentum,
+                                  group["dampening"], group["nesterov"], buf)

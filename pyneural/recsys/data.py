@@ -5,6 +5,8 @@ A ``Ratings`` holds parallel arrays ``users`` and ``items`` (int32, dense ids 0.
 the best possible prediction, the expected stored rating given the true score (noise, half-step
 rounding and clipping taken into account exactly), whose RMSE against the ratings is the noise
 floor that no model can beat on average. int32/float32 keep 25M ratings at 300 MB.
+``Ratings.to("cuda")`` copies the columns to the CUDA device once, the ids widened to the int64 the
+embedding kernels take (a training step then slices batches there, with no host transfer).
 
 Readers (``read_ratings`` picks by file name, or by content for other names):
   ``u.data``      ml-100k: ``user<TAB>item<TAB>rating<TAB>timestamp``
@@ -43,6 +45,25 @@ class Ratings:
     def __len__(self):
         return int(self.ratings.shape[0])
 
+    @property
+    def device(self):
+        from pyneural import backend
+        return backend.device_of(self.ratings)
+
+    def to(self, device):
+        """These ratings on ``device`` (``"cpu"``, ``"cuda"``): ``self`` when they are already there. On
+        the CUDA device the ids are int64 (8 bytes a rating each; the host keeps int32)."""
+        from pyneural import backend
+        device = backend.device(device)
+        if self.device == device:
+            return self
+        if device.type == "cpu":
+            users, items = (backend.to_device(a, device).astype(np.int32) for a in (self.users, self.items))
+        else:
+            users, items = (backend.to_device(a.astype(np.int64), device) for a in (self.users, self.items))
+        ratings, truth = (None if a is None else backend.to_device(a, device) for a in (self.ratings, self.truth))
+        return Ratings(users, items, ratings, self.n_users, self.n_items, truth)
+
     def subset(self, index):
         """The ratings at ``index`` (a slice, a mask or positions), same id spaces."""
         truth = None if self.truth is None else self.truth[index]
@@ -59,11 +80,14 @@ class Ratings:
 
 
 def rmse(pred, target, chunk=1 << 22):
-    """Root-mean-square error in float64, in chunks (no full-size float64 temporaries)."""
+    """Root-mean-square error in float64, in chunks (no full-size float64 temporaries), on the arrays'
+    device (one scalar read back per chunk)."""
+    from pyneural import backend
+    xp = backend.xp(target)
     total = 0.0
     for s in range(0, len(target), chunk):
         d = pred[s:s + chunk].astype(np.float64) - target[s:s + chunk]
-        total += float(np.dot(d, d))
+        total += float(xp.dot(d, d))
     return float(np.sqrt(total / max(len(target), 1)))
 
 

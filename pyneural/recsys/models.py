@@ -22,11 +22,14 @@ backward one deterministic grouped pass per side; the loss is the framework's MS
 ``NCF``: the two embeddings go through an MLP, ``relu(W_u p_u + W_i q_i + b)`` (a Linear on the
 concatenation, written as two products to skip the copy), then further ReLU layers, and a linear
 output plus the global mean.
+
+Both run on the CUDA device as they are (``model.to("cuda")``, id batches on the device): every
+step of the forward, backward and ``regularize`` stays there.
 """
 import numpy as np
 
-from pyneural import nn
-from pyneural.functions.embedding import RowSparseGrad, embedding_dot
+from pyneural import backend, nn
+from pyneural.functions.embedding import RowSparseGrad, embedding, embedding_dot, embedding_indices
 from pyneural.nn.module import Module, Parameter
 
 
@@ -34,6 +37,15 @@ def _check_sizes(name, n_users, n_items, factors):
     for what, v in (("n_users", n_users), ("n_items", n_items), ("factors", factors)):
         if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
             raise ValueError(f"{name}: {what} must be an int >= 1, got {v!r}")
+
+
+def _batch_counts(ids, num_rows):
+    """How many of the batch's ``ids`` name each row (on the device without a host transfer, which
+    cupy.bincount would make)."""
+    if backend.is_device_array(ids):
+        from pyneural.cuda import embedding as kernels
+        return kernels.count_rows(ids, num_rows)
+    return np.bincount(ids, minlength=num_rows)
 
 
 class MatrixFactorization(Module):
@@ -54,10 +66,17 @@ class MatrixFactorization(Module):
         self.reset_parameters()
 
     def set_counts(self, train):
-        """Per-row rating counts of the training data (``Ratings``), needed by ``prior``."""
-        self._inv_counts = tuple(1.0 / np.maximum(np.bincount(ids, minlength=n), 1).astype(np.float32)
+        """Per-row rating counts of the training data (``Ratings``, on any device), needed by ``prior``."""
+        xp = backend.xp(train.users)
+        self._inv_counts = tuple(1.0 / xp.maximum(xp.bincount(ids, minlength=n), 1).astype(np.float32)
                                  for ids, n in ((train.users, self.user_factors.num_embeddings),
                                                 (train.items, self.item_factors.num_embeddings)))
+
+    def _inverse_counts_on(self, device):
+        """The 1 / count tables of ``set_counts``, moved to ``device`` (once) if they are elsewhere."""
+        if backend.device_of(self._inv_counts[0]) != device:
+            self._inv_counts = tuple(backend.to_device(inv, device) for inv in self._inv_counts)
+        return self._inv_counts
 
     def regularize(self):
         """Add the ``prior`` gradient of the last training batch to the tables' gradients."""
@@ -68,9 +87,10 @@ class MatrixFactorization(Module):
         users, items = self._batch
         self._batch = None
         scale = np.float32(2.0 * self.prior / users.shape[0])
-        for ids, inv, tables in ((users, self._inv_counts[0], (self.user_factors, self.user_bias)),
-                                 (items, self._inv_counts[1], (self.item_factors, self.item_bias))):
-            counts = np.bincount(ids, minlength=inv.shape[0])
+        inv_users, inv_items = self._inverse_counts_on(backend.device_of(users))
+        for ids, inv, tables in ((users, inv_users, (self.user_factors, self.user_bias)),
+                                 (items, inv_items, (self.item_factors, self.item_bias))):
+            counts = _batch_counts(ids, inv.shape[0])
             for emb in tables:
                 w, g = emb.weight, emb.weight.grad
                 if g is None:
@@ -90,7 +110,8 @@ class MatrixFactorization(Module):
 
     def forward(self, users, items):
         if self.training and self.prior:
-            self._batch = (np.asarray(users), np.asarray(items))
+            self._batch = (embedding_indices(users, "MatrixFactorization"),
+                           embedding_indices(items, "MatrixFactorization"))
         return embedding_dot(users, self.user_factors.weight, items, self.item_factors.weight,
                              self.user_bias.weight, self.item_bias.weight, self.global_bias, sparse=self.sparse,
                              l2=self.l2 if self.training else 0.0)
@@ -115,8 +136,16 @@ class NCF(Module):
         self.out = nn.Linear(hidden[-1], 1)
         self.global_bias = Parameter(np.array([mean], dtype=np.float32))
 
+    @staticmethod
+    def _lookup(table, ids):
+        # The functional lookup rather than table(ids): nn.Embedding's forward range-checks the ids on
+        # the host, a device -> host read per lookup on the GPU, which the sparse backward's own check
+        # (and the kernels' bounds guard) make unnecessary.
+        return embedding(ids, table.weight, padding_idx=table.padding_idx, sparse=table.sparse)
+
     def forward(self, users, items):
-        h = (self.user_in(self.user_embedding(users)) + self.item_in(self.item_embedding(items))).relu()
+        h = (self.user_in(self._lookup(self.user_embedding, users))
+             + self.item_in(self._lookup(self.item_embedding, items))).relu()
         return self.out(self.layers(h)).reshape(-1) + self.global_bias
 
 

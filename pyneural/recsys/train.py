@@ -7,28 +7,34 @@ ratings (~1 s, a fifth of the epoch budget). Each step is the plain framework pa
 forward, ``mse_loss``, ``backward`` (row-sparse gradients for the embedding tables), an optional
 gradient sync (distributed), ``optimizer.step``. Evaluation predicts in chunks under ``no_grad`` and
 clips predictions to the rating range, as the noise floor's oracle is clipped.
+
+On the CUDA device: move the model and the ratings there first (``model.to("cuda")``,
+``Ratings.to("cuda")``); batches are then slices of the device columns, and the only host transfer
+of a step is the loss read for the epoch's mean (evaluation reads one number per chunk).
 """
 import time
 
 import numpy as np
 
+from pyneural import backend
 from pyneural.functions.loss import mse_loss
 from pyneural.recsys.data import RATING_MAX, RATING_MIN, rmse
 from pyneural.tensor import no_grad, wrap
 
 
 def _ids(a):
-    return a.astype(np.int64)
+    return a.astype(np.int64, copy=False)
 
 
 def predict(model, data, chunk=1 << 20):
-    """Clipped predictions (float32) for every rating of ``data``."""
-    out = np.empty(len(data), dtype=np.float32)
+    """Clipped predictions (float32) for every rating of ``data``, on its device."""
+    xp = backend.xp(data.ratings)
+    out = xp.empty(len(data), dtype=np.float32)
     with no_grad():
         for s in range(0, len(data), chunk):
             e = min(s + chunk, len(data))
             out[s:e] = model(_ids(data.users[s:e]), _ids(data.items[s:e])).data
-    np.clip(out, RATING_MIN, RATING_MAX, out=out)
+    xp.clip(out, RATING_MIN, RATING_MAX, out=out)
     return out
 
 
@@ -57,7 +63,7 @@ def train_epoch(model, optimizer, data, batch_size, rng, sync=None, progress=Non
         if sync is not None:
             sync(model)
         optimizer.step()
-        total += float(loss.data) * (e - s)
+        total += loss.item() * (e - s)
         if progress is not None:
             progress.update(e - s)
     return total / max(n, 1)
@@ -70,7 +76,8 @@ def fit(model, optimizer, train, test=None, epochs=10, batch_size=65536, seed=0,
     ``schedule``: "cosine" anneals the learning rate to 0 over the epochs (one step per epoch;
     the last epochs settle into the regularised optimum instead of hopping around it, worth ~1% of
     test RMSE on synthetic data), None keeps it constant. A model with a per-row ``prior``
-    (MatrixFactorization) gets its row counts from ``train`` here."""
+    (MatrixFactorization) gets its row counts from ``train`` here. The model and the data must be on
+    one device (see the module docstring)."""
     if batch_size < 1:
         raise ValueError(f"fit: batch_size must be >= 1, got {batch_size}")
     if schedule not in (None, "cosine"):
