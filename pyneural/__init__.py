@@ -30,6 +30,7 @@ from pyneural.functions.shape import (cat, flatten, permute, reshape, squeeze, s
                                       unsqueeze)
 from pyneural.gradcheck import gradcheck
 from pyneural.checkpoint import load, save
+from pyneural.interop import from_dlpack, load_safetensors, save_safetensors
 from pyneural import random, functional, nn, optim, data, datasets  # noqa: E402
 from pyneural.backend import device  # noqa: E402
 from pyneural import cuda, accelerator, backends  # noqa: E402

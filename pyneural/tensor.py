@@ -518,6 +518,44 @@ class Tensor:
             raise TypeError("can't convert a cuda tensor to numpy: use tensor.cpu() first")
         return self.data
 
+    def __array__(self, dtype=None, copy=None):
+        """``np.asarray(t)``: the CPU array itself (shared memory), as PyTorch gives it; a device
+        tensor raises, like PyTorch, instead of copying behind the caller's back."""
+        if self.requires_grad:
+            raise RuntimeError("Can't call numpy() on Tensor that requires grad. Use tensor.detach().numpy() instead.")
+        if get_array_module(self.data) is not np:
+            raise TypeError(f"can't convert {self.device} device type tensor to numpy. Use Tensor.cpu() to copy "
+                            f"the tensor to host memory first.")
+        if dtype is not None and np.dtype(dtype) != self.data.dtype:
+            if copy is False:
+                raise ValueError(f"np.asarray(tensor, dtype={np.dtype(dtype)}, copy=False): the tensor is "
+                                 f"{self.data.dtype}, so the conversion must copy")
+            return self.data.astype(dtype)
+        return self.data.copy() if copy else self.data
+
+    def __dlpack__(self, *, stream=None, max_version=None, dl_device=None, copy=None):
+        """Export without a copy through DLPack (``torch.from_dlpack(t)``, ``np.from_dlpack(t)``,
+        ``cupy.from_dlpack(t)``): the consumer shares this tensor's memory. Arguments as in the
+        array API standard, handed to the array underneath (numpy or CuPy)."""
+        if self.requires_grad:
+            raise BufferError("Can't export tensors that require gradient, use tensor.detach()")
+        export = getattr(type(self.data), "__dlpack__", None)
+        if export is None:
+            raise BufferError(f"a {self.device} tensor of {type(self.data).__module__} arrays cannot be exported "
+                              f"through DLPack (the emulated CUDA device keeps its memory on the host); use .cpu()")
+        kwargs = {k: v for k, v in dict(max_version=max_version, dl_device=dl_device, copy=copy).items()
+                  if v is not None}
+        if stream is not None:
+            kwargs["stream"] = stream
+        return self.data.__dlpack__(**kwargs)
+
+    def __dlpack_device__(self):
+        """(DLPack device type, index): (1, 0) for the CPU, (2, i) for CUDA device i."""
+        export = getattr(type(self.data), "__dlpack_device__", None)
+        if export is None:
+            return (2, self.device.index)  # kDLCUDA: what the emulated device stands for
+        return self.data.__dlpack_device__()
+
     def item(self):
         if self.data.size != 1:
             raise ValueError(f"item(): only a one-element tensor converts to a Python scalar, "
