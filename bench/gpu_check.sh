@@ -55,7 +55,7 @@ else
     >> "$OUT/gpu.txt" 2>&1
   step cuda_tests 300 env PYNEURAL_REQUIRE_GPU=1 "${PYTEST[@]}" -m cuda -x "$REPO/tests" --junitxml "$OUT/cuda_tests.xml" \
     --ignore "$REPO/tests/test_cuda_wgmma.py"
-  # the wgmma cases in a child process of their own (a hang or fault there stops only them), even after a failure above
+  # the wgmma cases, in a child process of their own (a hang or fault stops only them), even after a failure
   step wgmma_tests 240 env PYNEURAL_REQUIRE_GPU=1 PYNEURAL_CUDA_TEST_TIMEOUT=220 "${PYTEST[@]}" -rA \
     "$REPO/tests/test_cuda_wgmma.py"
   if command -v compute-sanitizer > /dev/null; then

@@ -3,7 +3,8 @@
 import numpy as np
 
 from pyneural.cuda import _backend
-from pyneural.cuda._checks import check_array, check_output, check_vector
+from pyneural.kernels._checks import (
+    check_device_array as check_array, check_device_output as check_output, check_device_vector as check_vector)
 
 _FILE = "batchnorm.cu"
 THREADS = 256

@@ -8,9 +8,9 @@ y (N, OH, OW, OC). ``stride``, ``padding``, ``dilation``: ints or (h, w) pairs.
 import numpy as np
 
 from pyneural.cuda import _backend
-from pyneural.cuda._checks import check_array, check_output, check_vector
+from pyneural.kernels._checks import (
+    check_device_array as check_array, check_device_output as check_output, check_device_vector as check_vector, pair)
 from pyneural.cuda.elementwise import fill
-from pyneural.kernels._checks import pair
 
 TILE, THREADS = 128, 256  # must match gemm_tile.cuh (TILE_M = TILE_N)
 LAYOUTS = ("NCHW", "NHWC")

@@ -3,7 +3,7 @@ ReLU backward, GELU, broadcasting add / sub / mul, a*x + b*y, SGD and Adam steps
 import numpy as np
 
 from pyneural.cuda import _backend
-from pyneural.cuda._checks import check_array, check_output
+from pyneural.kernels._checks import check_device_array as check_array, check_device_output as check_output
 
 _FILE = "elementwise.cu"
 THREADS = 256

@@ -17,7 +17,7 @@ import math
 import numpy as np
 
 from pyneural.cuda import _backend
-from pyneural.cuda._checks import check_array
+from pyneural.kernels._checks import check_device_array as check_array
 from pyneural.cuda.elementwise import fill
 
 _FILE = "embedding.cu"

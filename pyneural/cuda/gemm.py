@@ -3,7 +3,8 @@
 import numpy as np
 
 from pyneural.cuda import _backend
-from pyneural.cuda._checks import check_array, check_no_overlap, check_vector
+from pyneural.kernels._checks import (
+    check_device_array as check_array, check_no_overlap, check_device_vector as check_vector)
 
 _FN = "cuda.gemm"
 TILE_M, TILE_N, THREADS = 128, 128, 256  # must match gemm_tile.cuh (tests/test_cuda_compile.py checks)

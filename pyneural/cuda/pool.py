@@ -6,7 +6,7 @@ layout, and ``x_shape`` is given in it too; the results equal the NCHW ones tran
 import numpy as np
 
 from pyneural.cuda import _backend
-from pyneural.cuda._checks import INT32_MAX, check_array
+from pyneural.kernels._checks import INT32_MAX, check_device_array as check_array
 from pyneural.kernels.pool import _check_x_shape, _geometry
 
 _FILE = "pool.cu"

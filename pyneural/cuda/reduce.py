@@ -5,7 +5,7 @@ import math
 import numpy as np
 
 from pyneural.cuda import _backend
-from pyneural.cuda._checks import check_array
+from pyneural.kernels._checks import check_device_array as check_array
 
 _FILE = "reduce.cu"
 THREADS = 256

@@ -3,7 +3,7 @@
 import numpy as np
 
 from pyneural.cuda import _backend
-from pyneural.cuda._checks import check_array, check_output
+from pyneural.kernels._checks import check_device_array as check_array, check_device_output as check_output
 
 _FILE = "softmax.cu"
 THREADS, ROWS_PER_BLOCK = 256, 8  # one warp per row

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from pyneural.cuda import _backend
+from pyneural.kernels._checks import check_array
 
 _FN = "matmul_tc"
 
@@ -50,33 +51,27 @@ def _cupy():
 
 
 # ---- argument checks ---------------------------------------------------------------------------
-def _check_matrix(cp, name, x):
-    if not isinstance(x, cp.ndarray):
-        raise TypeError(f"{_FN}: {name} must be a cupy.ndarray, got {type(x).__name__}")
-    if x.ndim != 2:
-        raise ValueError(f"{_FN}: {name} must be 2-D, got shape {x.shape}")
-    if x.dtype.name not in _KIND:
-        raise TypeError(f"{_FN}: {name} must have dtype bfloat16, float16 or float32, got {x.dtype} "
-                        f"(shape {x.shape})")
-    if x.size == 0:
-        raise ValueError(f"{_FN}: {name} has a zero-size dimension, shape {x.shape}")
-    if not x.flags.c_contiguous:
-        raise ValueError(f"{_FN}: {name} must be C-contiguous (shape {x.shape}, strides {x.strides}); "
-                         f"call cupy.ascontiguousarray first")
-    return x
+def _input_dtypes():
+    """The dtypes the kernels take, bfloat16 first where ml_dtypes provides it (a CuPy without it
+    cannot hold bfloat16 arrays either)."""
+    try:
+        import ml_dtypes
+    except ImportError:
+        return (np.float16, np.float32)
+    return (ml_dtypes.bfloat16, np.float16, np.float32)
 
 
-def _check_device(cp, **arrays):
-    current = cp.cuda.Device().id
-    for name, x in arrays.items():
-        if x is not None and x.device.id != current:
-            raise ValueError(f"{_FN}: {name} is on cuda:{x.device.id} but the current device is cuda:{current}")
+_INPUT_DTYPES = _input_dtypes()
 
 
-def _plan(cp, a, b, trans_a, trans_b, bias, activation, out_dtype, out):
+def _check_matrix(name, x):
+    return check_array(_FN, name, x, ndim=2, dtypes=_INPUT_DTYPES, on="cuda")
+
+
+def _plan(a, b, trans_a, trans_b, bias, activation, out_dtype, out):
     """Validate everything; return (kind, M, N, K, out_dtype, activation code)."""
-    _check_matrix(cp, "a", a)
-    _check_matrix(cp, "b", b)
+    _check_matrix("a", a)
+    _check_matrix("b", b)
     if a.dtype != b.dtype:
         raise TypeError(f"{_FN}: a and b must share one dtype, got a={a.dtype} {a.shape}, b={b.dtype} {b.shape}")
     kind = _KIND[a.dtype.name]
@@ -89,6 +84,8 @@ def _plan(cp, a, b, trans_a, trans_b, bias, activation, out_dtype, out):
         raise ValueError(f"{_FN}: dimensions must be < 2^31, got M={M} N={N} K={K}")
     if activation not in ACTIVATIONS:
         raise ValueError(f"{_FN}: activation must be None, 'relu' or 'gelu', got {activation!r}")
+    if out is not None:
+        _check_matrix("out", out)
     if out_dtype is None:
         out_dtype = out.dtype if out is not None else a.dtype
     out_dtype = np.dtype(out_dtype)
@@ -96,21 +93,11 @@ def _plan(cp, a, b, trans_a, trans_b, bias, activation, out_dtype, out):
     if out_dtype.name not in allowed:
         raise TypeError(f"{_FN}: out_dtype must be one of {sorted(allowed)} for {a.dtype} inputs, got {out_dtype}")
     if bias is not None:
-        if not isinstance(bias, cp.ndarray):
-            raise TypeError(f"{_FN}: bias must be a cupy.ndarray or None, got {type(bias).__name__}")
+        check_array(_FN, "bias", bias, ndim=1, dtypes=_INPUT_DTYPES, on="cuda")
         if bias.shape != (N,):
             raise ValueError(f"{_FN}: bias must have shape ({N},) to match N, got {bias.shape}")
-        if bias.dtype.name not in _KIND:
-            raise TypeError(f"{_FN}: bias must have a floating dtype, got {bias.dtype}")
-    if out is not None:
-        if not isinstance(out, cp.ndarray):
-            raise TypeError(f"{_FN}: out must be a cupy.ndarray or None, got {type(out).__name__}")
-        if out.shape != (M, N) or out.dtype != out_dtype:
-            raise ValueError(f"{_FN}: out must be a {out_dtype} array of shape ({M}, {N}), "
-                             f"got {out.dtype} {out.shape}")
-        if not out.flags.c_contiguous:
-            raise ValueError(f"{_FN}: out must be C-contiguous (shape {out.shape}, strides {out.strides})")
-    _check_device(cp, a=a, b=b, bias=bias, out=out)
+    if out is not None and (out.shape != (M, N) or out.dtype != out_dtype):
+        raise ValueError(f"{_FN}: out must be a {out_dtype} array of shape ({M}, {N}), got {out.dtype} {out.shape}")
     return kind, M, N, K, out_dtype, ACTIVATIONS[activation]
 
 
@@ -163,12 +150,20 @@ def _kernel(cp, filename, name, smem, arch=None):
 
 # ---- TMA descriptors (driver API through ctypes: nothing to link) ------------------------------
 _libcuda = None
-_TMAP_DTYPE = np.dtype([("opaque", np.uint64, (16,))])
+
+
+def struct_arg(raw):
+    """A struct passed to a kernel by value (``raw``: its bytes) in the form every CuPy launch takes:
+    a one-element numpy array, whose data pointer CuPy hands the driver as that parameter (CuPy 12,
+    13 and 14 all pass a size-one numpy.ndarray by value: ``_pointer`` in cupy/cuda/function.pyx).
+    Not a numpy.void scalar: CuPy 12 and 13 take only numeric scalars ("Unsupported type"), and
+    CuPy 14 packs a scalar into a 64-byte buffer, too small for a 128-byte tensor map."""
+    return np.frombuffer(bytes(raw), dtype=np.dtype((np.void, len(raw))))
 
 
 def _tensor_map(ptr, rows, k, box_rows, kind):
     """2-D tiled tensor map over a row-major [rows, k] 16-bit matrix: box {64, box_rows}, 128B swizzle,
-    out-of-bounds elements read as zero. Returned as a 128-byte numpy.void kernel argument."""
+    out-of-bounds elements read as zero. Returned as a 128-byte by-value kernel argument (struct_arg)."""
     global _libcuda
     if _libcuda is None:
         _libcuda = ctypes.CDLL("libcuda.so.1")
@@ -183,7 +178,7 @@ def _tensor_map(ptr, rows, k, box_rows, kind):
     if res != 0:
         raise RuntimeError(f"{_FN}: cuTensorMapEncodeTiled failed with CUresult {res} "
                            f"(rows={rows}, k={k}, box_rows={box_rows}, ptr=0x{ptr:x})")
-    return np.frombuffer(raw[off:off + 128].tobytes(), dtype=_TMAP_DTYPE)[0]
+    return struct_arg(raw[off:off + 128].tobytes())
 
 
 # ---- dispatch ----------------------------------------------------------------------------------
@@ -208,7 +203,7 @@ def matmul_tc(a, b, *, trans_a=False, trans_b=False, bias=None, activation=None,
     cp = _cupy()
     if kernel not in ("auto", "mma", "wgmma"):
         raise ValueError(f"{_FN}: kernel must be 'auto', 'mma' or 'wgmma', got {kernel!r}")
-    kind, M, N, K, out_dtype, act = _plan(cp, a, b, trans_a, trans_b, bias, activation, out_dtype, out)
+    kind, M, N, K, out_dtype, act = _plan(a, b, trans_a, trans_b, bias, activation, out_dtype, out)
     if beta != 0 and out is None:
         raise ValueError(f"{_FN}: beta={beta} needs out= (the C that is accumulated into)")
     if out is None:

@@ -4,8 +4,9 @@ A launch is checked the way the CUDA driver checks it (grid and block limits, dy
 against 48 KiB unless ``max_dynamic_shared_size_bytes`` was raised, as cudaFuncSetAttribute
 requires) and each argument against the kernel's own parameter type (a pointer takes a device
 array or None / 0, ``int`` takes np.int32, ``long long`` np.int64, ``float`` np.float32, ...):
-stricter than a GPU, where a wrongly typed scalar is silently misread. Launches are serialised
-(the emulated device has one stream) and run synchronously; a fault raises KernelFault.
+stricter than a GPU, where a wrongly typed scalar is silently misread. A struct passed by value
+(a TMA descriptor) takes what every CuPy takes, a one-element numpy array of its bytes. Launches are
+serialised (the emulated device has one stream) and run synchronously; a fault raises KernelFault.
 """
 import ctypes
 import threading
@@ -41,6 +42,34 @@ def _dims(value, what, limits):
     return dims
 
 
+# A struct parameter's size is not in the kernel signature (the driver does not know it either: it
+# copies sizeof(param) bytes from the pointer it is given), so its bytes are placed at a 256-byte
+# aligned address and followed by poison bytes up to the 32764-byte parameter limit: a too-short
+# argument reads back as 0xA5 garbage, never as neighbouring host memory.
+_STRUCT_ALIGN = 256
+_PARAM_LIMIT = 32764
+_POISON = 0xA5
+
+
+def _struct_bytes(where, a):
+    """The host copy of a by-value struct argument: CuPy's form, a one-element numpy array."""
+    if isinstance(a, np.void):
+        raise TypeError(f"{where} is a struct passed by value; got a numpy.void scalar, which CuPy refuses (12, "
+                        f"13) or packs into 64 bytes (14): pass a one-element numpy array of its bytes "
+                        f"(tensor_core.struct_arg)")
+    if not isinstance(a, np.ndarray) or a.size != 1:
+        got = f"numpy.ndarray of shape {a.shape}" if isinstance(a, np.ndarray) else f"{type(a).__name__} {a!r}"
+        raise TypeError(f"{where} is a struct passed by value: pass a one-element numpy array of its bytes, "
+                        f"got {got}")
+    raw = np.frombuffer(a.tobytes(), np.uint8)
+    if raw.size > _PARAM_LIMIT:
+        raise TypeError(f"{where}: a {raw.size}-byte struct exceeds CUDA's {_PARAM_LIMIT}-byte parameter limit")
+    buf = np.full(_PARAM_LIMIT + _STRUCT_ALIGN, _POISON, np.uint8)
+    off = (-buf.ctypes.data) % _STRUCT_ALIGN
+    buf[off:off + raw.size] = raw
+    return buf[off:]
+
+
 class RawKernel:
     def __init__(self, module, name, source_name):
         self.module = module
@@ -66,6 +95,7 @@ class RawKernel:
             raise TypeError(f"{self.name}: the kernel takes {len(sig)} arguments, got {len(args)}")
         slots = (ctypes.c_uint64 * max(1, len(args)))()
         ranges, range_args = [], []
+        structs = {}  # argument index -> the bytes of a struct passed by value
         for i, (a, code) in enumerate(zip(args, sig)):
             where = f"{self.name}: argument {i}"
             if code == "p":
@@ -92,9 +122,9 @@ class RawKernel:
                 raw[:a.dtype.itemsize] = np.frombuffer(a.tobytes(), np.uint8)
                 slots[i] = int(raw.view(np.uint64)[0])
             else:
-                raise TypeError(f"{where}: parameters of this type (a struct passed by value) are not supported by "
-                                f"the emulated device")
-        pointers = (ctypes.c_void_p * max(1, len(args)))(*[ctypes.addressof(slots) + 8 * i for i in range(len(args))])
+                structs[i] = _struct_bytes(where, a)
+        pointers = (ctypes.c_void_p * max(1, len(args)))(*[
+            structs[i].ctypes.data if i in structs else ctypes.addressof(slots) + 8 * i for i in range(len(args))])
         rng = (ctypes.c_uint64 * max(1, len(ranges)))(*ranges)
         rargs = (ctypes.c_int * max(1, len(range_args)))(*range_args)
         desc = _Desc((ctypes.c_uint * 3)(*grid), (ctypes.c_uint * 3)(*block), shared_mem,
