@@ -89,6 +89,9 @@ def group_rows(index_arrays, num_rows, skip_row=None):
     of (U, min, max) per array; an index outside its table raises ValueError."""
     fn = "cuda.group_rows"
     cp = _backend.cupy()
+    if len(index_arrays) != len(num_rows):
+        raise ValueError(f"{fn}: {len(index_arrays)} index arrays but {len(num_rows)} table sizes")
+    num_rows = [_num_rows(fn, v) for v in num_rows]
     plans, summaries = [], []
     for k, (indices, v) in enumerate(zip(index_arrays, num_rows)):
         check_array(fn, f"indices[{k}]", indices, dtype=np.int64, allow_empty=True)
