@@ -30,63 +30,21 @@
 //    multiple of 8 (16-bit) / 4 (fp32) elements (flags bits 0, 1 from the launcher); otherwise the
 //    same tile is filled element by element with bounds checks (correct for any shape, slower).
 //  * Blocks are rasterised in groups of 8 M-tiles so consecutive blocks share B tiles in L2.
+//  * The tile constants, swizzle, fragment loads and the pipelined main loop are in
+//    gemm_tc_tile.cuh (shared with the implicit-GEMM convolutions of conv_tc.cu); the operand
+//    loader and the alpha / beta / bias / activation epilogue below are this file's own.
 //
 // Launch (one place: pyneural/cuda/tensor_core.py): grid = ceil(M/128) * ceil(N/128) blocks (1-D),
 // 256 threads, dynamic shared memory = PN_TC_STAGES * 16384 bytes.
 
-#ifndef PN_TC_STAGES
-#define PN_TC_STAGES 3
-#endif
-
-#include "common.cuh"
+#include "gemm_tc_tile.cuh"
 
 namespace pn_tc_mma {
 
+using namespace pn_tc;  // tile constants, swizzle, fragments, main loop (gemm_tc_tile.cuh)
 using pn::cp_async16;
-using pn::cp_async_commit;
-using pn::cp_async_wait;
-using pn::ldsm_x4;
-using pn::ldsm_x4_t;
-using pn::lds32;
-using pn::smem_u32;
 
-constexpr int BM = 128;
-constexpr int BN = 128;
-constexpr int ROW_BYTES = 64;              // K extent of one stage, in bytes, for every type
-constexpr int TILE_BYTES = 8192;           // one operand's tile per stage
-constexpr int STAGE_BYTES = 2 * TILE_BYTES;
-constexpr int STAGES = PN_TC_STAGES;
-constexpr int THREADS = 256;
-constexpr int WM = 64, WN = 32;            // warp tile
-constexpr int MI = WM / 16, NI = WN / 8;   // mma tiles per warp
-constexpr int GROUP_M = 8;
-
-enum Kind { BF16 = 0, F16 = 1, TF32 = 2 };
-enum Act { ACT_NONE = 0, ACT_RELU = 1, ACT_GELU = 2 };
-enum OutKind { OUT_F32 = 0, OUT_BF16 = 1, OUT_F16 = 2 };
 enum Flags { A_VEC = 1, B_VEC = 2, C_PAIR = 4 };
-
-template <int KIND> struct Elem {
-    static constexpr int BYTES = (KIND == TF32) ? 4 : 2;
-    static constexpr int VEC = 16 / BYTES;              // elements per 16-byte chunk
-    static constexpr int BK = ROW_BYTES / BYTES;        // K per stage
-    static constexpr int MN_ROW_BYTES = 128 * BYTES;    // row of an M/N-contiguous tile
-    static constexpr int MN_CHUNKS = 128 / VEC;         // chunks per such row
-};
-
-// Byte offset of 16-byte chunk `c` of row `r` in a tile.
-__device__ __forceinline__ int off_kmajor(int r, int c) { return r * ROW_BYTES + ((c ^ ((r >> 1) & 3)) << 4); }
-template <int KIND>
-__device__ __forceinline__ int off_mnmajor(int r, int c) {
-    return r * Elem<KIND>::MN_ROW_BYTES + ((c ^ (r & 7)) << 4);
-}
-
-template <int KIND>
-__device__ __forceinline__ void mma(float (&d)[4], const unsigned (&a)[4], const unsigned (&b)[2]) {
-    if (KIND == BF16) pn::mma_bf16_16816(d, a, b);
-    else if (KIND == F16) pn::mma_f16_16816(d, a, b);
-    else pn::mma_tf32_1688(d, a, b);
-}
 
 // ---- global -> shared: one operand's tile for one stage ----------------------------------------
 // K_MAJOR: element (mn, k) at g[mn * ld + k]; tile rows are mn (128), 4 chunks of K each.
@@ -136,75 +94,7 @@ __device__ __forceinline__ void load_tile(unsigned s_tile, const char* g, int ld
     }
 }
 
-// ---- shared -> registers: fragments for one k16 (k8 for tf32) step ------------------------------
-// A fragment (16 x k): a0 (row g, k 2t..), a1 (row g+8), a2 (k+8), a3 (row g+8, k+8) [bf16/f16];
-// tf32: a0 (g, t), a1 (g+8, t), a2 (g, t+4), a3 (g+8, t+4). g = lane/4, t = lane%4.
-template <int KIND, bool K_MAJOR>
-__device__ __forceinline__ void load_a(unsigned s_a, int m_base, int ks, unsigned (&a)[4]) {
-    const int lane = threadIdx.x & 31;
-    if (KIND != TF32) {
-        if (K_MAJOR) {  // matrices: (rows 0-7,k0) (rows 8-15,k0) (rows 0-7,k8) (rows 8-15,k8)
-            ldsm_x4(s_a + off_kmajor(m_base + (lane & 15), ks * 2 + (lane >> 4)), a);
-        } else {        // stored [k][m]: matrix j covers m + (j&1)*8, k + (j>>1)*8; .trans
-            const int j = lane >> 3, r = lane & 7;
-            ldsm_x4_t(s_a + off_mnmajor<KIND>(ks * 16 + r + (j >> 1) * 8, (m_base + (j & 1) * 8) >> 3), a);
-        }
-    } else {
-        const int g = lane >> 2, t = lane & 3;
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-            const int m = m_base + g + (e & 1) * 8, k = ks * 8 + t + (e >> 1) * 4;
-            const int off = K_MAJOR ? off_kmajor(m, k >> 2) + (k & 3) * 4 : off_mnmajor<KIND>(k, m >> 2) + (m & 3) * 4;
-            a[e] = pn::to_tf32(__uint_as_float(lds32(s_a + off)));
-        }
-    }
-}
-
-// B fragments for two n8 tiles (n_base .. n_base+15): b[0] for n_base, b[1] for n_base + 8.
-// Each: b0 (k 2t.., n g), b1 (k 2t+8.., n g) [bf16/f16]; tf32: b0 (k t, n g), b1 (k t+4, n g).
-template <int KIND, bool K_MAJOR>
-__device__ __forceinline__ void load_b(unsigned s_b, int n_base, int ks, unsigned (&b)[2][2]) {
-    const int lane = threadIdx.x & 31;
-    if (KIND != TF32) {
-        const int j = lane >> 3, r = lane & 7;
-        unsigned x[4];
-        if (K_MAJOR) {  // stored [n][k]: matrix j covers n + (j>>1)*8, k + (j&1)*8
-            ldsm_x4(s_b + off_kmajor(n_base + r + (j >> 1) * 8, ks * 2 + (j & 1)), x);
-        } else {        // stored [k][n]: matrix j covers k + (j&1)*8, n + (j>>1)*8; .trans
-            ldsm_x4_t(s_b + off_mnmajor<KIND>(ks * 16 + r + (j & 1) * 8, (n_base + (j >> 1) * 8) >> 3), x);
-        }
-        b[0][0] = x[0]; b[0][1] = x[1]; b[1][0] = x[2]; b[1][1] = x[3];
-    } else {
-        const int g = lane >> 2, t = lane & 3;
-#pragma unroll
-        for (int h = 0; h < 2; ++h)
-#pragma unroll
-            for (int e = 0; e < 2; ++e) {
-                const int n = n_base + h * 8 + g, k = ks * 8 + t + e * 4;
-                const int off =
-                    K_MAJOR ? off_kmajor(n, k >> 2) + (k & 3) * 4 : off_mnmajor<KIND>(k, n >> 2) + (n & 3) * 4;
-                b[h][e] = pn::to_tf32(__uint_as_float(lds32(s_b + off)));
-            }
-    }
-}
-
 // ---- epilogue -----------------------------------------------------------------------------------
-__device__ __forceinline__ float activate(float v, int act) {
-    if (act == ACT_RELU) return v > 0.f ? v : 0.f;
-    if (act == ACT_GELU) return 0.5f * v * (1.f + erff(v * 0.70710678118654752f));
-    return v;
-}
-__device__ __forceinline__ float load_out(const void* c, long long i, int out_kind) {
-    if (out_kind == OUT_F32) return reinterpret_cast<const float*>(c)[i];
-    const unsigned short h = reinterpret_cast<const unsigned short*>(c)[i];
-    if (out_kind == OUT_BF16) return __uint_as_float(static_cast<unsigned>(h) << 16);
-    return pn::f16_to_f32(h);
-}
-// Two 16-bit values packed as (lo = x, hi = y), round to nearest even.
-__device__ __forceinline__ unsigned pack2(float x, float y, int out_kind) {
-    return out_kind == OUT_BF16 ? pn::pack_bf16x2(x, y) : pn::pack_f16x2(x, y);
-}
-
 // Writes C[row, col] and C[row, col+1] (those inside N) from two accumulators.
 __device__ __forceinline__ void store_pair(void* c, const float* bias, int N, int ldc, int row, int col, float v0,
                                            float v1, float alpha, float beta, int act, int out_kind, bool pair_ok) {
@@ -248,72 +138,25 @@ __device__ __forceinline__ void gemm(const void* A, const void* B, void* C, cons
     using E = Elem<KIND>;
     constexpr bool A_KMAJOR = !TRANS_A;  // A [M,K]: K contiguous
     constexpr bool B_KMAJOR = TRANS_B;   // B [N,K]: K contiguous
-    const unsigned s_base = smem_u32(pn::dynamic_smem());
+    const unsigned s_base = pn::smem_u32(pn::dynamic_smem());
 
-    // grouped rasterisation: GROUP_M M-tiles share each N-tile's B panel in L2
-    const int tiles_m = (M + BM - 1) / BM, tiles_n = (N + BN - 1) / BN;
-    const int pid = blockIdx.x, per_group = GROUP_M * tiles_n;
-    const int first_m = (pid / per_group) * GROUP_M;
-    const int group_rows = min(tiles_m - first_m, GROUP_M);
-    const int tile_m = first_m + (pid % per_group) % group_rows;
-    const int tile_n = (pid % per_group) / group_rows;
+    int tile_m, tile_n;
+    raster(blockIdx.x, (M + BM - 1) / BM, (N + BN - 1) / BN, tile_m, tile_n);
     const int m0 = tile_m * BM, n0 = tile_n * BN;
 
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const int wm = (warp >> 2) * WM, wn = (warp & 3) * WN;
+    const int lane = threadIdx.x & 31;
+    const int wm = warp_m0(), wn = warp_n0();
     const bool a_vec = flags & A_VEC, b_vec = flags & B_VEC;
     const char* gA = static_cast<const char*>(A);
     const char* gB = static_cast<const char*>(B);
 
     float acc[MI][NI][4];
-#pragma unroll
-    for (int i = 0; i < MI; ++i)
-#pragma unroll
-        for (int j = 0; j < NI; ++j)
-#pragma unroll
-            for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.f;
-
-    const int k_tiles = (K + E::BK - 1) / E::BK;
-    auto load_stage = [&](int stage, int kt) {
-        const unsigned s = s_base + stage * STAGE_BYTES;
+    zero(acc);
+    auto load_stage = [&](unsigned s, int kt) {
         load_tile<KIND, A_KMAJOR>(s, gA, lda, m0, M, kt * E::BK, K, a_vec);
         load_tile<KIND, B_KMAJOR>(s + TILE_BYTES, gB, ldb, n0, N, kt * E::BK, K, b_vec);
     };
-
-    // prologue: fill STAGES-1 stages (always commit, so group counting stays uniform)
-#pragma unroll
-    for (int s = 0; s < STAGES - 1; ++s) {
-        if (s < k_tiles) load_stage(s, s);
-        cp_async_commit();
-    }
-
-    for (int kt = 0; kt < k_tiles; ++kt) {
-        cp_async_wait<STAGES - 2>();  // tile kt has landed (this thread's copies) ...
-        __syncthreads();              // ... everyone's, and stage (kt-1) % STAGES is free again
-        const int next = kt + STAGES - 1;
-        if (next < k_tiles) load_stage(next % STAGES, next);
-        cp_async_commit();
-
-        const unsigned s_a = s_base + (kt % STAGES) * STAGE_BYTES, s_b = s_a + TILE_BYTES;
-#pragma unroll
-        for (int ks = 0; ks < 2; ++ks) {  // 2 x k16 (bf16/f16) or 2 x k8 (tf32) per stage
-            unsigned a[MI][4], b[NI][2];
-#pragma unroll
-            for (int i = 0; i < MI; ++i) load_a<KIND, A_KMAJOR>(s_a, wm + i * 16, ks, a[i]);
-#pragma unroll
-            for (int p = 0; p < NI / 2; ++p) {
-                unsigned bb[2][2];
-                load_b<KIND, B_KMAJOR>(s_b, wn + p * 16, ks, bb);
-                b[2 * p][0] = bb[0][0]; b[2 * p][1] = bb[0][1];
-                b[2 * p + 1][0] = bb[1][0]; b[2 * p + 1][1] = bb[1][1];
-            }
-#pragma unroll
-            for (int i = 0; i < MI; ++i)
-#pragma unroll
-                for (int j = 0; j < NI; ++j) mma<KIND>(acc[i][j], a[i], b[j]);
-        }
-    }
-    cp_async_wait<0>();
+    mainloop<KIND, A_KMAJOR, B_KMAJOR>(s_base, 0, (K + E::BK - 1) / E::BK, load_stage, acc);
 
     // epilogue straight from registers: accumulator (i, j) holds rows g, g+8 and columns 2t, 2t+1
     const int g = lane >> 2, t = lane & 3;
