@@ -441,4 +441,5 @@ def test_device_prefetcher_copies_ahead_and_orders_its_streams(monkeypatch):
                 ("record", f"side{k + 1}")]
     assert log == (staged(0) + staged(1) + [("main waits", "side1"), ("use", 0, 3)]
                    + staged(2) + [("main waits", "side2"), ("use", 3, 6)]
-                   + [("sync", "side1"), ("main waits", "side3"), ("use", 6, 0)])
+                   + [("sync", "side1"), ("main waits", "side3"), ("use", 6, 0)]
+                   + [("sync", "side2"), ("sync", "side3")]), "the pass ends once its last copies are done"

@@ -1,9 +1,11 @@
 """Datasets: the per-sample protocol, and TensorDataset that hands out whole batches at once.
 
 A ``Dataset`` has ``__len__`` and ``__getitem__(i)`` returning one sample (a tuple of arrays or
-scalars). The DataLoader asks for a batch through ``get_batch(indices)``: the base class loops
-over samples and stacks them, TensorDataset overrides it with one fancy-index per array, which is
-what keeps batch preparation cheap (one C-level gather per array instead of a Python loop).
+scalars). A dataset that overrides ``get_batch(indices)``, as TensorDataset does with one
+fancy-index per array, is batched by the DataLoader through it, which is what keeps batch
+preparation cheap (one C-level gather per array instead of a Python loop); any other dataset is
+read sample by sample and collated by ``default_collate``, as in PyTorch. The base class's
+``get_batch`` (loop and stack) remains for callers that want arrays directly.
 """
 import numpy as np
 

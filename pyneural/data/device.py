@@ -16,7 +16,8 @@ non-blocking stream, so that copy runs while step i computes. Three orderings ma
 * the consumer's stream waits on an event recorded after each batch's copies (a device-side wait:
   the host does not block), so a batch is never read before it has arrived;
 * the host buffers a copy reads (the pinned staging buffers, or the loader's pinned batch) are
-  kept until that copy's event has completed, two batches later.
+  kept until that copy's event has completed: two batches later, or when the pass ends or is
+  closed (then the host waits for the last copies).
 
 Host batches that are not pinned already are staged through a pinned buffer first.
 ``wait_time`` is the time the caller spent blocked in ``next()`` during the current (or last)
@@ -166,6 +167,7 @@ class _PrefetchIter:
             self._started = True
             self._ahead = self._stage_or_none(self._fetch_ahead())
         if self._ahead is None:
+            self._release_all()
             raise StopIteration
         batch, done, keep = self._ahead
         if self._peek is not None:
@@ -184,9 +186,22 @@ class _PrefetchIter:
     def _stage_or_none(self, host_batch):
         return None if host_batch is _END else self._prefetcher.stage(host_batch)
 
+    def _release_all(self):
+        """Drop the host buffers of every copy still in flight, once each has completed: a pinned
+        buffer returned to the pool too early could be refilled while the copy still reads it."""
+        if self._ahead is not None:
+            self._in_flight.append(self._ahead[1:])
+            self._ahead = None
+        while self._in_flight:
+            done, _ = self._in_flight.popleft()
+            done.synchronize()
+
     def close(self):
-        """End the pass early (the DataLoader's workers stop)."""
+        """End the pass early (the DataLoader's workers stop); waits for the copies in flight."""
         close = getattr(self._batches, "close", None)
         if close is not None:
             close()
-        self._ahead = None
+        self._release_all()
+
+    def __del__(self):
+        self._release_all()

@@ -193,7 +193,8 @@ class RandomCrop:
         values = [padding] if isinstance(padding, numbers.Number) else list(padding)
         if len(values) not in (1, 2, 4) or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool)
                                                    and v >= 0 for v in values):
-            raise ValueError(f"RandomCrop: padding must be an int >= 0 or a sequence of 2 or 4 of them, got {padding!r}")
+            raise ValueError(f"RandomCrop: padding must be an int >= 0 or a sequence of 2 or 4 of them, "
+                             f"got {padding!r}")
         if len(values) == 1:
             return tuple(values) * 4
         if len(values) == 2:

@@ -85,7 +85,8 @@ def _folder(root):
     for folder in (root, os.path.join(root, FOLDER)):
         if os.path.isfile(os.path.join(folder, TEST_FILES[0])) or os.path.isfile(os.path.join(folder, TRAIN_FILES[0])):
             return folder
-    raise FileNotFoundError(f"cifar10: no {TRAIN_FILES[0]} or {TEST_FILES[0]} in {root} or {os.path.join(root, FOLDER)} "
+    raise FileNotFoundError(f"cifar10: no {TRAIN_FILES[0]} or {TEST_FILES[0]} in {root} or "
+                            f"{os.path.join(root, FOLDER)} "
                             f"(pyneural does not download datasets; extract cifar-10-python.tar.gz there)")
 
 

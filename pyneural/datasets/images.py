@@ -33,4 +33,5 @@ class ImageDataset(Dataset):
         return image, target
 
     def __repr__(self):
-        return f"ImageDataset({len(self)} images of {self.images.shape[1:]} {self.images.dtype}, transform={self.transform!r})"
+        return (f"ImageDataset({len(self)} images of {self.images.shape[1:]} {self.images.dtype}, "
+                f"transform={self.transform!r})")
