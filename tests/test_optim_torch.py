@@ -253,7 +253,7 @@ PLATEAUS = [
     dict(mode="max", factor=0.5, patience=3, threshold=0.01, cooldown=2),
     dict(mode="min", factor=0.3, patience=2, threshold=0.05, threshold_mode="abs", min_lr=[0.002, 0.004]),
     dict(mode="max", factor=0.7, patience=0, threshold=0.0, threshold_mode="abs", cooldown=1, min_lr=1e-3,
-         eps=1e-4),
+         eps=1e-2),  # from 0.024 on, a reduction would be smaller than eps: skipped
 ]
 
 
