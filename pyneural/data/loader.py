@@ -7,7 +7,9 @@ persistent_workers=False, pin_memory_device="", in_order=True)`` as in ``torch.u
 checked as PyTorch checks them, plus pyneural's ``seed``, ``transform`` and the older
 ``prefetch`` / ``workers`` (see below). Workers are threads, not processes: batch building is
 numpy gathers and copies that release the GIL, and threads need no pickling, so
-``multiprocessing_context`` is accepted and unused.
+``multiprocessing_context`` is accepted and unused. Batches always arrive in order, which
+``in_order=False`` permits; ``pin_memory_device`` may only name a CUDA device (pinned memory
+serves every device).
 
 Batches. With a ``collate_fn`` it builds each batch from ``dataset[i]`` samples and is returned
 as it is. Without one: a dataset with its own ``get_batch(indices)`` (``TensorDataset``) is
