@@ -28,6 +28,15 @@ from pyneural.functions.matmul import matmul
 from pyneural.functions.reduction import argmax, argmin, max, mean, min, sum, var
 from pyneural.functions.shape import (cat, flatten, permute, reshape, squeeze, stack, transpose,
                                       unsqueeze)
+from pyneural.functions.activation import selu
+from pyneural.functions.arithmetic import (bitwise_not, eq, ge, gt, le, logical_and, logical_not, logical_or,
+                                           logical_xor, lt, maximum, minimum, ne, promote_types, result_type)
+from pyneural.functions.elementwise import clip, nonzero
+from pyneural.functions.indexing import gather, index_select, masked_fill, scatter, scatter_add
+from pyneural.functions.matmul import bmm, dot, mm, mv, outer
+from pyneural.functions.reduction import all, any, cumsum, logsumexp, std
+from pyneural.functions.shape import chunk, flip, roll, split
+from pyneural.functions.sorting import argsort, sort, topk
 from pyneural.gradcheck import gradcheck
 from pyneural.checkpoint import load, save
 from pyneural.interop import from_dlpack, load_safetensors, save_safetensors

@@ -12,6 +12,7 @@ from pyneural.functions import embedding as _embedding
 from pyneural.functions import loss as _loss
 from pyneural.functions import matmul as _matmul
 from pyneural.functions import normalization as _norm
+from pyneural.functions import padding as _padding
 from pyneural.functions import pool as _pool
 from pyneural.functions import resample as _resample
 from pyneural.functions import shape as _shape
@@ -138,19 +139,112 @@ def embedding(input, weight, padding_idx=None):
     return _embedding.embedding(input, weight, padding_idx)
 
 
-def cross_entropy(input, target, reduction="mean", label_smoothing=0.0, ignore_index=-100):
-    """Softmax cross-entropy of logits (N, C[, d...]) against class indices (N[, d...]).
-    reduction: "mean" (over non-ignored targets), "sum" or "none"."""
-    return _loss.cross_entropy(input, target, reduction, label_smoothing, ignore_index)
+# ---- losses (PyTorch's argument order; size_average/reduce are the deprecated flags) ----------
+
+def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None, reduction="mean",
+                  label_smoothing=0.0):
+    """Softmax cross-entropy of logits (N, C[, d...]) or (C,) against class indices (N[, d...])
+    or class probabilities shaped like the input. ``weight`` (C,) weighs classes (a weighted mean
+    divides by the targets' weights); targets equal to ``ignore_index`` count for nothing;
+    ``label_smoothing`` mixes the target with the uniform distribution."""
+    return _loss.cross_entropy(input, target, weight, size_average, ignore_index, reduce, reduction, label_smoothing)
 
 
-def mse_loss(input, target, reduction="mean"):
-    """Mean (or summed, or elementwise) squared error; shapes must match."""
-    return _loss.mse_loss(input, target, reduction)
+def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None, reduction="mean"):
+    """Negative log-likelihood of log-probabilities (N, C[, d...]) at class indices (N[, d...])."""
+    return _loss.nll_loss(input, target, weight, size_average, ignore_index, reduce, reduction)
 
 
-def relu(input):
-    return _activation.relu(input)
+def mse_loss(input, target, size_average=None, reduce=None, reduction="mean"):
+    """Mean (or summed, or elementwise) squared error; a target of another shape broadcasts, with
+    PyTorch's warning."""
+    return _loss.mse_loss(input, target, size_average, reduce, reduction)
+
+
+def l1_loss(input, target, size_average=None, reduce=None, reduction="mean"):
+    """Mean (or summed, or elementwise) absolute error."""
+    return _loss.l1_loss(input, target, size_average, reduce, reduction)
+
+
+def smooth_l1_loss(input, target, size_average=None, reduce=None, reduction="mean", beta=1.0):
+    """Squared error / (2 beta) below ``beta``, absolute error - beta/2 above (beta=0: L1)."""
+    return _loss.smooth_l1_loss(input, target, size_average, reduce, reduction, beta)
+
+
+def huber_loss(input, target, reduction="mean", delta=1.0):
+    """Squared error / 2 below ``delta``, delta * (absolute error - delta/2) above."""
+    return _loss.huber_loss(input, target, reduction, delta)
+
+
+def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=None, reduction="mean"):
+    """BCE of probabilities in [0, 1]; each log is floored at -100 as in PyTorch."""
+    return _loss.binary_cross_entropy(input, target, weight, size_average, reduce, reduction)
+
+
+def binary_cross_entropy_with_logits(input, target, weight=None, size_average=None, reduce=None, reduction="mean",
+                                     pos_weight=None):
+    """BCE of sigmoid(input), computed stably from the logits; ``pos_weight`` weighs positives per class."""
+    return _loss.binary_cross_entropy_with_logits(input, target, weight, size_average, reduce, reduction, pos_weight)
+
+
+def kl_div(input, target, size_average=None, reduce=None, reduction="mean", log_target=False):
+    """KL divergence of ``target`` from log-probabilities ``input``; use reduction='batchmean'."""
+    return _loss.kl_div(input, target, size_average, reduce, reduction, log_target)
+
+
+# ---- activations ------------------------------------------------------------------------------
+
+def relu(input, inplace=False):
+    return _activation.relu(input, inplace)
+
+
+def relu6(input, inplace=False):
+    return _activation.relu6(input, inplace)
+
+
+def leaky_relu(input, negative_slope=0.01, inplace=False):
+    """x for x > 0, negative_slope * x otherwise."""
+    return _activation.leaky_relu(input, negative_slope, inplace)
+
+
+def elu(input, alpha=1.0, inplace=False):
+    """x for x > 0, alpha * (exp(x) - 1) otherwise."""
+    return _activation.elu(input, alpha, inplace)
+
+
+def selu(input, inplace=False):
+    """scale * elu(x, alpha) with the self-normalising constants."""
+    return _activation.selu(input, inplace)
+
+
+def silu(input, inplace=False):
+    """x * sigmoid(x) (swish)."""
+    return _activation.silu(input, inplace)
+
+
+def softplus(input, beta=1.0, threshold=20.0):
+    """log(1 + exp(beta x)) / beta, linear where beta x > threshold."""
+    return _activation.softplus(input, beta, threshold)
+
+
+def hardtanh(input, min_val=-1.0, max_val=1.0, inplace=False):
+    """x clipped to [min_val, max_val]."""
+    return _activation.hardtanh(input, min_val, max_val, inplace)
+
+
+def hardsigmoid(input, inplace=False):
+    """relu6(x + 3) / 6."""
+    return _activation.hardsigmoid(input, inplace)
+
+
+def hardswish(input, inplace=False):
+    """x * relu6(x + 3) / 6."""
+    return _activation.hardswish(input, inplace)
+
+
+def mish(input, inplace=False):
+    """x * tanh(softplus(x))."""
+    return _activation.mish(input, inplace)
 
 
 def gelu(input, approximate="none"):
@@ -167,12 +261,20 @@ def sigmoid(input):
     return _activation.sigmoid(input)
 
 
-def softmax(input, dim):
-    return _activation.softmax(input, dim)
+def softmax(input, dim=None, _stacklevel=3, dtype=None):
+    """exp(x) / sum(exp(x)) along ``dim`` (computed in ``dtype`` when given)."""
+    return _activation.softmax(input, dim, dtype)
 
 
-def log_softmax(input, dim):
-    return _activation.log_softmax(input, dim)
+def log_softmax(input, dim=None, _stacklevel=3, dtype=None):
+    return _activation.log_softmax(input, dim, dtype)
+
+
+def pad(input, pad, mode="constant", value=None):
+    """Pad (or crop, with negative amounts in constant mode) by ``pad`` = (left, right, top,
+    bottom, ...) from the last dim backwards; mode "constant" (``value``), "reflect",
+    "replicate" or "circular"."""
+    return _padding.pad(input, pad, mode, value)
 
 
 def flatten(input, start_dim=0, end_dim=-1):

@@ -719,63 +719,66 @@ class Tensor:
         self._hooks[handle.id] = hook
         return handle
 
-    # -- in-place data updates (no graph) ---------------------------------------------------
-    def _check_inplace(self, what):
-        if self.requires_grad and _grad_mode.enabled:
-            if self._creator is None:
-                raise RuntimeError(f"{what}: a leaf tensor that requires grad is being used in an in-place "
-                                   f"operation; wrap it in pyneural.no_grad()")
-            raise RuntimeError(f"{what}: in-place operations on tensors in the graph are not supported")
+    # -- in-place operations (functions/inplace.py: PyTorch's rules, version counting) -----------
+    @property
+    def _version(self):
+        """How many in-place writes this tensor's memory has had (shared with its views)."""
+        return memory_version(self.data)
 
     def zero_(self):
-        self._check_inplace("zero_")
-        self.data[...] = 0
-        return self
+        return _inplace.zero_(self)
 
     def fill_(self, value):
-        self._check_inplace("fill_")
-        self.data[...] = value
-        return self
+        return _inplace.fill_(self, value)
 
-    def copy_(self, src):
-        self._check_inplace("copy_")
-        src = src.data if isinstance(src, Tensor) else src
-        self.data[...] = src
-        return self
+    def copy_(self, src, non_blocking=False):
+        return _inplace.copy_(self, src)
 
     def add_(self, other, alpha=1):
-        self._check_inplace("add_")
-        other = other.data if isinstance(other, Tensor) else other
-        if alpha == 1:
-            self.data += other
-        else:
-            self.data += alpha * other
-        return self
+        return _inplace.add_(self, other, alpha)
 
     def sub_(self, other, alpha=1):
-        return self.add_(other, alpha=-alpha)
+        return _inplace.sub_(self, other, alpha)
 
     def mul_(self, other):
-        self._check_inplace("mul_")
-        self.data *= other.data if isinstance(other, Tensor) else other
-        return self
+        return _inplace.mul_(self, other)
 
     def div_(self, other):
-        self._check_inplace("div_")
-        self.data /= other.data if isinstance(other, Tensor) else other
-        return self
+        return _inplace.div_(self, other)
+
+    def clamp_(self, min=None, max=None):
+        return _inplace.clamp_(self, min, max)
+
+    clip_ = clamp_
+
+    def masked_fill_(self, mask, value):
+        return _inplace.masked_fill_(self, mask, value)
 
     def uniform_(self, a=0.0, b=1.0):
-        self._check_inplace("uniform_")
         from pyneural import random as _random
-        self.data[...] = _random.uniform(a, b, self.data.shape, self.data.dtype)
-        return self
+        return _inplace.overwrite_("uniform_", self, _random.uniform(a, b, self.data.shape, self.data.dtype))
 
     def normal_(self, mean=0.0, std=1.0):
-        self._check_inplace("normal_")
         from pyneural import random as _random
-        self.data[...] = _random.normal(mean, std, self.data.shape, self.data.dtype)
-        return self
+        return _inplace.overwrite_("normal_", self, _random.normal(mean, std, self.data.shape, self.data.dtype))
+
+    def __iadd__(self, other):
+        return _inplace.add_(self, other)
+
+    def __isub__(self, other):
+        return _inplace.sub_(self, other)
+
+    def __imul__(self, other):
+        return _inplace.mul_(self, other)
+
+    def __itruediv__(self, other):
+        return _inplace.div_(self, other)
+
+    def __setitem__(self, key, value):
+        creator = value._creator if isinstance(value, Tensor) else None
+        if creator is not None and creator.__dict__.get("base") is self and creator.__dict__.get("user_key") is key:
+            return  # x[k] = x[k], the second half of x[k] += v: the view already wrote through
+        _inplace.setitem(self, _shape.setitem_key(key), value)
 
     # -- arithmetic ---------------------------------------------------------------------------
     def __add__(self, other):
@@ -808,6 +811,9 @@ class Tensor:
     def __pos__(self):
         return self
 
+    def __abs__(self):
+        return _elementwise.abs(self)
+
     def __pow__(self, exponent):
         return _arith.pow(self, exponent)
 
@@ -823,12 +829,7 @@ class Tensor:
     def __getitem__(self, key):
         return _shape.getitem(self, key)
 
-    def __setitem__(self, key, value):
-        self._check_inplace("__setitem__")
-        key = _shape.index_key(key)
-        self.data[key] = value.data if isinstance(value, Tensor) else value
-
-    # comparisons give non-differentiable bool tensors
+    # comparisons, logical and bitwise operators give tensors outside the graph
     def __eq__(self, other):
         return _arith.compare(self, other, "equal")
 
@@ -847,11 +848,29 @@ class Tensor:
     def __ge__(self, other):
         return _arith.compare(self, other, "greater_equal")
 
-    def add(self, other):
-        return _arith.add(self, other)
+    def __and__(self, other):
+        return _arith.bitwise("bitwise_and", self, other, "bitwise_and")
 
-    def sub(self, other):
-        return _arith.sub(self, other)
+    __rand__ = __and__
+
+    def __or__(self, other):
+        return _arith.bitwise("bitwise_or", self, other, "bitwise_or")
+
+    __ror__ = __or__
+
+    def __xor__(self, other):
+        return _arith.bitwise("bitwise_xor", self, other, "bitwise_xor")
+
+    __rxor__ = __xor__
+
+    def __invert__(self):
+        return _arith.bitwise_not(self)
+
+    def add(self, other, alpha=1):
+        return _arith.add(self, other, alpha)
+
+    def sub(self, other, alpha=1):
+        return _arith.sub(self, other, alpha)
 
     def mul(self, other):
         return _arith.mul(self, other)
@@ -865,26 +884,59 @@ class Tensor:
     def pow(self, exponent):
         return _arith.pow(self, exponent)
 
+    def maximum(self, other):
+        return _arith.maximum(self, other)
+
+    def minimum(self, other):
+        return _arith.minimum(self, other)
+
     def matmul(self, other):
         return _matmul.matmul(self, other)
 
+    def mm(self, mat2):
+        return _matmul.mm(self, mat2)
+
+    def bmm(self, mat2):
+        return _matmul.bmm(self, mat2)
+
+    def mv(self, vec):
+        return _matmul.mv(self, vec)
+
+    def dot(self, other):
+        return _matmul.dot(self, other)
+
+    def outer(self, vec2):
+        return _matmul.outer(self, vec2)
+
     def eq(self, other):
-        return self.__eq__(other)
+        return _arith.eq(self, other)
 
     def ne(self, other):
-        return self.__ne__(other)
+        return _arith.ne(self, other)
 
     def lt(self, other):
-        return self.__lt__(other)
+        return _arith.lt(self, other)
 
     def le(self, other):
-        return self.__le__(other)
+        return _arith.le(self, other)
 
     def gt(self, other):
-        return self.__gt__(other)
+        return _arith.gt(self, other)
 
     def ge(self, other):
-        return self.__ge__(other)
+        return _arith.ge(self, other)
+
+    def logical_and(self, other):
+        return _arith.logical_and(self, other)
+
+    def logical_or(self, other):
+        return _arith.logical_or(self, other)
+
+    def logical_xor(self, other):
+        return _arith.logical_xor(self, other)
+
+    def logical_not(self):
+        return _arith.logical_not(self)
 
     # -- elementwise math -------------------------------------------------------------------
     def exp(self):
@@ -902,11 +954,23 @@ class Tensor:
     def clamp(self, min=None, max=None):
         return _elementwise.clamp(self, min, max)
 
+    clip = clamp
+
+    def where(self, condition, other):
+        """``self`` where ``condition`` holds, else ``other``."""
+        return _elementwise.where(condition, self, other)
+
+    def masked_fill(self, mask, value):
+        return _indexing.masked_fill(self, mask, value)
+
+    def nonzero(self, as_tuple=False):
+        return _elementwise.nonzero(self, as_tuple)
+
     def relu(self):
         return _activation.relu(self)
 
-    def gelu(self):
-        return _activation.gelu(self)
+    def gelu(self, approximate="none"):
+        return _activation.gelu(self, approximate)
 
     def tanh(self):
         return _activation.tanh(self)
@@ -914,21 +978,30 @@ class Tensor:
     def sigmoid(self):
         return _activation.sigmoid(self)
 
-    def softmax(self, dim):
-        return _activation.softmax(self, dim)
+    def softmax(self, dim=None, dtype=None):
+        return _activation.softmax(self, dim, dtype)
 
-    def log_softmax(self, dim):
-        return _activation.log_softmax(self, dim)
+    def log_softmax(self, dim=None, dtype=None):
+        return _activation.log_softmax(self, dim, dtype)
 
     # -- reductions -----------------------------------------------------------------------
-    def sum(self, dim=None, keepdim=False):
-        return _reduction.sum(self, dim, keepdim)
+    def sum(self, dim=None, keepdim=False, dtype=None):
+        return _reduction.sum(self, dim, keepdim, dtype)
 
-    def mean(self, dim=None, keepdim=False):
-        return _reduction.mean(self, dim, keepdim)
+    def mean(self, dim=None, keepdim=False, dtype=None):
+        return _reduction.mean(self, dim, keepdim, dtype)
 
-    def var(self, dim=None, keepdim=False, unbiased=True):
-        return _reduction.var(self, dim, keepdim, unbiased)
+    def var(self, dim=None, unbiased=None, keepdim=False, *, correction=None):
+        return _reduction.var(self, dim, unbiased, keepdim, correction=correction)
+
+    def std(self, dim=None, unbiased=None, keepdim=False, *, correction=None):
+        return _reduction.std(self, dim, unbiased, keepdim, correction=correction)
+
+    def logsumexp(self, dim, keepdim=False):
+        return _reduction.logsumexp(self, dim, keepdim)
+
+    def cumsum(self, dim, dtype=None):
+        return _reduction.cumsum(self, dim, dtype)
 
     def max(self, dim=None, keepdim=False):
         return _reduction.max(self, dim, keepdim)
@@ -941,6 +1014,34 @@ class Tensor:
 
     def argmin(self, dim=None, keepdim=False):
         return _reduction.argmin(self, dim, keepdim)
+
+    def any(self, dim=None, keepdim=False):
+        return _reduction.any(self, dim, keepdim)
+
+    def all(self, dim=None, keepdim=False):
+        return _reduction.all(self, dim, keepdim)
+
+    # -- sorting and indexing -------------------------------------------------------------------
+    def sort(self, dim=-1, descending=False, stable=False):
+        return _sorting.sort(self, dim, descending, stable)
+
+    def argsort(self, dim=-1, descending=False, stable=False):
+        return _sorting.argsort(self, dim, descending, stable)
+
+    def topk(self, k, dim=-1, largest=True, sorted=True):
+        return _sorting.topk(self, k, dim, largest, sorted)
+
+    def gather(self, dim, index):
+        return _indexing.gather(self, dim, index)
+
+    def scatter(self, dim, index, src=None, value=None, reduce=None):
+        return _indexing.scatter(self, dim, index, src, value, reduce)
+
+    def scatter_add(self, dim, index, src):
+        return _indexing.scatter_add(self, dim, index, src)
+
+    def index_select(self, dim, index):
+        return _indexing.index_select(self, dim, index)
 
     # -- shape --------------------------------------------------------------------------------
     def reshape(self, *shape):
@@ -978,6 +1079,21 @@ class Tensor:
     def expand_as(self, other):
         return _shape.expand(self, other.shape)
 
+    def repeat(self, *sizes):
+        return _shape.repeat(self, sizes[0] if len(sizes) == 1 and not isinstance(sizes[0], int) else sizes)
+
+    def flip(self, *dims):
+        return _shape.flip(self, dims[0] if len(dims) == 1 and not isinstance(dims[0], int) else dims)
+
+    def roll(self, shifts, dims=None):
+        return _shape.roll(self, shifts, dims)
+
+    def split(self, split_size, dim=0):
+        return _shape.split(self, split_size, dim)
+
+    def chunk(self, chunks, dim=0):
+        return _shape.chunk(self, chunks, dim)
+
 
 _new_tensor = object.__new__
 
@@ -986,6 +1102,9 @@ _new_tensor = object.__new__
 from pyneural.functions import activation as _activation  # noqa: E402
 from pyneural.functions import arithmetic as _arith  # noqa: E402
 from pyneural.functions import elementwise as _elementwise  # noqa: E402
+from pyneural.functions import indexing as _indexing  # noqa: E402
+from pyneural.functions import inplace as _inplace  # noqa: E402
 from pyneural.functions import matmul as _matmul  # noqa: E402
 from pyneural.functions import reduction as _reduction  # noqa: E402
 from pyneural.functions import shape as _shape  # noqa: E402
+from pyneural.functions import sorting as _sorting  # noqa: E402

@@ -1,6 +1,8 @@
-"""Elementwise math: exp, log, sqrt, abs, clamp, where, and the copy/cast ops."""
+"""Elementwise math: exp, log, sqrt, abs, clamp/clip (number or tensor bounds), where, and the
+copy/cast ops."""
 import numpy as np
 
+from pyneural.functions import arithmetic as _arith
 from pyneural.functions.arithmetic import sum_to
 from pyneural.tensor import Function, Tensor, get_array_module, is_floating_dtype, wrap
 
@@ -61,6 +63,40 @@ class Clamp(Function):
         return (gy * inside,)
 
 
+class ClampTensor(Function):
+    """min(max(x, low), high) with tensor bounds (broadcasting; either may be absent). x gets the
+    gradient where low <= x <= high, ``low`` where x < low <= high, ``high`` where x > high or
+    low > high (every output is then ``high``: PyTorch's rule, and numpy's)."""
+
+    def __init__(self, has_low, has_high):
+        self.has_low, self.has_high = has_low, has_high
+
+    def forward(self, x, *bounds):
+        xp = get_array_module(x)
+        low = bounds[0] if self.has_low else None
+        high = bounds[-1] if self.has_high else None
+        self.x, self.low, self.high = x, low, high
+        y = x if low is None else xp.maximum(x, low)
+        return y if high is None else xp.minimum(y, high)
+
+    def backward(self, gy):
+        x, low, high = self.x, self.low, self.high
+        xp = get_array_module(gy)
+        inside = xp.ones(gy.shape, dtype=bool)
+        if low is not None:
+            inside = inside & (x >= low)
+        if high is not None:
+            inside = inside & (x <= high)
+        grads = [sum_to(gy * inside, x.shape, x.dtype) if self.needs_input_grad[0] else None]
+        if low is not None:
+            below = x < low if high is None else (x < low) & (low <= high)
+            grads.append(sum_to(gy * below, low.shape, low.dtype) if self.needs_input_grad[1] else None)
+        if high is not None:
+            above = x > high if low is None else (x > high) | (low > high)
+            grads.append(sum_to(gy * above, high.shape, high.dtype) if self.needs_input_grad[-1] else None)
+        return tuple(grads)
+
+
 class Where(Function):
     def __init__(self, condition):
         self.condition = condition
@@ -117,25 +153,62 @@ def abs(x):
 
 
 def clamp(x, min=None, max=None):
+    """Limit x to [min, max]; bounds are Python numbers or tensors (broadcasting), either may be
+    None. The gradient passes where min <= x <= max (both ends included, as PyTorch)."""
     if min is None and max is None:
         raise ValueError("clamp: at least one of min and max must be given")
-    return Clamp(min, max).apply(x)
+    if not isinstance(min, Tensor) and not isinstance(max, Tensor):
+        dt = x.data.dtype
+        for bound in (min, max):
+            if bound is not None:
+                dt = _arith._combine(dt, _arith._scalar_dtype(bound))
+        if dt != x.data.dtype:
+            x = cast(x, dt)
+        return Clamp(min, max).apply(x)
+    xp = get_array_module(x.data)
+    bounds = [b if isinstance(b, Tensor) else wrap(xp.asarray(b)) for b in (min, max) if b is not None]
+    dt = _arith.result_type(x, *bounds)
+    x, bounds = (cast(x, dt) if x.data.dtype != dt else x), [cast(b, dt) if b.data.dtype != dt else b for b in bounds]
+    return ClampTensor(min is not None, max is not None).apply(x, *bounds)
 
 
-def where(condition, a, b):
-    """``a`` where ``condition`` holds, else ``b`` (broadcasting); differentiable in a and b."""
-    cond = condition.data if isinstance(condition, Tensor) else np.asarray(condition)
-    if cond.dtype != np.bool_:
-        raise TypeError(f"where: condition must be a bool tensor, got dtype {cond.dtype}")
+clip = clamp
+
+
+def where(condition, a=None, b=None):
+    """``a`` where ``condition`` holds, else ``b`` (broadcasting; Tensors or numbers, the result
+    dtype by PyTorch's promotion); differentiable in a and b. ``where(condition)`` alone is
+    ``nonzero(condition, as_tuple=True)``."""
+    if a is None and b is None:
+        return nonzero(condition, as_tuple=True)
     like = a if isinstance(a, Tensor) else b
     if not isinstance(like, Tensor):
         raise TypeError("where: at least one of a and b must be a Tensor")
     xp = get_array_module(like.data)
+    cond = condition.data if isinstance(condition, Tensor) else xp.asarray(condition)
+    if cond.dtype != np.bool_:
+        raise TypeError(f"where: condition must be a bool tensor, got dtype {cond.dtype}")
+    dt = _arith.result_type(a, b)
+    a = cast(a, dt) if isinstance(a, Tensor) and a.data.dtype != dt else a
+    b = cast(b, dt) if isinstance(b, Tensor) and b.data.dtype != dt else b
     if not isinstance(a, Tensor):
-        a = wrap(xp.asarray(a, dtype=like.data.dtype))
+        a = wrap(xp.asarray(a, dtype=dt))
     if not isinstance(b, Tensor):
-        b = wrap(xp.asarray(b, dtype=like.data.dtype))
+        b = wrap(xp.asarray(b, dtype=dt))
     return Where(cond).apply(a, b)
+
+
+def nonzero(input, as_tuple=False):
+    """Indices of the nonzero elements: an (n, ndim) int64 tensor, or one 1-D tensor per
+    dimension with ``as_tuple=True``."""
+    xp = get_array_module(input.data)
+    if input.data.ndim == 0:
+        count = int(bool(input.data.item()))
+        return (wrap(xp.zeros(count, dtype=np.int64)),) if as_tuple else wrap(xp.zeros((count, 0), dtype=np.int64))
+    index = xp.nonzero(input.data)
+    if as_tuple:
+        return tuple(wrap(i.astype(np.int64)) for i in index)
+    return wrap(xp.stack(index, axis=1).astype(np.int64))
 
 
 def clone(x):

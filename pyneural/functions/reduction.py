@@ -1,14 +1,19 @@
-"""Reductions: sum, mean, var, max/min and argmax/argmin, over all elements or chosen dims.
+"""Reductions: sum, mean, var/std, logsumexp, max/min and argmax/argmin, any/all, and cumsum,
+over all elements or chosen dims.
 
 ``max(dim)``/``min(dim)`` return ``(values, indices)`` like PyTorch, and the gradient goes to the
 one element the index names. The full reductions ``max()``/``min()`` split the gradient evenly
 between tied maxima (PyTorch's rule for ``amax``).
+
+Empty inputs give PyTorch's results: sum 0, mean and var NaN, logsumexp -inf, any False, all True;
+max/min/argmax over nothing raise (there is no identity to return).
 """
+import warnings
 from collections import namedtuple
 
 import numpy as np
 
-from pyneural.tensor import Function, get_array_module, wrap
+from pyneural.tensor import Function, Tensor, get_array_module, wrap
 
 _max_builtin = max  # the names sum/max/min below shadow the builtins
 
@@ -24,7 +29,18 @@ def _axes(dim, ndim, fn):
         if not -ndim <= d < _max_builtin(ndim, 1):
             raise IndexError(f"{fn}: dimension {d} out of range for a tensor with {ndim} dimensions")
         out.append(int(d) % _max_builtin(ndim, 1))
-    return tuple(out)
+    if len(set(out)) != len(out):
+        raise ValueError(f"{fn}: dim {dim} names a dimension twice")
+    return tuple(out) if ndim else ()  # a 0-d tensor's dim 0 is itself: reduce over nothing
+
+
+def _count(shape, axes):
+    """How many elements each output of a reduction over ``axes`` combines."""
+    n = 1
+    for i, size in enumerate(shape):
+        if axes is None or i in axes:
+            n *= size
+    return n
 
 
 def _expand_back(gy, in_shape, axes, keepdims):
@@ -33,6 +49,11 @@ def _expand_back(gy, in_shape, axes, keepdims):
     if not keepdims and axes is not None:
         gy = xp.expand_dims(gy, axes)
     return xp.broadcast_to(gy, in_shape)
+
+
+def _divide(total, count):
+    # total / count, NaN where nothing was counted (0/0 without numpy's warning)
+    return total / count if count else total * np.nan
 
 
 class Sum(Function):
@@ -53,27 +74,78 @@ class Mean(Function):
 
     def forward(self, x):
         self.in_shape = x.shape
-        y = x.mean(axis=self.axes, keepdims=self.keepdims)
-        self.count = x.size // _max_builtin(y.size, 1) if x.size else 1
-        return y
+        self.count = _count(x.shape, self.axes)
+        return _divide(x.sum(axis=self.axes, keepdims=self.keepdims), self.count)
 
     def backward(self, gy):
-        return (_expand_back(gy / self.count, self.in_shape, self.axes, self.keepdims),)
+        return (_expand_back(_divide(gy, self.count), self.in_shape, self.axes, self.keepdims),)
 
 
 class Var(Function):
-    def __init__(self, axes, keepdims, ddof):
-        self.axes, self.keepdims, self.ddof = axes, keepdims, ddof
+    """sum((x - mean)^2) / (N - correction); with ``sqrt`` the standard deviation, whose gradient
+    is taken as 0 where it is 0 (PyTorch's rule) instead of 0 * inf."""
+
+    def __init__(self, axes, keepdims, correction, sqrt=False):
+        self.axes, self.keepdims, self.correction, self.sqrt = axes, keepdims, correction, sqrt
 
     def forward(self, x):
-        self.centered = x - x.mean(axis=self.axes, keepdims=True)
-        y = (self.centered * self.centered).sum(axis=self.axes, keepdims=self.keepdims)
-        self.denom = x.size // _max_builtin(y.size, 1) - self.ddof
-        return y / self.denom
+        n = _count(x.shape, self.axes)
+        self.centered = x - _divide(x.sum(axis=self.axes, keepdims=True), n)
+        squares = (self.centered * self.centered).sum(axis=self.axes, keepdims=self.keepdims)
+        self.denom = _max_builtin(n - self.correction, 0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            y = squares / self.denom
+            if self.sqrt:
+                y = get_array_module(x).sqrt(y)
+                self.y = y
+        return y
 
     def backward(self, gy):
         xc = self.centered
-        return (_expand_back(gy, xc.shape, self.axes, self.keepdims) * (2.0 / self.denom) * xc,)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if self.sqrt:
+                gy = get_array_module(gy).where(self.y == 0, 0, gy / (2 * self.y))
+            return (_expand_back(gy, xc.shape, self.axes, self.keepdims) * (2.0 / self.denom) * xc,)
+
+
+class LogSumExp(Function):
+    """log(sum(exp(x))) with the max shifted out; the gradient is softmax(x) over the dims."""
+
+    def __init__(self, axes, keepdims):
+        self.axes, self.keepdims = axes, keepdims
+
+    def forward(self, x):
+        xp = get_array_module(x)
+        if x.size == 0 or _count(x.shape, self.axes) == 0:
+            y = xp.full(x.sum(axis=self.axes, keepdims=True).shape, -np.inf, dtype=x.dtype)
+        else:
+            m = x.max(axis=self.axes, keepdims=True)
+            m = xp.where(xp.isfinite(m), m, 0)  # all -inf (or an inf): no shift, the sum decides
+            with np.errstate(divide="ignore"):
+                y = xp.log(xp.exp(x - m).sum(axis=self.axes, keepdims=True)) + m
+        self.x, self.y = x, y
+        if self.keepdims:
+            return y
+        return y.reshape(tuple(n for i, n in enumerate(x.shape) if self.axes is not None and i not in self.axes))
+
+    def backward(self, gy):
+        xp = get_array_module(gy)
+        g = _expand_back(gy, self.x.shape, self.axes, self.keepdims)
+        with np.errstate(invalid="ignore"):
+            return (g * xp.exp(self.x - self.y),)
+
+
+class CumSum(Function):
+    def __init__(self, axis):
+        self.axis = axis
+
+    def forward(self, x):
+        return get_array_module(x).cumsum(x, axis=self.axis)
+
+    def backward(self, gy):
+        # d(cumsum)ᵀ is the reversed cumulative sum
+        xp = get_array_module(gy)
+        return (xp.flip(xp.cumsum(xp.flip(gy, self.axis), axis=self.axis), self.axis),)
 
 
 class MaxAll(Function):
@@ -113,28 +185,122 @@ class MaxDim(Function):
         return (gx,)
 
 
-def sum(x, dim=None, keepdim=False):
+def _with_dtype(x, dtype):
+    if dtype is None or np.dtype(dtype) == x.data.dtype:
+        return x
+    from pyneural.functions import elementwise
+    return elementwise.cast(x, np.dtype(dtype))
+
+
+def sum(x, dim=None, keepdim=False, dtype=None):
+    """Sum over ``dim`` (an int, a tuple, or None for all); bool and integer tensors sum to int64."""
+    x = _with_dtype(x, dtype)
+    if dtype is None and x.data.dtype.kind in "biu" and x.data.dtype != np.int64:
+        x = _with_dtype(x, np.int64)
     return Sum(_axes(dim, x.data.ndim, "sum"), keepdim).apply(x)
 
 
-def mean(x, dim=None, keepdim=False):
-    if x.data.dtype.kind not in "fc":
-        raise TypeError(f"mean: needs a floating point tensor, got {x.data.dtype}")
+def mean(x, dim=None, keepdim=False, dtype=None):
+    x = _with_dtype(x, dtype)
+    if not x.is_floating_point():
+        raise TypeError(f"mean: needs a floating point tensor, got {x.data.dtype}; pass dtype= or cast first")
     return Mean(_axes(dim, x.data.ndim, "mean"), keepdim).apply(x)
 
 
-def var(x, dim=None, keepdim=False, unbiased=True):
-    return Var(_axes(dim, x.data.ndim, "var"), keepdim, 1 if unbiased else 0).apply(x)
+def _correction(fn, unbiased, correction):
+    if unbiased is not None and correction is not None:
+        raise TypeError(f"{fn}: pass either unbiased or correction, not both")
+    if correction is not None:
+        return correction
+    return 0 if unbiased is False else 1
+
+
+def _variance(fn, x, dim, unbiased, keepdim, correction, sqrt):
+    if isinstance(dim, bool):  # var(True): the old signature var(unbiased)
+        dim, unbiased = None, dim
+    if not x.is_floating_point():
+        raise TypeError(f"{fn}: needs a floating point tensor, got {x.data.dtype}")
+    axes = _axes(dim, x.data.ndim, fn)
+    ddof = _correction(fn, unbiased, correction)
+    if _count(x.data.shape, axes) - ddof <= 0:
+        warnings.warn(f"{fn}(): degrees of freedom is <= 0. Correction should be strictly less than the "
+                      f"reduction factor (input numel divided by output numel).", UserWarning, stacklevel=3)
+    return Var(axes, keepdim, ddof, sqrt).apply(x)
+
+
+def var(x, dim=None, unbiased=None, keepdim=False, *, correction=None):
+    """Variance over ``dim`` with ``correction`` (default 1, Bessel's); ``unbiased=False`` is
+    correction 0. Positional arguments follow PyTorch's ``var(dim, unbiased, keepdim)``."""
+    return _variance("var", x, dim, unbiased, keepdim, correction, False)
+
+
+def std(x, dim=None, unbiased=None, keepdim=False, *, correction=None):
+    """The square root of ``var`` (same arguments)."""
+    return _variance("std", x, dim, unbiased, keepdim, correction, True)
+
+
+def logsumexp(x, dim, keepdim=False):
+    """log(sum(exp(x), dim)), computed without overflow; -inf over an empty dim."""
+    if not x.is_floating_point():
+        from pyneural.functions import elementwise
+        x = elementwise.cast(x, np.float32)
+    return LogSumExp(_axes(dim, x.data.ndim, "logsumexp"), keepdim).apply(x)
+
+
+def cumsum(x, dim, dtype=None):
+    """Running sum along ``dim``; bool and integer tensors accumulate in int64."""
+    x = _with_dtype(x, dtype)
+    if dtype is None and x.data.dtype.kind in "biu" and x.data.dtype != np.int64:
+        x = _with_dtype(x, np.int64)
+    axes = _axes(dim, x.data.ndim, "cumsum")
+    if not axes:
+        return CumSum(None).apply(x).reshape(())  # a 0-d tensor
+    return CumSum(axes[0]).apply(x)
+
+
+def _reduce_bool(fn, x, dim, keepdim):
+    axes = _axes(dim, x.data.ndim, fn)
+    xp = get_array_module(x.data)
+    return wrap(xp.asarray(getattr(xp, fn)(x.data, axis=axes, keepdims=keepdim)))
+
+
+def any(x, dim=None, keepdim=False):
+    """True where any element (along ``dim``) is nonzero; False over nothing."""
+    return _reduce_bool("any", x, dim, keepdim)
+
+
+def all(x, dim=None, keepdim=False):
+    """True where every element (along ``dim``) is nonzero; True over nothing."""
+    return _reduce_bool("all", x, dim, keepdim)
+
+
+def _reduced_axis(x, dim, fn):
+    if not isinstance(dim, (int, np.integer)):
+        raise TypeError(f"{fn}: dim must be an integer, got {dim!r}")
+    axes = _axes(dim, x.data.ndim, fn)
+    if not axes:
+        return None  # a 0-d tensor
+    (axis,) = axes
+    if x.data.shape[axis] == 0:
+        raise IndexError(f"{fn}(): Expected reduction dim {dim} to have non-zero size (input shape "
+                         f"{x.data.shape}).")
+    return axis
 
 
 def _max_min(x, dim, keepdim, use_min):
     fn = "min" if use_min else "max"
-    if x.data.size == 0:
-        raise ValueError(f"{fn}: empty tensor of shape {x.data.shape}")
+    if isinstance(dim, Tensor):  # max(a, b): the elementwise form
+        from pyneural.functions import arithmetic
+        return arithmetic.minimum(x, dim) if use_min else arithmetic.maximum(x, dim)
     if dim is None:
+        if x.data.size == 0:
+            raise RuntimeError(f"{fn}(): Expected reduction dim to be specified for input.numel() == 0 "
+                               f"(input shape {x.data.shape}). Specify the reduction dim with the 'dim' argument.")
         return MaxAll(use_min).apply(x)
-    (axis,) = _axes(dim, x.data.ndim, fn)
+    axis = _reduced_axis(x, dim, fn)
     xp = get_array_module(x.data)
+    if axis is None:
+        return MaxResult(MaxAll(use_min).apply(x), wrap(xp.zeros((), dtype=np.int64)))
     indices = (xp.argmin if use_min else xp.argmax)(x.data, axis=axis)
     values = MaxDim(axis, keepdim, indices).apply(x)
     return MaxResult(values, wrap(xp.expand_dims(indices, axis) if keepdim else indices))
@@ -148,18 +314,25 @@ def min(x, dim=None, keepdim=False):
     return _max_min(x, dim, keepdim, True)
 
 
+def _arg(fn, x, dim, keepdim):
+    xp = get_array_module(x.data)
+    find = xp.argmin if fn == "argmin" else xp.argmax
+    if dim is None:
+        if x.data.size == 0:
+            raise RuntimeError(f"{fn}(): Expected reduction dim to be specified for input.numel() == 0 "
+                               f"(input shape {x.data.shape}).")
+        index = xp.asarray(find(x.data)).astype(np.int64)
+        return wrap(index.reshape((1,) * x.data.ndim) if keepdim else index)
+    axis = _reduced_axis(x, dim, fn)
+    if axis is None:
+        return wrap(xp.zeros((), dtype=np.int64))
+    return wrap(find(x.data, axis=axis, keepdims=keepdim).astype(np.int64))
+
+
 def argmax(x, dim=None, keepdim=False):
     """Index of the largest element (flattened when ``dim`` is None); not differentiable."""
-    xp = get_array_module(x.data)
-    if dim is None:
-        return wrap(xp.asarray(xp.argmax(x.data)))
-    (axis,) = _axes(dim, x.data.ndim, "argmax")
-    return wrap(xp.argmax(x.data, axis=axis, keepdims=keepdim))
+    return _arg("argmax", x, dim, keepdim)
 
 
 def argmin(x, dim=None, keepdim=False):
-    xp = get_array_module(x.data)
-    if dim is None:
-        return wrap(xp.asarray(xp.argmin(x.data)))
-    (axis,) = _axes(dim, x.data.ndim, "argmin")
-    return wrap(xp.argmin(x.data, axis=axis, keepdims=keepdim))
+    return _arg("argmin", x, dim, keepdim)

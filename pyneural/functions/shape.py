@@ -1,4 +1,5 @@
-"""Shape ops: reshape, transpose/permute, squeeze/unsqueeze, expand, indexing, cat and stack.
+"""Shape ops: reshape, transpose/permute, squeeze/unsqueeze, expand, repeat, flip, roll, indexing,
+split/chunk, cat and stack.
 
 Forward returns a numpy view wherever numpy gives one; backward undoes the shape change on the
 gradient. Indexing scatters its gradient back: plain assignment for basic (slice) indexing,
@@ -17,6 +18,8 @@ def _dim(d, ndim, fn):
 
 
 class Reshape(Function):
+    is_view = True  # an in-place op on the result would write into the input's memory
+
     def __init__(self, shape):
         self.shape = shape
 
@@ -29,6 +32,8 @@ class Reshape(Function):
 
 
 class Permute(Function):
+    is_view = True
+
     def __init__(self, axes):
         self.axes = axes
 
@@ -40,6 +45,8 @@ class Permute(Function):
 
 
 class Expand(Function):
+    is_view = True
+
     def __init__(self, shape):
         self.shape = shape
 
@@ -60,9 +67,13 @@ class Contiguous(Function):
 
 
 class GetItem(Function):
+    """x[key]. A basic key (ints, slices, None, ...) gives a view of x: the node then knows its
+    base tensor (``self.base``) so that an in-place op on the view can write through to it."""
+
     def __init__(self, key, basic):
         self.key = key
         self.basic = basic
+        self.is_view = basic
 
     def forward(self, x):
         self.in_meta = (x.shape, x.dtype)
@@ -78,6 +89,51 @@ class GetItem(Function):
         else:
             xp.add.at(gx, self.key, gy)
         return (gx,)
+
+
+class Repeat(Function):
+    """``np.tile`` with PyTorch's rule that ``repeats`` covers every dimension (new ones lead)."""
+
+    def __init__(self, repeats):
+        self.repeats = repeats
+
+    def forward(self, x):
+        self.in_shape = x.shape
+        padded = (1,) * (len(self.repeats) - x.ndim) + x.shape
+        return get_array_module(x).tile(x.reshape(padded), self.repeats)
+
+    def backward(self, gy):
+        padded = (1,) * (len(self.repeats) - len(self.in_shape)) + self.in_shape
+        split = []  # (repeat, size) pairs: summing the repeat axes undoes the tiling
+        for r, n in zip(self.repeats, padded):
+            split += [r, n]
+        g = gy.reshape(split).sum(axis=tuple(range(0, len(split), 2)))
+        return (g.reshape(self.in_shape),)
+
+
+class Flip(Function):
+    is_view = True
+
+    def __init__(self, axes):
+        self.axes = axes
+
+    def forward(self, x):
+        return get_array_module(x).flip(x, axis=self.axes)
+
+    def backward(self, gy):
+        return (get_array_module(gy).flip(gy, axis=self.axes),)
+
+
+class Roll(Function):
+    def __init__(self, shifts, axes):
+        self.shifts, self.axes = shifts, axes
+
+    def forward(self, x):
+        return get_array_module(x).roll(x, self.shifts, axis=self.axes)
+
+    def backward(self, gy):
+        back = tuple(-s for s in self.shifts) if isinstance(self.shifts, tuple) else -self.shifts
+        return (get_array_module(gy).roll(gy, back, axis=self.axes),)
 
 
 class Concat(Function):
@@ -180,6 +236,9 @@ def expand(x, sizes):
     if len(sizes) < len(shape):
         raise ValueError(f"expand: target {sizes} has fewer dimensions than the tensor's shape {shape}")
     lead = len(sizes) - len(shape)
+    if any(s == -1 for s in sizes[:lead]) or any(s < -1 for s in sizes):
+        raise ValueError(f"expand: sizes {sizes} for shape {shape}: -1 keeps an existing dimension and is not "
+                         f"allowed for a new leading one, other sizes must be >= 0")
     target = tuple(shape[i - lead] if s == -1 and i >= lead else s for i, s in enumerate(sizes))
     for i, n in enumerate(shape):
         if n != 1 and n != target[i + lead]:
@@ -210,11 +269,32 @@ def _is_basic(key):
     return True
 
 
-def getitem(x, key):
+def _list_index(k):
+    # [] is an empty list of indices (numpy would make it a float array)
+    return np.asarray(k, dtype=np.int64) if isinstance(k, list) and not k else np.asarray(k)
+
+
+def setitem_key(key):
+    """An index as numpy takes it: Tensors become their arrays, lists integer arrays."""
     key = index_key(key)
     if isinstance(key, list):
-        key = np.asarray(key)
-    return GetItem(key, _is_basic(key)).apply(x)
+        return _list_index(key)
+    if isinstance(key, tuple) and any(isinstance(k, list) for k in key):
+        return tuple(_list_index(k) if isinstance(k, list) else k for k in key)
+    return key
+
+
+def getitem(x, key, user_key=None):
+    """x[key]; ``user_key`` is the key as the caller wrote it (``Tensor.__setitem__`` recognises
+    ``x[k] = x[k]``, the second half of ``x[k] += v``, by it)."""
+    original = key
+    key = setitem_key(key)
+    basic = _is_basic(key)
+    out = GetItem(key, basic).apply(x)
+    if basic and out._creator is not None:
+        out._creator.base = x
+        out._creator.user_key = original if user_key is None else user_key
+    return out
 
 
 def cat(tensors, dim=0):
@@ -242,3 +322,76 @@ def stack(tensors, dim=0):
                              f"all must match")
     axis = _dim(dim, first.ndim + 1, "stack")
     return Stack(axis).apply(*tensors)
+
+
+def _ints(values, fn, what):
+    if isinstance(values, (int, np.integer)):
+        return (int(values),)
+    values = tuple(values)
+    if not all(isinstance(v, (int, np.integer)) for v in values):
+        raise TypeError(f"{fn}: {what} must be integers, got {values}")
+    return tuple(int(v) for v in values)
+
+
+def repeat(x, sizes):
+    """Tile ``x`` ``sizes[i]`` times along dim i; ``sizes`` may add leading dimensions."""
+    repeats = _ints(sizes, "repeat", "repeats")
+    if len(repeats) < x.data.ndim:
+        raise ValueError(f"repeat: {len(repeats)} repeats given for a tensor of shape {x.data.shape}; "
+                         f"the number of repeats can't be smaller than the number of dimensions")
+    if any(r < 0 for r in repeats):
+        raise ValueError(f"repeat: repeats {repeats} must be >= 0")
+    return Repeat(repeats).apply(x)
+
+
+def flip(x, dims):
+    ndim = x.data.ndim
+    axes = tuple(_dim(d, ndim, "flip") for d in _ints(dims, "flip", "dims"))
+    if len(set(axes)) != len(axes):
+        raise ValueError(f"flip: dims {dims} name a dimension twice")
+    return Flip(axes).apply(x)
+
+
+def roll(x, shifts, dims=None):
+    """Shift elements circularly along ``dims`` (the flattened tensor when dims is None)."""
+    shifts = _ints(shifts, "roll", "shifts")
+    if dims is None:
+        if len(shifts) != 1:
+            raise ValueError(f"roll: {len(shifts)} shifts need as many dims, got dims=None")
+        return Roll(shifts[0], None).apply(x)
+    dims = _ints(dims, "roll", "dims")
+    if len(dims) != len(shifts):
+        raise ValueError(f"roll: shifts {shifts} and dims {dims} must have the same length")
+    axes = tuple(_dim(d, x.data.ndim, "roll") for d in dims)
+    return Roll(shifts, axes).apply(x)
+
+
+def split(x, split_size_or_sections, dim=0):
+    """Pieces of ``x`` along ``dim`` (views): every piece ``split_size`` long but the last, or
+    the lengths listed in ``sections`` (they must add up to the dimension)."""
+    axis = _dim(dim, x.data.ndim, "split")
+    n = x.data.shape[axis]
+    if isinstance(split_size_or_sections, (int, np.integer)):
+        size = int(split_size_or_sections)
+        if size < 0 or (size == 0 and n != 0):
+            raise ValueError(f"split: split_size must be positive for a dimension of length {n}, got {size}")
+        sizes = [min(size, n - start) for start in range(0, n, size)] if n else [0]
+    else:
+        sizes = list(_ints(split_size_or_sections, "split", "sections"))
+        if sum(sizes) != n or any(s < 0 for s in sizes):
+            raise ValueError(f"split: sections {sizes} must be >= 0 and sum to the length {n} of dim {dim} "
+                             f"of shape {x.data.shape}")
+    pieces, start = [], 0
+    for size in sizes:
+        key = (slice(None),) * axis + (slice(start, start + size),)
+        pieces.append(getitem(x, key))
+        start += size
+    return tuple(pieces)
+
+
+def chunk(x, chunks, dim=0):
+    """``chunks`` pieces as equal as possible, each ceil(n / chunks) long (possibly fewer pieces)."""
+    if not isinstance(chunks, (int, np.integer)) or chunks <= 0:
+        raise ValueError(f"chunk: chunks must be a positive integer, got {chunks!r}")
+    n = x.data.shape[_dim(dim, x.data.ndim, "chunk")]
+    return split(x, max(-(-n // int(chunks)), 1), dim) if n else split(x, [0] * int(chunks), dim)
