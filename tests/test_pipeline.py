@@ -110,3 +110,23 @@ def test_zero_on_four_ranks_shards_the_state_and_resumes_a_two_rank_checkpoint(m
     four = job_result(run_job(mpirun, [ZERO, "--load", ckpt, "--save-at", "2"], np_=4, timeout=240))
     ref4 = reference(ZERO, "--ranks", "4", "--load", ckpt, "--save-at", "2")
     assert close(four["losses"], ref4["losses"]) and close(four["params"], ref4["params"])
+
+
+@pytest.mark.mpi
+def test_train_cli_runs_pipeline_stages_and_a_sharded_optimizer(mpirun, tmp_path):
+    trace = str(tmp_path / "trace.json")
+    job = run_job(mpirun, ["-m", "pyneural", "train", "--distributed", "--pipeline-stages", "2", "--epochs", "1",
+                           "--no-progress", "--trace", trace], np_=2, timeout=240)
+    assert job.rc == 0, job.err[-3000:]
+    assert "2 pipeline stages x 1 replicas (global batch 32)" in job.out
+    assert "pipeline stage 0:" in job.out and "pipeline stage 1:" in job.out and "final test accuracy" in job.out
+    import json
+    with open(trace) as f:
+        names = {e["name"].split(" mb")[0] for e in json.load(f)["traceEvents"] if e.get("ph") == "X"}
+    assert {"forward", "backward", "wait activations", "wait gradient"} <= names
+    job = run_job(mpirun, ["-m", "pyneural", "train", "--distributed", "--shard-optimizer", "--optimizer", "adam",
+                           "--model", "mlp", "--epochs", "1", "--no-progress"], np_=2, timeout=240)
+    assert job.rc == 0, job.err[-3000:]
+    assert "final test accuracy" in job.out
+    job = run_job(None, ["-m", "pyneural", "train", "--pipeline-stages", "2"], np_=None, timeout=60)
+    assert job.rc == 2 and "--pipeline-stages needs --distributed" in job.err

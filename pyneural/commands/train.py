@@ -138,7 +138,9 @@ def build(args, world=None):
         train_loader = DataLoader(train_set, shuffle=True, seed=args.seed, **options)
     else:
         from pyneural.distributed import DistributedSampler
-        sampler = DistributedSampler(train_set, num_replicas=world.size, rank=world.rank, seed=args.seed)
+        from pyneural.distributed.cli_support import data_parallel_rank
+        replicas, replica = data_parallel_rank(args, world)
+        sampler = DistributedSampler(train_set, num_replicas=replicas, rank=replica, seed=args.seed)
         train_loader = DataLoader(train_set, sampler=sampler, **options)
     test_loader = DataLoader(test_set, batch_size=512, pin_memory=pin_memory)
     model = build_model(args.model, image_shape)
@@ -299,11 +301,14 @@ def run(args):
         trainer = Trainer(model, optimizer, scheduler=scheduler, scheduler_interval="step", callbacks=callbacks,
                           device=device, amp=getattr(args, "amp", None))
     else:
-        from pyneural.distributed.training import DistributedTrainer
-        ddp = cli_support.wrap_model(args, model, timeline)
-        trainer = DistributedTrainer(ddp, optimizer, scheduler=scheduler, scheduler_interval="step",
-                                     callbacks=callbacks, device=device, amp=getattr(args, "amp", None))
-    ranks = f" on {world.size} ranks (global batch {args.batch_size * world.size})" if world else ""
+        trainer, ddp = cli_support.make_trainer(args, model, optimizer, scheduler, timeline, scheduler_interval="step",
+                                                callbacks=callbacks, device=device, amp=getattr(args, "amp", None))
+    if world is None:
+        ranks = ""
+    else:
+        stages = getattr(args, "pipeline_stages", 1)
+        layout = f", {stages} pipeline stages x {world.size // stages} replicas" if stages > 1 else ""
+        ranks = f" on {world.size} ranks{layout} (global batch {args.batch_size * world.size // stages})"
     data_name = args.data[0]
     write(f"training {args.model} on {data_name} ({len(train_loader.dataset)} train / {len(test_loader.dataset)} "
           f"test images), {args.optimizer}, lr {optimizer.param_groups[0]['lr']}, batch {args.batch_size}"
@@ -359,7 +364,7 @@ def _start_nvml(device):
 
 def build_report(args, trainer, train_loader, flops, wall, comm, world, saver, resumed, reporting, gpu=None):
     """The utilization report of this process's training (rank 0's, in a distributed run)."""
-    comm_wait = comm["exposed_ms"] * comm["steps"] / 1e3 if comm else 0.0
+    comm_wait = comm["exposed_ms"] * comm["steps"] / 1e3 if comm and "exposed_ms" in comm else 0.0
     details = {"model": args.model, "data": ":".join(d for d in args.data if d), "batch_size": args.batch_size,
                "epochs": args.epochs,
                "global_step": trainer.global_step,

@@ -36,13 +36,37 @@ def add_arguments(parser):
                        help=f"abort the job when a collective takes longer (default: {DEFAULT_TIMEOUT:g})")
     group.add_argument("--trace", metavar="PATH", default=None,
                        help="write a Chrome trace (chrome://tracing, ui.perfetto.dev) of every rank's steps")
+    group.add_argument("--pipeline-stages", type=int, default=1, metavar="S",
+                       help="split the model into S pipeline stages, one per rank (1F1B schedule); the N ranks form "
+                            "N/S data-parallel replicas of the pipeline (default: 1, data parallelism only)")
+    group.add_argument("--micro-batches", type=int, default=None, metavar="M",
+                       help="micro-batches per batch in the pipeline (default: 2 x stages)")
+    group.add_argument("--shard-optimizer", action="store_true",
+                       help="ZeRO-1: each rank keeps the optimizer state of 1/N of the parameters (gradients "
+                            "reduce-scattered, parameters all-gathered)")
 
 
-DISTRIBUTED_ONLY = ("compress", "trace")  # --deterministic also means something for one process
+DISTRIBUTED_ONLY = ("compress", "trace", "shard_optimizer")  # --deterministic also means something for one process
 
 
 def check_arguments(parser, args):
-    """Reject the options that mean nothing without --distributed (parser.error exits)."""
+    """Reject the options that mean nothing without --distributed, and the combinations that are not
+    supported (parser.error exits)."""
+    stages = getattr(args, "pipeline_stages", 1)
+    if stages < 1 or (args.micro_batches is not None and args.micro_batches < 1):
+        parser.error("--pipeline-stages and --micro-batches must be >= 1")
+    if stages > 1:
+        if not args.distributed:
+            parser.error("--pipeline-stages needs --distributed (and mpirun -np a multiple of the stages)")
+        unsupported = [flag for flag, on in (("--shard-optimizer", args.shard_optimizer), ("--compress", args.compress),
+                                             ("--checkpoint-dir", getattr(args, "checkpoint_dir", None)),
+                                             ("--amp", getattr(args, "amp", None)))
+                       if on]
+        if unsupported:
+            parser.error(f"--pipeline-stages does not combine with {', '.join(unsupported)} yet")
+    if args.shard_optimizer and getattr(args, "checkpoint_dir", None):
+        parser.error("--shard-optimizer does not combine with --checkpoint-dir in the CLI yet (the API's "
+                     "ZeroRedundancyOptimizer.state_dict() checkpoints it)")
     if args.distributed:
         return
     given = [name for name in DISTRIBUTED_ONLY if getattr(args, name)]
@@ -68,6 +92,42 @@ def setup(args):
     return world, timeline
 
 
+def data_parallel_rank(args, world):
+    """``(replicas, replica)``: how the training data is split (by pipeline replica, not by rank)."""
+    stages = getattr(args, "pipeline_stages", 1)
+    if world.size % stages:
+        raise SystemExit(f"pyneural train: --pipeline-stages {stages} needs a number of ranks that it divides, "
+                         f"got {world.size}")
+    return world.size // stages, world.rank // stages
+
+
+def make_trainer(args, model, optimizer, scheduler, timeline, **kwargs):
+    """``(trainer, wrapper)`` for a distributed run: a DistributedTrainer over DDP (with
+    ``--shard-optimizer`` a ZeroRedundancyOptimizer doing the reduction), or a PipelineTrainer
+    over a Pipeline. ``scheduler`` is rebuilt on a sharded optimizer."""
+    from .training import DistributedTrainer, PipelineTrainer
+    if getattr(args, "pipeline_stages", 1) > 1:
+        from .pipeline import Pipeline
+        from .sync import broadcast_parameters
+        from .comm import get_world
+        broadcast_parameters(get_world(), model)
+        stages = args.pipeline_stages
+        pipe = Pipeline(model, stages=stages, micro_batches=args.micro_batches or 2 * stages,
+                        deterministic=args.deterministic, timeline=timeline)
+        return PipelineTrainer(pipe, optimizer, scheduler=scheduler, **kwargs), pipe
+    ddp = wrap_model(args, model, timeline)
+    if args.shard_optimizer:
+        from .zero import ZeroRedundancyOptimizer
+        group = optimizer.param_groups[0]
+        hyper = {k: v for k, v in group.items() if k in optimizer.defaults and k not in ("params", "initial_lr")}
+        optimizer = ZeroRedundancyOptimizer(model.parameters(), type(optimizer), deterministic=args.deterministic,
+                                            **hyper)
+        ddp.require_sync = False  # the sharded optimizer reduce-scatters the gradients itself
+        if scheduler is not None:
+            scheduler = type(scheduler)(optimizer, T_max=scheduler.T_max)
+    return DistributedTrainer(ddp, optimizer, scheduler=scheduler, **kwargs), ddp
+
+
 def wrap_model(args, model, timeline):
     """The DDP wrapper the flags describe (checks and broadcasts rank 0's parameters)."""
     from .ddp import DistributedDataParallel
@@ -79,9 +139,20 @@ def finish(args, ddp, timeline, write):
     """After training (collective): the communication summary, printed through ``write`` on
     rank 0, and the trace file when asked for. Returns the summary."""
     from .ddp import format_comm_summary
-    summary = ddp.comm_summary()
-    if ddp.world.rank == 0:
-        write(f"{ddp.world.size} ranks, {format_comm_summary(summary)}")
+    from .pipeline import Pipeline
+    if isinstance(ddp, Pipeline):
+        from .collectives import gather_bytes
+        import json
+        parts = gather_bytes(ddp.world, json.dumps(ddp.stats()).encode(), what="gather of pipeline statistics")
+        summary = {"pipeline": [json.loads(p) for p in parts] if parts else None}
+        if ddp.world.rank == 0:
+            for st in summary["pipeline"][:ddp.stages]:
+                write(f"pipeline stage {st['stage']}: {st['step_ms']:.1f} ms/step, idle {st['idle_ms']:.1f} ms "
+                      f"(bubble {100 * st['bubble_fraction']:.0f}%, 1F1B ideal {100 * st['ideal_bubble_fraction']:.0f}%)")
+    else:
+        summary = ddp.comm_summary()
+        if ddp.world.rank == 0:
+            write(f"{ddp.world.size} ranks, {format_comm_summary(summary)}")
     if args.trace:
         timeline.write(args.trace, summary)
         if ddp.world.rank == 0:

@@ -151,6 +151,10 @@ class Pipeline:
             for name, p in layer.named_parameters():
                 yield f"{self.layer_offset + i}.{name}", p
 
+    @property
+    def training(self):
+        return self.layers[0].training
+
     def train(self, mode=True):
         for layer in self.layers:
             layer.train(mode)

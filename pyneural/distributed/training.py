@@ -109,3 +109,62 @@ class DistributedTrainer(Trainer):
 def _mpi_max():
     from ._mpi import import_mpi
     return import_mpi().MAX
+
+
+class PipelineTrainer(Trainer):
+    """Trains a ``Pipeline`` (``model``): every rank of a replica runs the same steps on the same
+    batches (the loader's sampler splits the data by replica). The optimizer may be built over the
+    whole model's parameters: only this stage's get gradients, so only they move."""
+
+    def __init__(self, pipeline, optimizer, **kwargs):
+        if kwargs.get("max_grad_norm") is not None:
+            raise ValueError("PipelineTrainer: max_grad_norm needs the norm over every stage; not supported")
+        if kwargs.get("amp") is not None:
+            raise ValueError("PipelineTrainer: mixed precision (amp) is not supported with pipeline stages yet")
+        super().__init__(pipeline, optimizer, **kwargs)
+        self.pipeline = pipeline
+
+    def train_step(self, inputs, targets):
+        pipe = self.pipeline
+        if self.device is not None:
+            inputs, targets = inputs.to(self.device), targets.to(self.device)
+        self.optimizer.zero_grad()
+        with self.timeline_span("pipeline schedule"):
+            loss = pipe.train_step(inputs if pipe.is_first else None, targets)
+        self.optimizer.step()
+        if self.scheduler is not None and self.scheduler_interval == "step":
+            self.scheduler.step()
+        self.global_step += 1
+        return loss
+
+    def timeline_span(self, name):
+        return self.pipeline.timeline.span(name)
+
+    def train_epoch(self, loader, progress=None):
+        mean_loss, images, seconds = super().train_epoch(loader, progress)
+        world, pipe = self.pipeline.world, self.pipeline
+        # every stage of a replica saw the same samples: count them once per replica
+        totals = np.array([mean_loss, images / pipe.stages, seconds], dtype=np.float64)
+        allreduce_(world, totals[:2], what="allreduce of epoch loss and images")
+        slowest = totals[2:].copy()
+        allreduce_(world, slowest, op=_mpi_max(), what="allreduce of epoch time")
+        return totals[0] / world.size, int(round(totals[1])), float(slowest[0])
+
+    def evaluate(self, loader):
+        """(mean loss, accuracy) over ``loader``, computed on the last stage and shared."""
+        from .collectives import bcast_
+        pipe = self.pipeline
+        was_training = self.model.training if hasattr(self.model, "training") else True
+        pipe.eval()
+        sums = np.zeros(3)  # loss * n, correct, n
+        for inputs, targets in loader:
+            if self.device is not None:
+                inputs, targets = inputs.to(self.device), targets.to(self.device)
+            out = pipe.predict(inputs if pipe.is_first else None, len(targets))
+            if pipe.is_last:
+                n = len(targets)
+                sums += (self.loss_fn(out, targets).item() * n,
+                         int(np.count_nonzero(out.data.argmax(axis=1) == targets.data)), n)
+        bcast_(pipe.pipe, sums, root=pipe.stages - 1, what="broadcast of the evaluation")
+        pipe.train(was_training)
+        return sums[0] / sums[2], sums[1] / sums[2]

@@ -54,6 +54,15 @@ class _Shard:
                 flat[o:o + n] = a.reshape(-1)
         return flat
 
+    def slice(self, arrays):
+        """This rank's part [lo, hi) of the flattened ``arrays``, without building the whole vector."""
+        out = np.zeros(self.chunk, dtype=self.dtype)
+        for a, o, n in zip(arrays, self.offsets, self.sizes):
+            lo, hi = max(o, self.lo), min(o + n, self.hi)
+            if lo < hi:
+                out[lo - self.lo:hi - self.lo] = a.reshape(-1)[lo - o:hi - o]
+        return out
+
     def unflatten(self, flat):
         return [flat[o:o + n].reshape(p.data.shape) for p, o, n in zip(self.params, self.offsets, self.sizes)]
 
@@ -83,8 +92,7 @@ class ZeroRedundancyOptimizer:
                 raise TypeError(f"ZeroRedundancyOptimizer: the parameters of group {i} must share one dtype, "
                                 f"got {sorted({str(p.data.dtype) for p in plist})}")
             shard = _Shard(plist, size, rank)
-            flat = shard.flatten([p.data for p in plist])
-            piece = Parameter(flat[shard.lo:shard.hi].copy())
+            piece = Parameter(shard.slice([p.data for p in plist]))
             shard.param = piece
             self._shards.append(shard)
             inner_groups.append(dict({k: v for k, v in group.items() if k != "params"}, params=[piece]))
@@ -131,6 +139,9 @@ class ZeroRedundancyOptimizer:
         loss = closure() if closure is not None else None
         for shard in self._shards:
             shard.param.grad = wrap(self._reduce_scatter(shard))
+            # the shard starts from the parameters' current values (a checkpoint may have been loaded
+            # into the model, or the parameters broadcast, since the last step)
+            shard.param.data[...] = shard.slice([p.data for p in shard.params])
         self.optim.step()
         for shard in self._shards:
             full = np.empty(shard.padded, dtype=shard.dtype)
