@@ -21,7 +21,7 @@ BF16 = ml_dtypes.bfloat16
 TRANSPOSES = [(False, False), (True, False), (False, True), (True, True)]
 
 # (M, N, K). C tiles: 14 x 32 (avx512bf16), 32 x 32 (amx), 4 x 16 (generic); K steps of 2 (32 on
-# AMX). Cache blocks kc/mc/nc: avx512bf16 1024/336/2048, generic 512/128/2048, amx 512/256/2048,
+# AMX). Cache blocks kc/mc/nc: avx512bf16 4096/56/1024, generic 512/128/2048, amx 512/256/2048,
 # amx_emulated 128/64/96 (small, so these sizes cross its K, M and N blocks). The sizes sit on and
 # just off the tiles, cross blocks and take the threaded split.
 SHAPES = [
@@ -38,10 +38,11 @@ SHAPES = [
     (65, 97, 129),      # past each emulated block by one
     (64, 96, 128),      # exactly the emulated blocks
     (130, 200, 300),    # threaded
+    (5, 2100, 40),      # N crosses the 1024 and 2048 column panels
 ]
 
 # Sizes that cross K blocks on every path (so the epilogue runs its first, middle and last stages).
-DEEP = [(40, 50, 1030), (65, 70, 1100)]
+DEEP = [(40, 50, 1030), (20, 40, 4200)]
 
 
 def available(name):
@@ -110,7 +111,7 @@ def test_bf16_output_over_poison(rng, isa, m, n, k, trans_a, trans_b):
 
 
 @pytest.mark.parametrize("out_dtype", [np.float32, BF16])
-@pytest.mark.parametrize("m,n,k", [(31, 33, 65), (65, 97, 129), (40, 50, 1030)])
+@pytest.mark.parametrize("m,n,k", [(31, 33, 65), (65, 97, 129), (20, 40, 4200)])
 def test_alpha_beta_bias_relu(rng, isa, m, n, k, out_dtype):
     a, b = operands(rng, m, n, k, False, True)
     c = rng.standard_normal((m, n)).astype(np.float32).astype(out_dtype)
@@ -125,7 +126,7 @@ def test_alpha_beta_bias_relu(rng, isa, m, n, k, out_dtype):
         assert_bf16_result(c, expected, np.sqrt(k) * 4)
 
 
-@pytest.mark.parametrize("m,n,k", [(15, 17, 33), (65, 97, 129), (40, 50, 1030)])
+@pytest.mark.parametrize("m,n,k", [(15, 17, 33), (65, 97, 129), (20, 40, 4200)])
 def test_beta_one_accumulates(rng, isa, m, n, k):
     a, b = operands(rng, m, n, k, True, False)
     c = rng.standard_normal((m, n)).astype(np.float32)

@@ -11,8 +11,11 @@
 // Napkin math (this machine, AMD Zen 5 class: two 512-bit vdpbf16ps per cycle): 2 x 16 lanes x
 // 2 products x 2 flops = 128 bf16 flops per cycle per core, twice float32's FMAs; 14 cycles per step
 // against 128 + 56 bytes of operands (13 B/cycle), which the L2 delivers easily.
-// Cache blocks: kc = 1024 (a 64 KiB B sliver, the bytes of the float32 kernel's kc = 512), mc = 336
-// (the A block, 672 KiB, in L2), nc = 2048 (the B panel, 4 MiB, in L3).
+// Cache blocks: kc = 4096, mc = 56, nc = 1024: the B sliver (32 x 4096, 256 KiB) and the A block
+// (56 x 4096, 448 KiB) share the 1 MiB L2, the B panel (8 MiB) sits in L3. Measured on one core
+// (bench/NOTES.md): deep K blocks win, 2048-4096 over 1024 by ~15% at 2048^3 (each tile's C
+// traffic and epilogue come once per K block), and K up to 4096 in one block keeps a bf16 C from
+// needing the float32 workspace.
 //
 // Edge tiles: an instance per live row count (1..14) and 1 or 2 column vectors; the last vector is
 // masked in the epilogue, so nothing outside C[0:m, 0:n] is touched. vdpbf16ps treats bf16
@@ -50,6 +53,18 @@ void tile(int64_t pairs, const uint16_t* a16, const uint16_t* b16, const Bf16Epi
   for (int r = 0; r < M; ++r)
 #pragma GCC unroll 2
     for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_setzero_ps();
+
+  // C (or the running sum) is touched once per kc-deep product: start pulling its lines in now, off
+  // the critical path (a row of the tile is 128 bytes of float32, or 64 of bf16).
+  const bool to_c = ep.last;
+  const char* target = to_c ? static_cast<const char*>(ep.c) : reinterpret_cast<const char*>(ep.acc);
+  const int64_t row_bytes = to_c ? ep.ldc * (ep.c_bf16 ? 2 : 4) : ep.ldacc * 4;
+  const int64_t col_bytes = col * (to_c && ep.c_bf16 ? 2 : 4);
+#pragma GCC unroll 16
+  for (int r = 0; r < M; ++r) {
+    _mm_prefetch(target + (row + r) * row_bytes + col_bytes, _MM_HINT_T0);
+    _mm_prefetch(target + (row + r) * row_bytes + col_bytes + 64 * NV - 1, _MM_HINT_T0);
+  }
 
 #pragma GCC unroll 4
   for (int64_t p = 0; p < pairs; ++p) {
@@ -129,7 +144,7 @@ void pack_b(const Bf16Operand& b, int64_t k0, int64_t kc, int64_t j0, int64_t nc
 }  // namespace
 
 const Bf16GemmKernel& bf16_kernel_avx512bf16() {
-  static const Bf16GemmKernel kernel{"avx512bf16", kMR, kNR, 2, 1024, 336, 2048, &pack_a, &pack_b, &block};
+  static const Bf16GemmKernel kernel{"avx512bf16", kMR, kNR, 2, 4096, 56, 1024, &pack_a, &pack_b, &block};
   return kernel;
 }
 
