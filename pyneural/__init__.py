@@ -49,6 +49,7 @@ from pyneural import amp  # noqa: E402
 from pyneural.amp import autocast, bfloat16, get_autocast_dtype, is_autocast_enabled  # noqa: E402
 
 long = int64
+bool = bool_
 float = float32
 double = float64
 half = float16

@@ -41,8 +41,9 @@ def _positions(index, axis):
     return tuple(out)
 
 
-def _leading_block(shape, index_shape, axis):
-    """Slices selecting, in every dim but ``axis``, the first ``index_shape[d]`` entries."""
+def _leading_block(shape, index_shape, axis=None):
+    """Slices selecting the first ``index_shape[d]`` entries of every dim but ``axis`` (all dims
+    when ``axis`` is None: the part of ``src`` a scatter reads)."""
     return tuple(slice(None) if d == axis else slice(0, index_shape[d]) for d in range(len(shape)))
 
 
@@ -69,7 +70,7 @@ class Scatter(Function):
         positions = _positions(self.index, self.axis)
         if src is not None:
             self.src_meta = (src.shape, src.dtype)
-            values = src[_leading_block(src.shape, self.index.shape, self.axis)]
+            values = src[_leading_block(src.shape, self.index.shape)]
         else:
             values = get_array_module(x).full(self.index.shape, self.scalar, dtype=x.dtype)
         if self.add:
@@ -88,7 +89,7 @@ class Scatter(Function):
                 gx[positions] = 0
         if len(self.needs_input_grad) > 1 and self.needs_input_grad[1]:
             gsrc = get_array_module(gy).zeros(*self.src_meta)
-            gsrc[_leading_block(gsrc.shape, self.index.shape, self.axis)] = gy[positions]
+            gsrc[_leading_block(gsrc.shape, self.index.shape)] = gy[positions]
         return gx, gsrc
 
 
