@@ -2,7 +2,9 @@
 
 16-bit operands (bfloat16, float16: autocast's lower-precision ops) multiply as 16-bit values with
 float32 accumulation and give float32 results; a float32 operand met by a 16-bit one is rounded to
-16 bits first, as tensor cores would see it.
+16 bits first, as tensor cores would see it. bf16 GEMMs run on pyneural's bf16 kernel (AMX tiles
+or AVX512-BF16) where the CPU has one; otherwise, and for float16 and convolutions, the 16-bit
+values are widened and the fp32 kernels accumulate them.
 """
 import numpy as np
 
@@ -30,17 +32,32 @@ def _low_dtype(*arrays):
 def _widened(low, *arrays):
     """``arrays`` rounded to the 16-bit dtype ``low``, then held as float32 (exact: products of
     16-bit values are exact in fp32, so the fp32 kernels accumulate them as tensor cores would)."""
-    return tuple(None if a is None else (a if a.dtype == low else a.astype(low)).astype(_F32) for a in arrays)
+    return tuple(None if a is None else to_low(a, low).astype(_F32) for a in arrays)
 
 
 def _f32(a):
     return a if a is None or a.dtype == _F32 else a.astype(_F32)
 
 
+def _bf16_kernel():
+    """Whether the bf16 GEMM kernel beats the fp32 one here: on AMX tiles or AVX512-BF16's
+    vdpbf16ps (2-16x the fp32 FMA rate); its portable path does not."""
+    from pyneural.kernels import bf16
+    return bf16.gemm_isa() in ("amx", "avx512bf16")
+
+
+def to_low(a, low):
+    """``a`` rounded to the 16-bit dtype ``low`` (round to nearest even)."""
+    return a if a.dtype == low else a.astype(low)
+
+
 def gemm(a, b, *, trans_a=False, trans_b=False, alpha=1.0, beta=0.0, out=None):
     low = _low_dtype(a, b)
     if low is None:
         return _gemm.gemm(a, b, trans_a=trans_a, trans_b=trans_b, alpha=alpha, beta=beta, out=out)
+    if low == _amp.bfloat16 and _bf16_kernel() and (out is None or out.dtype == _F32):
+        a, b = (np.ascontiguousarray(to_low(x, low)) for x in (a, b))
+        return _gemm.gemm_bf16(a, b, trans_a=trans_a, trans_b=trans_b, alpha=alpha, beta=beta, out=out)
     a, b = _widened(low, a, b)
     return _gemm.gemm(a, b, trans_a=trans_a, trans_b=trans_b, alpha=alpha, beta=beta, out=out)
 
