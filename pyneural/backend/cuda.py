@@ -2,15 +2,16 @@
 (``pyneural.cuda``), with the CPU backend's function signatures. Where a kernel covers only part of
 what the CPU function takes (float64 inputs, label smoothing), the rest runs as whole-array code.
 
-16-bit operands (autocast): GEMMs run on the tensor cores (mma.sync; wgmma on sm_90a) with fp32
-accumulation and fp32 results; convolutions round their operands to 16 bits and run the fp32
-implicit-GEMM kernels (numerically the same products; not yet at tensor-core speed)."""
+16-bit operands (autocast): GEMMs and convolutions run on the tensor cores (mma.sync; wgmma on sm_90a
+for GEMMs) with fp32 accumulation and fp32 results; an fp32 operand met by a 16-bit one is rounded to
+16 bits first, as on the CPU."""
 import numpy as np
 
 from pyneural import amp as _amp
 from pyneural import backends
 from pyneural.cuda import _backend
 from pyneural.cuda import conv as _conv
+from pyneural.cuda import conv_tc as _conv_tc
 from pyneural.cuda import elementwise as _ew
 from pyneural.cuda import gemm as _gemm
 from pyneural.cuda import pool as _pool
@@ -127,25 +128,34 @@ def relu_backward(dy, y, out=None):
     return out
 
 
+def _rounded(low, *arrays):
+    """``arrays`` in the 16-bit dtype ``low``, C-contiguous (for the tensor-core kernels)."""
+    return tuple(_contig(a if a.dtype == low else a.astype(low)) for a in arrays)
+
+
 def conv2d_forward(x, w, bias=None, stride=1, padding=0, dilation=1, groups=1, relu=False):
-    low = _low_dtype(x, w, bias)
-    if low is not None:
-        x, w = _widened(low, x, w)
-        bias = None if bias is None else bias.astype(_F32)
+    low = _low_dtype(x, w)
+    if low is not None:  # tensor cores: 16-bit operands, fp32 accumulation and result
+        x, w = _rounded(low, x, w)
+        return _conv_tc.conv2d_forward(x, w, bias, stride, padding, dilation, groups, relu=relu, out_dtype=_F32)
+    if bias is not None and bias.dtype != _F32:
+        bias = bias.astype(_F32)
     return _conv.conv2d_forward(_contig(x), _contig(w), bias, stride, padding, dilation, groups, relu=relu)
 
 
 def conv2d_backward_data(dy, w, x_shape, stride=1, padding=0, dilation=1, groups=1):
     low = _low_dtype(dy, w)
     if low is not None:
-        dy, w = _widened(low, dy, w)
+        dy, w = _rounded(low, dy, w)
+        return _conv_tc.conv2d_backward_data(dy, w, x_shape, stride, padding, dilation, groups, out_dtype=_F32)
     return _conv.conv2d_backward_data(_contig(dy), _contig(w), x_shape, stride, padding, dilation, groups)
 
 
 def conv2d_backward_weight(dy, x, w_shape, stride=1, padding=0, dilation=1, groups=1):
     low = _low_dtype(dy, x)
     if low is not None:
-        dy, x = _widened(low, dy, x)
+        dy, x = _rounded(low, dy, x)
+        return _conv_tc.conv2d_backward_weight(dy, x, w_shape, stride, padding, dilation, groups, out_dtype=_F32)
     return _conv.conv2d_backward_weight(_contig(dy), _contig(x), w_shape, stride, padding, dilation, groups)
 
 
