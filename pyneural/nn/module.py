@@ -276,10 +276,11 @@ class Module:
         return out
 
     def state_dict(self):
-        """OrderedDict of name -> numpy array (a copy) for every parameter and persistent buffer."""
+        """OrderedDict of name -> array (a copy, on the tensor's device: numpy on the CPU) for every
+        parameter and persistent buffer."""
         state = OrderedDict()
         for name, t in self._state_tensors():
-            state[name] = np.array(t.data, copy=True)
+            state[name] = get_array_module(t.data).array(t.data, copy=True)
         return state
 
     def load_state_dict(self, state_dict, strict=True):
@@ -298,7 +299,9 @@ class Module:
             if name not in state_dict:
                 continue
             value = state_dict[name]
-            arr = value.data if isinstance(value, Tensor) else np.asarray(value)
+            arr = value.data if isinstance(value, Tensor) else value
+            if not hasattr(arr, "shape"):
+                arr = np.asarray(arr)
             if tuple(arr.shape) != t.data.shape:
                 mismatched.append(f"{name}: checkpoint shape {tuple(arr.shape)}, model shape {t.data.shape}")
             else:
@@ -313,8 +316,10 @@ class Module:
         if problems:
             raise RuntimeError(f"Error(s) in loading state_dict for {type(self).__name__}:\n  "
                                + "\n  ".join(problems))
+        from pyneural import backend
         for name, arr in arrays.items():
-            targets[name].data[...] = arr
+            data = targets[name].data
+            data[...] = backend.to_device(arr, backend.device_of(data))  # a CPU checkpoint loads onto a GPU
         return IncompatibleKeys(missing, unexpected)
 
     # -- printing -------------------------------------------------------------------------------
