@@ -64,6 +64,9 @@ class Trainer:
                  max_grad_norm=None, callbacks=(), device=None, amp=None):
         if scheduler_interval not in ("epoch", "step"):
             raise ValueError(f"Trainer: scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}")
+        if hasattr(scheduler, "num_bad_epochs") and scheduler_interval != "epoch":
+            raise ValueError("Trainer: ReduceLROnPlateau steps once per epoch on the evaluation loss; use "
+                             "scheduler_interval='epoch'")
         self.amp_dtype = _AMP_DTYPES[amp] if isinstance(amp, str) and amp in _AMP_DTYPES else amp
         if self.amp_dtype is not None and not _amp.is_low_precision(np.dtype(self.amp_dtype)):
             raise ValueError(f"Trainer: amp must be None, 'bf16', 'fp16' or a 16-bit float dtype, got {amp!r}")
@@ -209,11 +212,14 @@ class Trainer:
             epoch = train_loader.epoch
             train_loss, images, seconds = self.train_epoch(train_loader, progress)
             lr = self._epoch_lr
-            if self.scheduler is not None and self.scheduler_interval == "epoch":
+            plateau = hasattr(self.scheduler, "num_bad_epochs")  # ReduceLROnPlateau steps on a metric
+            if self.scheduler is not None and self.scheduler_interval == "epoch" and not plateau:
                 self.scheduler.step()
             eval_start = time.perf_counter()
             test_loss, test_acc = self.evaluate(eval_loader) if eval_loader is not None else (float("nan"),) * 2
             self.eval_time += time.perf_counter() - eval_start
+            if plateau:  # on the evaluation loss when there is one, else the training loss
+                self.scheduler.step(test_loss if eval_loader is not None else train_loss)
             stats = EpochStats(epoch=epoch, train_loss=train_loss, test_loss=test_loss, test_accuracy=test_acc,
                                images_per_s=images / seconds if seconds > 0 else float("inf"),
                                seconds=seconds, data_wait_s=self.last_data_wait, lr=lr)

@@ -250,3 +250,23 @@ def test_train_cli_takes_amp(tmp_path):
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert "autocast bf16" in out.stdout and "final test accuracy" in out.stdout
+
+
+def test_trainer_steps_reduce_lr_on_plateau_on_the_evaluation_loss():
+    # (Trainer behaviour that arrived with the PyTorch schedulers; kept beside the Trainer's amp tests.)
+    model = models.mlp()
+    opt = pn.optim.SGD(model.parameters(), lr=0.1)
+    seen = []
+
+    class Recording(pn.optim.lr_scheduler.ReduceLROnPlateau):
+        def step(self, metrics):
+            seen.append(metrics)
+            super().step(metrics)
+
+    trainer = Trainer(model, opt, scheduler=Recording(opt, patience=0, factor=0.5))
+    train, test = digits()
+    trainer.fit(pn.data.DataLoader(train, batch_size=256, seed=0), 3,
+                eval_loader=pn.data.DataLoader(test, batch_size=256))
+    assert seen == [s.test_loss for s in trainer.history]
+    with pytest.raises(ValueError, match="once per epoch"):
+        Trainer(model, opt, scheduler=Recording(opt), scheduler_interval="step")
