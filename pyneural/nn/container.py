@@ -1,4 +1,4 @@
-"""Sequential and ModuleList.
+"""Sequential, ModuleList and ModuleDict.
 
 Sequential runs its layers in order, except that a Linear, Conv2d or BatchNorm immediately followed
 by a ReLU runs as one op with the ReLU fused into the layer's epilogue (``forward_relu``): one pass
@@ -6,6 +6,7 @@ over the output instead of two, and one graph node fewer. Only exact Linear/Conv
 fuse, so a subclass with its own forward is always called as written.
 """
 from collections import OrderedDict
+from collections.abc import Mapping
 
 from pyneural.nn.activation import ReLU
 from pyneural.nn.conv import Conv2d
@@ -123,5 +124,92 @@ class ModuleList(Module):
             self.append(m)
         return self
 
+    def __iadd__(self, modules):
+        return self.extend(modules)
+
+    def insert(self, index, module):
+        """Put ``module`` before position ``index``; the later ones move up (their names too)."""
+        modules = list(self._modules.values())
+        n = len(modules)
+        index = min(max(index + n if index < 0 else index, 0), n)
+        self._renumber(modules[:index] + [module] + modules[index:])
+
+    def __delitem__(self, idx):
+        modules = list(self._modules.values())
+        if isinstance(idx, slice):
+            del modules[idx]
+        else:
+            del modules[self._index(idx)]
+        self._renumber(modules)
+
+    def _renumber(self, modules):
+        """Register ``modules`` as "0", "1", ... (PyTorch's names stay contiguous after a change)."""
+        for name in list(self._modules):
+            delattr(self, name)
+        for m in modules:
+            self.append(m)
+
     def forward(self, *args, **kwargs):
         raise NotImplementedError("ModuleList is a container: iterate over it in your forward()")
+
+
+class ModuleDict(Module):
+    """Modules by name, in insertion order; the parent module sees their parameters under
+    "<dict name>.<key>." as in PyTorch."""
+
+    def __init__(self, modules=None):
+        super().__init__()
+        if modules is not None:
+            self.update(modules)
+
+    def __getitem__(self, key):
+        if key not in self._modules:
+            raise KeyError(f"ModuleDict has no module {key!r} (keys: {list(self._modules)})")
+        return self._modules[key]
+
+    def __setitem__(self, key, module):
+        self.add_module(key, module)
+
+    def __delitem__(self, key):
+        self[key]  # a KeyError naming the keys when absent
+        delattr(self, key)
+
+    def __len__(self):
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules)
+
+    def __contains__(self, key):
+        return key in self._modules
+
+    def keys(self):
+        return self._modules.keys()
+
+    def items(self):
+        return self._modules.items()
+
+    def values(self):
+        return self._modules.values()
+
+    def pop(self, key):
+        module = self[key]
+        del self[key]
+        return module
+
+    def clear(self):
+        for key in list(self._modules):
+            delattr(self, key)
+
+    def update(self, modules):
+        """Add (or replace) modules from a mapping or an iterable of (name, module) pairs."""
+        pairs = modules.items() if isinstance(modules, (Mapping, ModuleDict)) else modules
+        for i, pair in enumerate(pairs):
+            try:
+                key, module = pair
+            except (TypeError, ValueError):
+                raise TypeError(f"ModuleDict.update: element {i} is not a (name, module) pair: {pair!r}") from None
+            self[key] = module
+
+    def forward(self, *args, **kwargs):
+        raise NotImplementedError("ModuleDict is a container: index it in your forward()")

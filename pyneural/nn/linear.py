@@ -1,4 +1,4 @@
-"""Linear, Identity and Flatten."""
+"""Linear, Identity, Flatten and Unflatten."""
 import math
 
 import numpy as np
@@ -82,3 +82,30 @@ class Flatten(Module):
 
     def extra_repr(self):
         return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
+
+
+class Unflatten(Module):
+    """Split dimension ``dim`` into ``unflattened_size`` (one entry may be -1)."""
+
+    def __init__(self, dim, unflattened_size):
+        super().__init__()
+        self.dim, self.unflattened_size = int(dim), tuple(int(n) for n in unflattened_size)
+        if not self.unflattened_size or sum(n == -1 for n in self.unflattened_size) > 1 \
+                or any(n < -1 or n == 0 for n in self.unflattened_size):
+            raise ValueError(f"Unflatten: unflattened_size must be positive sizes with at most one -1, got "
+                             f"{unflattened_size!r}")
+
+    def forward(self, x):
+        shape = input_shape(self, x)
+        if not -len(shape) <= self.dim < len(shape):
+            raise ValueError(f"{self!r}: dim {self.dim} out of range for input of shape {shape}")
+        d = self.dim % len(shape)
+        known = int(np.prod([n for n in self.unflattened_size if n != -1]))
+        if shape[d] % known or (-1 not in self.unflattened_size and known != shape[d]):
+            raise ValueError(f"{self!r}: dimension {d} of input {shape} has {shape[d]} elements, which "
+                             f"{self.unflattened_size} does not split")
+        sizes = tuple(shape[d] // known if n == -1 else n for n in self.unflattened_size)
+        return _shape.reshape(x, shape[:d] + sizes + shape[d + 1:])
+
+    def extra_repr(self):
+        return f"dim={self.dim}, unflattened_size={self.unflattened_size}"

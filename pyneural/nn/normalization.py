@@ -1,5 +1,6 @@
 """BatchNorm1d and BatchNorm2d: learnable per-channel scale/shift and running statistics kept as
-buffers (running_mean, running_var, num_batches_tracked, as in PyTorch's state_dict)."""
+buffers (running_mean, running_var, num_batches_tracked, as in PyTorch's state_dict). LayerNorm and
+GroupNorm: per-sample statistics, no buffers."""
 import numpy as np
 
 from pyneural import functional as F
@@ -73,3 +74,51 @@ class BatchNorm2d(_BatchNorm):
     """Batch norm over (N, C, H, W)."""
     _ndims = (4,)
     _layout = "(N, {C}, H, W)"
+
+
+class LayerNorm(Module):
+    """Normalise over the trailing ``normalized_shape`` dimensions; weight (ones) and bias (zeros)
+    of that shape when ``elementwise_affine`` (bias=False drops the bias)."""
+
+    def __init__(self, normalized_shape, eps=1e-5, elementwise_affine=True, bias=True, dtype=None):
+        super().__init__()
+        shape = (normalized_shape,) if isinstance(normalized_shape, (int, np.integer)) else normalized_shape
+        self.normalized_shape = tuple(int(n) for n in shape)
+        self.eps, self.elementwise_affine = float(eps), bool(elementwise_affine)
+        dtype = np.dtype(dtype or np.float32)
+        self.weight = Parameter(np.ones(self.normalized_shape, dtype)) if elementwise_affine else None
+        self.bias = Parameter(np.zeros(self.normalized_shape, dtype)) if elementwise_affine and bias else None
+
+    def forward(self, x):
+        input_shape(self, x)
+        try:
+            return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+        except ValueError as e:
+            raise ValueError(f"{self!r}: {e}") from None
+
+    def extra_repr(self):
+        return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"
+
+
+class GroupNorm(Module):
+    """Normalise (N, C, *) over ``num_groups`` groups of channels per sample; per-channel weight
+    (ones) and bias (zeros) when ``affine``."""
+
+    def __init__(self, num_groups, num_channels, eps=1e-5, affine=True, dtype=None):
+        super().__init__()
+        if num_groups < 1 or num_channels % num_groups:
+            raise ValueError(f"GroupNorm: num_channels={num_channels} must be divisible by num_groups={num_groups}")
+        self.num_groups, self.num_channels = int(num_groups), int(num_channels)
+        self.eps, self.affine = float(eps), bool(affine)
+        dtype = np.dtype(dtype or np.float32)
+        self.weight = Parameter(np.ones(self.num_channels, dtype)) if affine else None
+        self.bias = Parameter(np.zeros(self.num_channels, dtype)) if affine else None
+
+    def forward(self, x):
+        shape = input_shape(self, x)
+        if len(shape) < 2 or shape[1] != self.num_channels:
+            raise ValueError(f"{self!r}: expected input (N, {self.num_channels}, *), got {shape}")
+        return F.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
+
+    def extra_repr(self):
+        return f"{self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.affine}"

@@ -1,6 +1,8 @@
-"""The 2-D pooling layers: MaxPool2d and AvgPool2d (fixed windows, with PyTorch's dilation,
-ceil_mode and divisor_override), AdaptiveAvgPool2d and AdaptiveMaxPool2d (a fixed output size)."""
+"""The 2-D pooling and resampling layers: MaxPool2d and AvgPool2d (fixed windows, with PyTorch's
+dilation, ceil_mode and divisor_override), AdaptiveAvgPool2d and AdaptiveMaxPool2d (a fixed output
+size), Upsample (nearest, bilinear)."""
 from pyneural.functions import pool as _pool
+from pyneural.functions import resample as _resample
 from pyneural.kernels._checks import pair
 from pyneural.nn.linear import input_shape
 from pyneural.nn.module import Module
@@ -105,3 +107,21 @@ class AdaptiveMaxPool2d(_AdaptivePool2d):
     def forward(self, x):
         self._check(x)
         return _pool.adaptive_max_pool2d(x, self.output_size, self.return_indices)
+
+
+class Upsample(Module):
+    """Resize (N, C, H, W) to ``size`` or by ``scale_factor``: F.interpolate as a layer."""
+
+    def __init__(self, size=None, scale_factor=None, mode="nearest", align_corners=None, recompute_scale_factor=None):
+        super().__init__()
+        self.size, self.scale_factor, self.mode = size, scale_factor, mode
+        self.align_corners, self.recompute_scale_factor = align_corners, recompute_scale_factor
+
+    def forward(self, x):
+        input_shape(self, x)
+        return _resample.interpolate(x, self.size, self.scale_factor, self.mode, self.align_corners,
+                                     self.recompute_scale_factor)
+
+    def extra_repr(self):
+        what = f"size={self.size}" if self.size is not None else f"scale_factor={self.scale_factor}"
+        return f"{what}, mode={self.mode!r}"
