@@ -39,17 +39,18 @@ def _check_result_fits(what, target, result_dtype, other_shape=None):
                                f"{target.shape} and {other_shape}")
 
 
-def _operand(what, target, other):
+def _operand(what, target, other, true_division=False):
     """``other`` as a Tensor: a Python number becomes a 0-d constant of the target's dtype (a float
-    into an integer tensor is refused, as PyTorch does)."""
+    into an integer tensor is refused, as PyTorch does; so is true division of integers)."""
     xp = get_array_module(target.data)
-    if isinstance(other, numbers.Number):
-        _check_result_fits(what, target.data, np.result_type(target.data.dtype, other))
-        return wrap(xp.asarray(other, dtype=target.data.dtype))
-    if not isinstance(other, Tensor):
+    number = isinstance(other, numbers.Number)
+    if not number and not isinstance(other, Tensor):
         other = wrap(xp.asarray(other))
-    _check_result_fits(what, target.data, np.result_type(target.data.dtype, other.data.dtype), other.data.shape)
-    return other
+    result = np.result_type(target.data.dtype, other if number else other.data.dtype)
+    if true_division and result.kind in "biu":
+        result = np.dtype(np.float32)
+    _check_result_fits(what, target.data, result, None if number else other.data.shape)
+    return wrap(xp.asarray(other, dtype=target.data.dtype)) if number else other
 
 
 class AddInplace(Function):
@@ -129,8 +130,8 @@ class ClampInplace(Function):
 
 
 class Overwrite(Function):
-    """a[...] = value (``fill_``, ``zero_``, ``copy_``, the random fills): the old value gets no
-    gradient; a value Tensor gets the gradient summed back to its shape."""
+    """a[...] = value (``fill_``, ``zero_``, ``copy_``, the random fills): the old value gets a
+    zero gradient; a value Tensor gets the gradient summed back to its shape."""
 
     def forward(self, a, value):
         self.value_meta = (value.shape, value.dtype)
@@ -138,7 +139,8 @@ class Overwrite(Function):
         return a
 
     def backward(self, gy):
-        return None, (sum_to(gy, *self.value_meta) if self.needs_input_grad[1] else None)
+        ga = gy * 0 if self.needs_input_grad[0] else None  # a zero gradient, as PyTorch gives
+        return ga, (sum_to(gy, *self.value_meta) if self.needs_input_grad[1] else None)
 
 
 class MaskedFillInplace(Function):
@@ -240,7 +242,7 @@ def mul_(x, other):
 
 
 def div_(x, other):
-    return run("div_", x, DivInplace(), _operand("div_", x, other))
+    return run("div_", x, DivInplace(), _operand("div_", x, other, true_division=True))
 
 
 def clamp_(x, min=None, max=None):
