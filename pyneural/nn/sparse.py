@@ -32,7 +32,8 @@ class Embedding(Module):
 
     def forward(self, indices):
         idx = _embedding.embedding_indices(indices, repr(self))
-        if idx.size and (idx.min() < 0 or idx.max() >= self.num_embeddings):
+        # On the device the lookup checks the range itself (no host read per lookup)
+        if idx.size and type(idx) is np.ndarray and (idx.min() < 0 or idx.max() >= self.num_embeddings):
             bad = idx.max() if idx.max() >= self.num_embeddings else idx.min()
             raise ValueError(f"{self!r}: index {int(bad)} out of range [0, {self.num_embeddings}) "
                              f"in indices of shape {idx.shape}")
