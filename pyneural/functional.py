@@ -75,11 +75,6 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
     return _resample.interpolate(input, size, scale_factor, mode, align_corners, recompute_scale_factor)
 
 
-def upsample(input, size=None, scale_factor=None, mode="nearest", align_corners=None):
-    """``interpolate`` under its older name."""
-    return _resample.interpolate(input, size, scale_factor, mode, align_corners)
-
-
 def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1,
                eps=1e-5, activation=None):
     """Normalise (N, C, ...) over every axis but the channel axis 1.

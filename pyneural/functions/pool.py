@@ -7,6 +7,8 @@ configuration. Everything else (dilation, ceil_mode, divisor_override, adaptive 
 tile the input) runs as separable per-axis maps (pyneural/functions/resample.py), the same whole-array
 code on every device. Adaptive windows that do tile the input are the fixed-window kernels.
 """
+import numpy as np
+
 from pyneural import backend
 from pyneural.functions import resample
 from pyneural.kernels._checks import pair
@@ -120,7 +122,7 @@ def adaptive_output_size(fn, shape, output_size):
     """(Ho, Wo) from an int, a pair, or a pair with None entries (None keeps the input's size)."""
     if len(shape) != 4:
         raise ValueError(f"{fn}: expected input (N, C, H, W), got shape {shape}")
-    if output_size is None or isinstance(output_size, int):
+    if output_size is None or isinstance(output_size, (int, np.integer)):
         output_size = (output_size, output_size)
     try:
         size = tuple(output_size)
@@ -129,11 +131,11 @@ def adaptive_output_size(fn, shape, output_size):
     if len(size) != 2:
         raise ValueError(f"{fn}: output_size must be an int or a pair, got {output_size!r}")
     size = tuple(shape[2 + d] if s is None else s for d, s in enumerate(size))
-    if not all(isinstance(s, int) and s >= 1 for s in size):
+    if not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s >= 1 for s in size):
         raise ValueError(f"{fn}: output_size entries must be positive ints or None, got {output_size!r}")
     if min(shape[2:]) < 1:
         raise ValueError(f"{fn}: input {shape} has an empty plane")
-    return size
+    return tuple(int(s) for s in size)
 
 
 def _adaptive(fn, x, output_size, fixed_window, general):

@@ -31,10 +31,11 @@ def _check_layout(fn, x, groups, inner, **params):
     check_same_dtype(fn, x=x, **params)
 
 
-def _check_rows(fn, x, **arrays):
+def _check_like(fn, x, **arrays):
+    """Each array is C-contiguous with x's dtype and the shape of x (dy) or of its rows (mean, rstd)."""
     for name, a in arrays.items():
-        check_array(fn, name, a, ndim=a.ndim)
         expected = x.shape if name == "dy" else x.shape[:1]
+        check_array(fn, name, a, ndim=len(expected))
         if a.shape != expected:
             raise ValueError(f"{fn}: {name} has shape {a.shape}, expected {expected} for x {x.shape}")
     check_same_dtype(fn, x=x, **arrays)
@@ -57,7 +58,7 @@ def norm_rows_backward(dy, x, mean, rstd, weight=None, groups=1, inner=1, needs=
     for the others)."""
     fn = "norm_rows_backward"
     _check_layout(fn, x, groups, inner, weight=weight)
-    _check_rows(fn, x, dy=dy, mean=mean, rstd=rstd)
+    _check_like(fn, x, dy=dy, mean=mean, rstd=rstd)
     if x.dtype != np.float32:
         return backward_arrays(dy, x, mean, rstd, weight, groups, inner, needs)
     count = groups * x.shape[1] // inner
