@@ -155,7 +155,8 @@ def test_conv_layers_initialise_like_torch():
         bound = 1 / np.sqrt(fan_in)
         assert np.abs(ours.bias.data).max() <= bound
         assert 0.9 * bound < np.abs(ours.weight.data).max() <= bound  # 60 and 216 draws: one lands near the bound
-    assert nn.ConvTranspose2d(6, 8, 3, groups=2).weight.shape == torch.nn.ConvTranspose2d(6, 8, 3, groups=2).weight.shape
+    assert nn.ConvTranspose2d(6, 8, 3, groups=2).weight.shape == (6, 4, 3, 3)
+    assert tuple(torch.nn.ConvTranspose2d(6, 8, 3, groups=2).weight.shape) == (6, 4, 3, 3)
 
 
 # ---- normalization ---------------------------------------------------------------------------------
