@@ -778,7 +778,7 @@ class Tensor:
         creator = value._creator if isinstance(value, Tensor) else None
         if creator is not None and creator.__dict__.get("base") is self and creator.__dict__.get("user_key") is key:
             return  # x[k] = x[k], the second half of x[k] += v: the view already wrote through
-        _inplace.setitem(self, _shape.setitem_key(key), value)
+        _inplace.setitem(self, _shape.setitem_key(key, self.data), value)
 
     # -- arithmetic ---------------------------------------------------------------------------
     def __add__(self, other):

@@ -58,7 +58,7 @@ def _seq_setitems(L, x, z):
 
 
 def _seq_leaf_without_grad(L, x, z):
-    w = L.zeros(3, 4, dtype=L.float64)
+    w = L.zeros(3, 4, dtype=L.float64, device=x.device)
     w.add_(x)
     w.mul_(z)
     return w
@@ -397,3 +397,32 @@ def test_zero_grad_and_grad_arithmetic_stay_plain(rng):
     assert not x.grad.data.any()
     x.grad += 1
     assert x.grad.tolist() == [1.0, 1.0, 1.0]
+
+
+# ---- on the CUDA device (a real GPU, or the emulated one) -----------------------------------------
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("name", list(SEQUENCES))
+def test_inplace_sequence_on_the_device_matches_the_host(cuda_xp, rng, name):
+    fn = SEQUENCES[name]
+    (x, _), (z, _) = pair(rng, 3, 4), pair(rng, 3, 4)
+    dx, dz = (pn.Tensor(t.detach().to("cuda").data).requires_grad_(True) for t in (x, z))
+    out, dout = fn(pn, x, z), fn(pn, dx, dz)
+    assert dout.device == "cuda"
+    np.testing.assert_allclose(dout.cpu().data, out.data, rtol=1e-12, atol=1e-12)
+    gy = rng.standard_normal(out.shape)
+    out.backward(pn.tensor(gy, dtype=pn.float64))
+    dout.backward(pn.tensor(gy, dtype=pn.float64).to("cuda"))
+    for h, d in ((x, dx), (z, dz)):
+        assert (h.grad is None) == (d.grad is None)
+        if h.grad is not None:
+            np.testing.assert_allclose(d.grad.cpu().data, h.grad.data, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("fn", [_exp_then_add, _saved_by_mul, _view_of_saved, _parameter_stepped_before_backward],
+                         ids=lambda f: f.__name__.strip("_"))
+def test_saved_memory_written_in_place_fails_on_the_device(cuda_xp, rng, fn):
+    (x, _), (w, _) = pair(rng, 3, 4), pair(rng, 3, 4)
+    dx, dw = (pn.Tensor(t.detach().to("cuda").data).requires_grad_(True) for t in (x, w))
+    assert "modified by an inplace operation" in _raises_at_backward(fn, pn, dx, dw)

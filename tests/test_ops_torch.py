@@ -602,3 +602,36 @@ def test_mse_broadcast_warns_like_torch():
     with pytest.warns(UserWarning, match="different to the input size"):
         out = PF.mse_loss(pn.ones(3, 1), pn.zeros(3))
     assert out.item() == 1.0
+
+
+# ---- on the CUDA device (a real GPU, or the emulated one) ---------------------------------------
+
+def _on_device(t):
+    d = pn.Tensor(t.to("cuda").data)
+    return d.requires_grad_(True) if t.requires_grad else d
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("c", CASES + EMPTY, ids=[f"{c.name}" for c in CASES] + [f"empty_{c.name}" for c in EMPTY])
+def test_op_on_the_device_matches_the_host(cuda_xp, rng, c):
+    """The same expression on device tensors: results stay on the device and agree with the
+    host's (float64, so within rounding; the float32 case within float32's)."""
+    host_in, _ = both(rng, c.inputs)
+    dev_in = [_on_device(t) for t in host_in]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        ref, got = outputs(c.fn(pn, PF, *host_in)), outputs(c.fn(pn, PF, *dev_in))
+    tol = dict(rtol=max(c.rtol, 1e-6) if "float32" in str([r.dtype for r in ref]) else 1e-9, atol=1e-7)
+    for r, g in zip(ref, got):
+        assert g.device == "cuda" and g.shape == r.shape and g.dtype == r.dtype, c.name
+        np.testing.assert_allclose(g.cpu().data, r.data, equal_nan=True, err_msg=c.name, **tol)
+    pairs = [(r, g) for r, g in zip(ref, got) if r.requires_grad and np.isfinite(r.data).all()]
+    if not pairs:
+        return
+    cotangents = [rng.standard_normal(r.shape) for r, _ in pairs]
+    sum((r * pn.tensor(v, dtype=r.dtype)).sum() for (r, _), v in zip(pairs, cotangents)).backward()
+    sum((g * pn.tensor(v, dtype=g.dtype).to("cuda")).sum() for (_, g), v in zip(pairs, cotangents)).backward()
+    for h, d in zip(host_in, dev_in):
+        if h.requires_grad and h.grad is not None:
+            assert d.grad.device == "cuda"
+            np.testing.assert_allclose(d.grad.cpu().data, h.grad.data, err_msg=c.name, **tol)

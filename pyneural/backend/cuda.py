@@ -175,11 +175,22 @@ def avg_pool2d_backward(dy, x_shape, kernel_size, stride=None, padding=0, count_
     return _pool.avg_pool2d_backward(_contig(dy), x_shape, kernel_size, stride, padding, count_include_pad)
 
 
+def _log_softmax_rows(x):
+    # the float32 kernel's job for other dtypes, as whole-array code
+    cp = _backend.cupy()
+    shifted = x - x.max(1, keepdims=True)
+    return shifted - cp.log(cp.exp(shifted).sum(1, keepdims=True))
+
+
 def softmax(x):
+    if x.dtype != _F32:
+        return _backend.cupy().exp(_log_softmax_rows(x))
     return _softmax.softmax(_contig(x))
 
 
 def log_softmax(x):
+    if x.dtype != _F32:
+        return _log_softmax_rows(x)
     return _softmax.softmax(_contig(x), log=True)
 
 

@@ -37,10 +37,12 @@ class ReLU(Function):
 
 
 def _erf(xp):
-    if xp is np:
-        from scipy.special import erf
+    # scipy's erf is a numpy ufunc, so host arrays and the emulated device's arrays (which run
+    # numpy ufuncs on their host memory) both take it; CuPy's arrays need CuPy's own
+    if xp.__name__.startswith("cupy"):
+        from cupyx.scipy.special import erf
         return erf
-    from cupyx.scipy.special import erf
+    from scipy.special import erf
     return erf
 
 

@@ -86,8 +86,10 @@ class GetItem(Function):
             gx[self.key] = gy
         elif xp is np:
             np.add.at(gx, self.key, gy)
-        else:
-            xp.add.at(gx, self.key, gy)
+        else:  # no ufunc.at on every device: sum by flat position instead
+            size = gx.size
+            flat = xp.arange(size).reshape(gx.shape)[self.key]
+            gx = xp.bincount(flat.ravel(), weights=gy.ravel(), minlength=size).reshape(gx.shape).astype(gx.dtype)
         return (gx,)
 
 
@@ -274,21 +276,23 @@ def _list_index(k):
     return np.asarray(k, dtype=np.int64) if isinstance(k, list) and not k else np.asarray(k)
 
 
-def setitem_key(key):
-    """An index as numpy takes it: Tensors become their arrays, lists integer arrays."""
+def setitem_key(key, like):
+    """An index as the array ``like`` takes it: Tensors become their arrays, lists integer
+    arrays, and index arrays move to ``like``'s device."""
     key = index_key(key)
-    if isinstance(key, list):
-        return _list_index(key)
-    if isinstance(key, tuple) and any(isinstance(k, list) for k in key):
-        return tuple(_list_index(k) if isinstance(k, list) else k for k in key)
-    return key
+    parts = key if isinstance(key, tuple) else (key,)
+    parts = tuple(_list_index(k) if isinstance(k, list) else k for k in parts)
+    if type(like) is not np.ndarray:
+        xp = get_array_module(like)
+        parts = tuple(xp.asarray(k) if type(k) is np.ndarray else k for k in parts)
+    return parts if isinstance(key, tuple) else parts[0]
 
 
 def getitem(x, key, user_key=None):
     """x[key]; ``user_key`` is the key as the caller wrote it (``Tensor.__setitem__`` recognises
     ``x[k] = x[k]``, the second half of ``x[k] += v``, by it)."""
     original = key
-    key = setitem_key(key)
+    key = setitem_key(key, x.data)
     basic = _is_basic(key)
     out = GetItem(key, basic).apply(x)
     if basic and out._creator is not None:
