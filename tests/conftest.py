@@ -1,11 +1,17 @@
-"""Shared test helpers: fresh random inputs, relative error, NaN poisoning; the CUDA device the
-CUDA tests run on.
+"""Shared test helpers: fresh random inputs that replay from a printed seed, error-bound comparisons,
+relative error, NaN poisoning; the CUDA device the CUDA tests run on.
+
+Every run draws a base seed (or takes --seed N / PYNEURAL_TEST_SEED=N) and prints it in the header;
+each test seeds its ``rng`` fixture, pyneural's global generator and torch's from that base and its
+own node id, and prints the line that replays it (shown with a failure's captured output).
 
 Where no usable GPU is present, the CUDA tests run on the emulated device (pyneural.cuda.emulator):
 this module switches it on (PYNEURAL_CUDA_EMULATE=1) before any test module is imported, so every
 CUDA test runs unchanged on whichever device there is, choosing neither. PYNEURAL_REQUIRE_GPU=1
 (bench/gpu_check.sh) turns that off and makes a missing GPU an error instead of a skip."""
 import os
+import sys
+import zlib
 
 import numpy as np
 import pytest
@@ -80,13 +86,51 @@ def subprocess_env(**extra):
     return dict(os.environ, PYTHONPATH=os.pathsep.join(path), **extra)
 
 
+SEED_ENV = "PYNEURAL_TEST_SEED"
+
+
+def pytest_addoption(parser):
+    parser.addoption("--seed", type=int, default=None,
+                     help=f"base seed of every test's random draws (default: ${SEED_ENV}, else fresh "
+                          "from OS entropy); each test derives its own from this and its node id")
+
+
+def pytest_configure(config):
+    """Fix the run's base seed once: --seed, else $PYNEURAL_TEST_SEED, else a fresh one."""
+    seed = config.getoption("--seed")
+    if seed is None and os.environ.get(SEED_ENV, "") != "":
+        seed = int(os.environ[SEED_ENV])
+    config.base_seed = int(np.random.SeedSequence().entropy % 2**32 if seed is None else seed)
+
+
+def pytest_report_header(config):
+    return f"random inputs: base seed {config.base_seed} (replay: --seed {config.base_seed} or {SEED_ENV}=...)"
+
+
+def seed_sequence_of(request):
+    """The test's own seed sequence: the run's base seed and the test's node id, so a test draws the
+    same inputs alone or in any selection, and different tests draw independent ones."""
+    node_key = zlib.crc32(request.node.nodeid.encode())
+    return np.random.SeedSequence([request.config.base_seed, node_key])
+
+
+@pytest.fixture(autouse=True)
+def _seed_generators(request):
+    """Seed pyneural's global generator (layer initialisation, pn.randn, dropout) and, where the test
+    process has loaded it, torch's, from the test's seed; print the replay line (shown on failure)."""
+    numpy_child, pyneural_child, torch_child = seed_sequence_of(request).spawn(3)
+    pyneural.manual_seed(int(pyneural_child.generate_state(1)[0]))
+    if "torch" in sys.modules:
+        sys.modules["torch"].manual_seed(int(torch_child.generate_state(1)[0]))
+    print(f"random inputs: {SEED_ENV}={request.config.base_seed} pytest '{request.node.nodeid}'")
+    request.node.numpy_seed = numpy_child
+
+
 @pytest.fixture
-def rng():
-    """A fresh generator per test, seeded from OS entropy: every run draws new inputs.
-    The seed is printed on failure so a failing draw can be replayed."""
-    seed = np.random.SeedSequence().entropy % (2**32)
-    print(f"rng seed: {seed}")
-    return np.random.default_rng(seed)
+def rng(request):
+    """A generator for the test's random inputs: fresh every run unless a base seed is given
+    (--seed / $PYNEURAL_TEST_SEED), then the same draws for this test however it is selected."""
+    return np.random.default_rng(request.node.numpy_seed)
 
 
 def rel_err(out, ref):

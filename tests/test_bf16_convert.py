@@ -45,9 +45,8 @@ def test_specials(path):
         assert np.array_equal(got, expected_bits(bits.view(np.float32)))
 
 
-def test_specials_inside_full_vectors(path):
+def test_specials_inside_full_vectors(path, rng):
     """The vector paths patch NaN and subnormal lanes of an otherwise ordinary 32-float block."""
-    rng = np.random.default_rng(5)
     x = rng.standard_normal(96).astype(np.float32)
     special = np.array(list(SPECIALS), dtype=np.uint32).view(np.float32)
     x[7:7 + special.size] = special

@@ -23,7 +23,7 @@ def _tail(text, lines=60):
     return "\n".join((text or "").splitlines()[-lines:])
 
 
-def test_wgmma_cases_in_their_own_process(cuda_xp, tmp_path):
+def test_wgmma_cases_in_their_own_process(cuda_xp, tmp_path, request):
     if getattr(cuda_xp.cuda, "emulated", False):
         pytest.skip("wgmma (TMA, mbarrier transaction counts: Hopper-only) is refused by the emulated device; "
                     "cuda_wgmma_cases.py runs on a real sm_90 GPU (bench/gpu_check.sh)")
@@ -31,7 +31,7 @@ def test_wgmma_cases_in_their_own_process(cuda_xp, tmp_path):
     if cc != "90":
         pytest.skip(f"wgmma needs an sm_90 GPU, this is sm_{cc}")
     cmd = [sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider", "--rootdir", str(CASES.parents[1]),
-           str(CASES)]
+           "--seed", str(request.config.base_seed), str(CASES)]  # the parent's seed: one line replays both
     try:
         child = subprocess.run(cmd, cwd=tmp_path, env=subprocess_env(PYTHONUNBUFFERED="1"), capture_output=True,
                                text=True, timeout=CHILD_TIMEOUT_S)

@@ -279,8 +279,7 @@ def test_weighted_sum_binding_writes_every_output(rng):
     assert np.all(np.isfinite(grads)) and np.all(np.isfinite(wsum))
 
 
-def test_embedding_dot_gradcheck_dense():
-    rng = np.random.default_rng(0)
+def test_embedding_dot_gradcheck_dense(rng):
     ia, ib = rng.integers(0, 6, 20), rng.integers(0, 4, 20)
     tensors = [pn.Tensor(rng.standard_normal(s), requires_grad=True) for s in ((6, 3), (4, 3), (6, 1), (4, 1), (1,))]
     assert pn.gradcheck(lambda a, b, ba, bb, off: embedding_dot(ia, a, ib, b, ba, bb, off), tensors)

@@ -7,10 +7,9 @@ cotangent), in float64 (agreement to rounding) and float32 (agreement within flo
 sums of a few dozen terms). Every new differentiable op also passes a float64 finite-difference
 gradient check at sizes that divide no tile, the C++ row-normalisation kernel is held to its float64
 reference, bad input must raise an error naming the shapes, and one cuda test runs the layers on the
-device against the CPU. Inputs come from a generator seeded by the test's id: every run is the same.
+device against the CPU. Inputs are fresh each run, seeded from the run's base seed and the test's id
+(conftest: --seed / PYNEURAL_TEST_SEED replays a run).
 """
-import zlib
-
 import numpy as np
 import pytest
 from conftest import rel_err
@@ -26,14 +25,6 @@ torch = pytest.importorskip("torch")
 # to ~100 terms carry up to ~100 * 6e-8 per element, far less norm-wise.
 TOL = {np.float64: 1e-11, np.float32: 2e-5}
 DTYPES = (np.float64, np.float32)
-
-
-@pytest.fixture
-def rng(request):
-    """A generator seeded by the test's id; pyneural's own generator (layer init) seeded the same way."""
-    seed = zlib.crc32(request.node.nodeid.encode())
-    pn.manual_seed(seed)
-    return np.random.default_rng(seed)
 
 
 def assert_close(ours, theirs, tol, what):
