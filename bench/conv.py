@@ -9,14 +9,28 @@ same number of threads as ours. Every pass is checked against numpy before it is
 The three libraries take turns, --rounds rounds of --repeat timing windows each, and each keeps its
 fastest window (bench/common.py: best_interleaved): the machine is shared, so only ratios from one
 run mean much. vs numpy = ours / numpy, vs torch = ours / torch.
+
+    python bench/conv.py --device cuda --dtype bf16 [--layout NHWC,NCHW] [--batch 32] [--quick]
+
+On the GPU (`--device cuda`, bf16 or fp16): the tensor-core kernels (pyneural.cuda.conv_tc, 16-bit in,
+16-bit out as cuDNN, fp32 accumulation) against cuDNN through PyTorch (channels_last for NHWC,
+cudnn.benchmark on) on the same ResNet-50 layers at batch 32, each pass checked against cuDNN first
+(against the float64 CPU path without a CUDA PyTorch). Each call is timed alone with CUDA events after
+L2 is flushed; the median of --repeat is kept; % peak is of --peak (H100 / H200 dense bf16).
+`--set tiny` is one small layer for rehearsals on the emulated device.
 """
+import glob
 import os
 import sys
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# A development tree with its extension built in place runs as it is; elsewhere (bench/gpu_check.sh
+# pip-installs the package, leaving the tree unbuilt) the installed pyneural is imported.
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if glob.glob(os.path.join(_REPO, "pyneural", "_C*.so")):
+    sys.path.insert(0, _REPO)
 
 from common import best_interleaved, parser, report  # noqa: E402
 
@@ -41,7 +55,9 @@ R50_LAYERS = [
 # The framework's digits CNN (pyneural/models.py cnn) at the training benchmark's batches.
 DIGITS_LAYERS = [(f"digits 8x8 {c}->{co} 3x3", n, c, 8, co, 3, 1)
                  for n in (32, 128, 512) for c, co in ((1, 32), (32, 64))]
+TINY_LAYERS = [("tiny 8x8 16->16 3x3", 2, 16, 8, 16, 3, 1)]
 QUICK = {"r50 56x56 64->64 3x3", "r50 7x7 512->512 3x3", "digits 8x8 32->64 3x3"}
+H200_BF16_PEAK = 989.0  # TFLOP/s, dense bf16 (H100 SXM: the same)
 
 
 def passes(x, w, dy, pad):
@@ -76,8 +92,14 @@ def passes(x, w, dy, pad):
 def main():
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="three layers, fewer repetitions")
-    p.add_argument("--set", default="r50,digits", help="layer sets: r50, digits (comma-separated)")
-    p.add_argument("--batch", type=int, default=8, help="batch of the ResNet-50 layers (default 8)")
+    p.add_argument("--set", help="layer sets: r50, digits, tiny (comma-separated; default r50,digits on the "
+                                 "CPU, r50 on cuda)")
+    p.add_argument("--batch", type=int, help="batch of the ResNet-50 layers (default 8 on the CPU, 32 on cuda)")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default=None,
+                   help="fp32 on the CPU; bf16 (default) or fp16 on cuda (the tensor-core kernels)")
+    p.add_argument("--layout", default="NHWC,NCHW", help="cuda: layouts to time (comma-separated)")
+    p.add_argument("--peak", type=float, default=H200_BF16_PEAK, help="cuda: TFLOP/s for the %% peak column")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds per pass (best is kept)")
     p.add_argument("--min-time", type=float, default=0.02, help="seconds per timing window")
     p.add_argument("--settle", type=float, default=0.2, help="idle seconds before each round")
@@ -85,13 +107,18 @@ def main():
                    help="before each round wait up to SECONDS for idle CPUs (shared machines; Linux)")
     p.set_defaults(repeat=3)
     args = p.parse_args()
+    if args.device == "cuda":
+        return cuda_main(args)
+    if args.dtype not in (None, "fp32"):
+        raise SystemExit(f"bench/conv.py: --dtype {args.dtype} runs on --device cuda (the CPU kernels are fp32)")
+    args.set, args.batch = args.set or "r50,digits", args.batch or 8
     if args.quick:
         args.rounds, args.repeat = 2, 2
     threads = int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count())
     if torch is not None:
         torch.set_num_threads(threads)
     sets = args.set.split(",")
-    layers = (R50_LAYERS if "r50" in sets else []) + (DIGITS_LAYERS if "digits" in sets else [])
+    layers = _layers(sets)
     rng = np.random.default_rng(0)
     rows = []
     with torch.inference_mode() if torch is not None else _nullcontext():
@@ -126,6 +153,145 @@ def main():
     title = (f"conv2d float32 NCHW (isa {_C.active_isa()}, {threads} threads for ours and torch; numpy's OpenBLAS "
              f"its default), vs numpy = ours / numpy, vs torch = ours / torch")
     report(rows, columns, args, title, plot=_plot)
+
+
+def _layers(sets):
+    unknown = set(sets) - {"r50", "digits", "tiny"}
+    if unknown:
+        raise SystemExit(f"bench/conv.py: unknown layer set(s) {sorted(unknown)}; choose from r50, digits, tiny")
+    return ((R50_LAYERS if "r50" in sets else []) + (DIGITS_LAYERS if "digits" in sets else [])
+            + (TINY_LAYERS if "tiny" in sets else []))
+
+
+# ---- the GPU rows: the tensor-core kernels against cuDNN ------------------------------------------
+def _torch_cuda():
+    if torch is None or not torch.cuda.is_available():
+        return None
+    torch.backends.cudnn.benchmark = True
+    return torch
+
+
+def _np_dtype(dtype):
+    if dtype == "fp16":
+        return np.float16
+    import ml_dtypes
+    return ml_dtypes.bfloat16
+
+
+def _time_cold(cp, fn, repeat, flush, stream_ptr=None):
+    """Median seconds of one call after L2 is flushed, timed with CUDA events on the caller's stream
+    (``stream_ptr``: a foreign stream, PyTorch's)."""
+    stream = cp.cuda.ExternalStream(stream_ptr) if stream_ptr is not None else cp.cuda.get_current_stream()
+    with stream:
+        fn()
+        samples = []
+        for _ in range(repeat):
+            if flush is not None:
+                flush.fill(0)
+            start, stop = cp.cuda.Event(), cp.cuda.Event()
+            start.record()
+            fn()
+            stop.record()
+            stop.synchronize()
+            samples.append(cp.cuda.get_elapsed_time(start, stop) / 1e3)
+    return float(np.median(samples))
+
+
+def _cuda_layer(cp, tc, th, dtype, layout, N, C, H, Co, k, pad, rng):
+    """(ours, theirs or None, check) per pass: zero-argument callables on the device and a check that
+    returns the relative error of ours against cuDNN (or the float64 CPU path)."""
+    np_dtype = _np_dtype(dtype)
+    x = rng.standard_normal((N, C, H, H), dtype=np.float32).astype(np_dtype)
+    w = (rng.standard_normal((Co, C, k, k), dtype=np.float32) / np.float32(np.sqrt(C * k * k))).astype(np_dtype)
+    Ho = H + 2 * pad - k + 1
+    dy = rng.standard_normal((N, Co, Ho, Ho), dtype=np.float32).astype(np_dtype)
+    nhwc = layout == "NHWC"
+    put = (lambda a: cp.asarray(np.ascontiguousarray(a.transpose(0, 2, 3, 1)))) if nhwc else cp.asarray
+    back = (lambda a: np.asarray(a.get()).astype(np.float32).transpose(0, 3, 1, 2)) if nhwc else (
+        lambda a: np.asarray(a.get()).astype(np.float32))
+    xd, wd, dyd = put(x), put(w), put(dy)
+    x_shape, w_shape = xd.shape, wd.shape
+    hyper = dict(stride=1, padding=pad, layout=layout, out_dtype=np_dtype)
+    ours = {
+        "forward": lambda: tc.conv2d_forward(xd, wd, None, **hyper),
+        "bwd-data": lambda: tc.conv2d_backward_data(dyd, wd, x_shape, **hyper),
+        "bwd-weight": lambda: tc.conv2d_backward_weight(dyd, xd, w_shape, **hyper),
+    }
+    if th is not None:
+        tdt = th.float16 if dtype == "fp16" else th.bfloat16
+        fmt = th.channels_last if nhwc else th.contiguous_format
+        tx, tw, tdy = (th.from_numpy(a.astype(np.float32)).to("cuda").to(tdt).contiguous(memory_format=fmt)
+                       for a in (x, w, dy))
+        grad = th.ops.aten.convolution_backward
+
+        def bwd(mask, i):
+            return lambda: grad(tdy, tx, tw, None, [1, 1], [pad, pad], [1, 1], False, [0, 0], 1, mask)[i]
+
+        theirs = {"forward": lambda: th.nn.functional.conv2d(tx, tw, None, 1, pad),
+                  "bwd-data": bwd([True, False, False], 0), "bwd-weight": bwd([False, True, False], 1)}
+        want = {name: (lambda f=f: f().float().contiguous().cpu().numpy()) for name, f in theirs.items()}
+    else:
+        theirs = dict.fromkeys(ours)
+        x64, w64, dy64 = (a.astype(np.float64) for a in (x, w, dy))
+        want = {"forward": lambda: conv.forward_numpy(x64, w64, (1, 1), (pad, pad), (1, 1), 1),
+                "bwd-data": lambda: conv.backward_data_numpy(dy64, w64, x.shape, (1, 1), (pad, pad), (1, 1), 1),
+                "bwd-weight": lambda: conv.backward_weight_numpy(dy64, x64, w.shape, (1, 1), (pad, pad), (1, 1), 1)}
+
+    def check(name):
+        ref = want[name]()
+        return float(np.linalg.norm(back(ours[name]()) - ref) / np.linalg.norm(ref))
+    return ours, theirs, check
+
+
+def cuda_main(args):
+    """The --device cuda rows: ours (conv_tc) vs cuDNN per layer, layout and pass."""
+    from pyneural.cuda import _backend, conv_tc, emulator
+    if not _backend.available():
+        raise SystemExit(f"bench/conv.py --device cuda: no usable device ({_backend.unavailable_reason()})")
+    dtype = args.dtype or "bf16"
+    if dtype == "fp32":
+        raise SystemExit("bench/conv.py --device cuda times the 16-bit tensor-core kernels (--dtype bf16 or fp16); "
+                         "the fp32 CUDA-core conv is in bench/cuda_kernels.py")
+    if emulator.enabled():
+        print("bench/conv.py: on the EMULATED device (PYNEURAL_CUDA_EMULATE): a dry run, the times are CPU times "
+              "of the emulator, not GPU numbers")
+    cp, th = _backend.cupy(), _torch_cuda()
+    l2 = int(cp.cuda.Device().attributes.get("L2CacheSize", 0))
+    flush = cp.empty(2 * l2 // 4, dtype=np.float32) if l2 else None
+    layouts = [v.strip().upper() for v in args.layout.split(",")]
+    batch = args.batch or 32
+    rng = np.random.default_rng(0)
+    rows = []
+    for name, N, C, H, Co, k, pad in _layers((args.set or "r50").split(",")):
+        if args.quick and name not in QUICK | {"tiny 8x8 16->16 3x3"}:
+            continue
+        N = batch if name.startswith("r50") else N
+        Ho = H + 2 * pad - k + 1
+        gflop = 2.0 * N * Co * Ho * Ho * C * k * k / 1e9
+        for layout in layouts:
+            ours, theirs, check = _cuda_layer(cp, conv_tc, th, dtype, layout, N, C, H, Co, k, pad, rng)
+            for pass_name in ours:
+                err = check(pass_name)
+                if not err < 2e-2:
+                    raise SystemExit(f"{name} {layout} {pass_name}: relative error {err:.2e} against "
+                                     f"{'cuDNN' if th is not None else 'float64'}")
+                t_ours = _time_cold(cp, ours[pass_name], args.repeat, flush)
+                t_theirs = (_time_cold(cp, theirs[pass_name], args.repeat, flush, th.cuda.current_stream().cuda_stream)
+                            if th is not None else None)
+                row = {"layer": name, "layout": layout, "pass": pass_name, "batch": N, "gflop": gflop, "err": err,
+                       "ours_us": t_ours * 1e6, "ours": gflop / t_ours / 1e3,
+                       "cudnn": gflop / t_theirs / 1e3 if t_theirs else None}
+                row["peak_pct"] = 100.0 * row["ours"] / args.peak
+                row["ratio"] = row["ours"] / row["cudnn"] if row["cudnn"] else None
+                rows.append(row)
+                print(f"  {name:24s} {layout} {pass_name:10s} {row['ours']:8.2f} TFLOP/s", file=sys.stderr)
+    columns = [("layer", "layer", "{}"), ("batch", "batch", "{}"), ("layout", "layout", "{}"), ("pass", "pass", "{}"),
+               ("ours_us", "ours us", "{:.1f}"), ("ours", "ours TFLOP/s", "{:.1f}"), ("peak_pct", "% peak", "{:.1f}"),
+               ("cudnn", "cuDNN TFLOP/s", "{:.1f}"), ("ratio", "vs cuDNN", "{:.2f}x"), ("err", "rel err", "{:.1e}")]
+    from pyneural.cuda import get_device_name
+    title = (f"conv2d {dtype} on {get_device_name(cp.cuda.Device().id)}: pyneural conv_tc "
+             f"(mma.sync implicit GEMM, {dtype} out) vs cuDNN via torch; % peak of {args.peak:.0f} TFLOP/s")
+    report(rows, columns, args, title, plot=None)
 
 
 def _plot(rows, ax):

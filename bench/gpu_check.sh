@@ -8,7 +8,8 @@
 #      wgmma ones (tests/test_cuda_wgmma.py: a child process) as a step of their own;
 #   3. compute-sanitizer memcheck and racecheck over the kernel tests, where the machine supports
 #      it (Firecracker yes, gVisor no: see /work/.library/device/KINDS.md);
-#   4. the GPU benchmarks (bench/cuda_kernels.py, bench/cuda_tc.py), each beside cuBLAS / cuDNN.
+#   4. the GPU benchmarks (bench/cuda_kernels.py, bench/cuda_tc.py, bench/conv.py --device cuda --dtype bf16:
+#      the tensor-core convolutions), each beside cuBLAS / cuDNN.
 #
 #   usage: bash bench/gpu_check.sh [--emulate] [OUTDIR]
 #
@@ -45,6 +46,8 @@ if [ "$DRY" = "1" ]; then
   step cuda_tests 600 env PYNEURAL_CUDA_EMULATE="${PYNEURAL_CUDA_EMULATE:-1}" "${PYTEST[@]}" -m cuda "$REPO/tests"
   step bench_fp32 300 env PYNEURAL_CUDA_EMULATE=fast "$PY" "$REPO/bench/cuda_kernels.py" --sizes 256 --batches 2
   step bench_tc 300 env PYNEURAL_CUDA_EMULATE=fast "$PY" "$REPO/bench/cuda_tc.py" --sizes 256 --iters 1
+  step bench_conv_tc 300 env PYNEURAL_CUDA_EMULATE=fast "$PY" "$REPO/bench/conv.py" --device cuda --dtype bf16 \
+    --set tiny --repeat 1
   step train_bf16 300 env PYNEURAL_CUDA_EMULATE=fast "$PY" "$REPO/bench/train.py" --device cuda --amp bf16 --quick \
     --settle 0 --models mlp --batches 32 --json "$OUT/train_bf16.json"
 else
@@ -66,6 +69,7 @@ else
   fi
   step bench_fp32 150 "$PY" "$REPO/bench/cuda_kernels.py"
   step bench_tc 150 "$PY" "$REPO/bench/cuda_tc.py" --sizes 4096,8192
+  step bench_conv_tc 150 "$PY" "$REPO/bench/conv.py" --device cuda --dtype bf16 --json "$OUT/conv_bf16.json"
   # training images/s vs PyTorch on the same GPU (torch in channels_last), fp32 then autocast bf16
   step train_fp32 120 "$PY" "$REPO/bench/train.py" --device cuda --quick --settle 0 --models cnn,resnet \
     --batches 128,512 --json "$OUT/train_fp32.json"
@@ -75,4 +79,4 @@ fi
 
 echo "---- gpu_check summary ($(date -u +%Y-%m-%dT%H:%MZ), logs in $OUT) ----"
 for line in "${SUMMARY[@]}"; do echo "$line"; done
-for f in bench_fp32 bench_tc train_fp32 train_bf16; do [ -f "$OUT/$f.log" ] && tail -25 "$OUT/$f.log"; done
+for f in bench_fp32 bench_tc bench_conv_tc train_fp32 train_bf16; do [ -f "$OUT/$f.log" ] && tail -25 "$OUT/$f.log"; done

@@ -79,8 +79,7 @@ def problem(rng, case, name="bfloat16"):
     n, c, h, w, oc, (kh, kw), s, p, d, g = case
     x = rounded(rng.standard_normal((n, c, h, w)), name)
     wt = rounded(rng.standard_normal((oc, c // g, kh, kw)), name)
-    y_shape = cpu.forward_numpy(x, wt, *cpu._hyper("ref", s, p, d, g)).shape
-    dy = rounded(rng.standard_normal(y_shape), name)
+    dy = rounded(rng.standard_normal(cpu.conv2d_forward(x, wt, None, s, p, d, g).shape), name)
     return x, wt, dy, (s, p, d, g)
 
 
@@ -156,6 +155,31 @@ def test_forward_fuses_bias_and_relu(cp, rng, name, layout):
                                  *hyper, relu=True, layout=layout)
     ref = np.maximum(cpu.conv2d_forward(x, w, bias.astype(np.float64), *hyper), 0)
     assert rel_err(from_layout(host64(got), layout), ref) < bound(w[0].size)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_backward_passes_are_the_adjoints_of_forward(cp, rng, layout):
+    """<conv(x, w), dy> = <x, dx(dy, w)> = <w, dw(dy, x)>: the three kernels agree with each other,
+    independently of the CPU reference (all three products sum the same terms)."""
+    x, w, dy, hyper = problem(rng, CASES["rect"])
+    y, _, _ = run_pass(cp, "fwd", x, w, dy, hyper, layout, "bfloat16")
+    dx, _, _ = run_pass(cp, "bwd_data", x, w, dy, hyper, layout, "bfloat16")
+    dw, _, _ = run_pass(cp, "bwd_weight", x, w, dy, hyper, layout, "bfloat16")
+    forward = np.vdot(from_layout(host64(y), layout), dy)
+    scale = np.abs(from_layout(host64(y), layout)).ravel() @ np.abs(dy).ravel()
+    for total in (np.vdot(x, from_layout(host64(dx), layout)), np.vdot(w, from_layout(host64(dw), layout))):
+        assert abs(total - forward) < bound(x.size) * scale
+
+
+def test_matches_torch_on_the_rounded_operands(cp, rng):
+    torch = pytest.importorskip("torch")
+    x, w, dy, (s, p, d, g) = problem(rng, CASES["groups2"])
+    tx, tw = torch.tensor(x, requires_grad=True), torch.tensor(w, requires_grad=True)
+    ty = torch.nn.functional.conv2d(tx, tw, None, s, p, d, g)
+    ty.backward(torch.tensor(dy))
+    for kind, want in (("fwd", ty.detach()), ("bwd_data", tx.grad), ("bwd_weight", tw.grad)):
+        got, _, K = run_pass(cp, kind, x, w, dy, (s, p, d, g), "NHWC", "bfloat16")
+        assert rel_err(from_layout(host64(got), "NHWC"), want.numpy()) < bound(K), kind
 
 
 # ---- backward-weight's K slices -----------------------------------------------------------------
