@@ -37,7 +37,8 @@ SHAPES = [
     (257, 1, 100),
     (65, 97, 129),      # past each emulated block by one
     (64, 96, 128),      # exactly the emulated blocks
-    (130, 200, 300),    # threaded
+    (130, 200, 300),    # threaded: a rectangle of C per thread
+    (400, 150, 100),    # threaded: a shared B panel, A blocks dealt dynamically
     (5, 2100, 40),      # N crosses the 1024 and 2048 column panels
 ]
 

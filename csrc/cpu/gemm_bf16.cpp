@@ -1,22 +1,24 @@
 // bf16 GEMM driver: the same BLIS loop nest as the float32 GEMM (gemm.cpp), over bf16 operands
 // packed in each path's layout, with float32 sums and a fused epilogue.
 //
-//   threads: C cut into a grid of rectangles, one per thread (below)
-//     jc: the rectangle's columns in panels of nc       pack B[pc, jc] (kc x nc)  -> L2/L3
-//       pc: K in blocks of kc                         (the epilogue stage: first / middle / last)
-//         ic: the rectangle's rows in blocks of mc    pack A[ic, pc] (mc x kc)  -> L2
-//           block(): the path's microkernel over every tile of the C block (gemm_bf16_<isa>.cpp)
+//   jc: C's columns in panels of nc                  pack B[pc, jc] (kc x nc)  -> L2/L3
+//     pc: K in blocks of kc                          (the epilogue stage: first / middle / last)
+//       ic: C's rows in blocks of mc                 pack A[ic, pc] (mc x kc)  -> L2
+//         block(): the path's microkernel over every tile of the C block (gemm_bf16_<isa>.cpp)
 //
 // K blocks: the first adds beta * C (or nothing when beta == 0: C is write-only then), later ones
 // add onto the float32 running sum, and the last applies bias and ReLU and writes C, rounding to
 // bf16 if C is bf16. The running sum lives in C when C is float32; a bf16 C summed over several K
 // blocks gets a float32 workspace for the call, so no partial sum is ever rounded to bf16.
 //
-// Threads: each OpenMP thread owns one rectangle of C and packs its own operands, so nothing is
-// shared and there are no barriers; the grid (threads along M x along N) is the one with the least
-// modelled time, counting the busiest rectangle's multiply-adds and every thread's packing (a
-// rectangle's A rows are packed once per B panel, its B columns once). Small products and calls
-// from inside a parallel region (convolution) run on the calling thread.
+// Threads (OpenMP), two ways:
+//  - shared B panel (M gives >= 3 A blocks per thread): the team packs each panel together, then
+//    deals the A blocks out dynamically, so a thread slowed by another process on its core takes
+//    fewer. B is packed once in all, A once per panel.
+//  - rectangles (short M): each thread owns a rectangle of C and packs its own operands, with no
+//    barrier; the grid (threads along M x along N) is the one of least modelled time, counting the
+//    busiest rectangle's multiply-adds and its packing.
+// Small products and calls from inside a parallel region (convolution) run on the calling thread.
 //
 // Paths (chosen per call, never at build time): AMX tiles, else AVX512-BF16, else portable C++;
 // amx_emulated only by name (gemm_bf16.h).
@@ -26,7 +28,6 @@
 
 #include <algorithm>
 #include <atomic>
-#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <exception>
@@ -139,6 +140,13 @@ constexpr double kParallelFlops = 4.0e6;
 // Packing cost in the thread-grid model, in multiply-add time per packed element.
 constexpr double kPackCostFlops = 128.0;
 
+// The team shares one B panel (run_shared) when M gives at least this many A blocks per thread to
+// deal out; fewer, and each thread takes a rectangle of C of its own (run_rect).
+constexpr int64_t kSharedBlocksPerThread = 3;
+
+// B slivers per unit of the team's panel packing (dealt dynamically, like the A blocks).
+constexpr int64_t kPanelGroup = 4;
+
 const Bf16GemmKernel& kernel_for(Bf16GemmIsa isa) {
   switch (isa) {
     case Bf16GemmIsa::amx: return bf16_kernel_amx();
@@ -213,51 +221,128 @@ Grid choose_grid(const Problem& p, int threads) {
   return best;
 }
 
-// Rows [i0, i1) x columns [j0, j1) of C, on this thread.
-void run_rect(const Problem& p, int64_t i0, int64_t i1, int64_t j0, int64_t j1) {
+// How one thread's (or the team's) rows are cut: m_blocks near-equal blocks of whole slivers.
+struct RowBlocks {
+  int64_t i0, slivers, blocks;
+  int64_t begin(const Problem& p, int64_t b) const { return i0 + split(slivers, blocks, b) * p.kernel.mr; }
+};
+
+RowBlocks row_blocks(const Problem& p, int64_t i0, int64_t rows, int64_t mc) {
+  const int64_t slivers = ceil_div(rows, p.kernel.mr);
+  return RowBlocks{i0, slivers, std::min(slivers, ceil_div(rows, mc))};
+}
+
+int64_t panel_width(const Problem& p, int64_t cols) {  // equal panels rather than full ones and a thin rest
+  return round_up(ceil_div(cols, ceil_div(cols, p.kernel.nc)), p.kernel.nr);
+}
+
+// Rows [ic, ic + mc) of C against the packed B panel of K block kb at columns [jc, jc + nc): pack the
+// A block, then the path's block loop with this stage's epilogue.
+void compute_block(const Problem& p, int64_t kb, int64_t jc, int64_t nc, int64_t ic, int64_t mc,
+                   const uint16_t* b_panel, uint16_t* a_block) {
   const Bf16GemmArgs& g = p.g;
   const Bf16GemmKernel& kn = p.kernel;
-  const int64_t rows = i1 - i0, cols = j1 - j0;
-  if (rows <= 0 || cols <= 0) return;
-  // Equal blocks rather than full ones and a thin remainder.
-  const int64_t nc = round_up(ceil_div(cols, ceil_div(cols, kn.nc)), kn.nr);
-  const int64_t m_slivers = ceil_div(rows, kn.mr);
-  const int64_t m_blocks = std::min(m_slivers, ceil_div(rows, kn.mc));
-  const int64_t mc_max = ceil_div(m_slivers, m_blocks) * kn.mr;
-  const int64_t kc_pad_max = round_up(p.kc, kn.k_step);
-  uint16_t* b_panel = tl_b_panel.get(nc * kc_pad_max);
-  uint16_t* a_block = tl_a_block.get(mc_max * kc_pad_max);
-  const size_t c_size = g.c_bf16 ? sizeof(uint16_t) : sizeof(float);
+  const int64_t pc = kb * p.kc, kcur = std::min(p.kc, g.K - pc);
+  kn.pack_a(p.a, ic, mc, pc, kcur, a_block);
+  Bf16Epilogue ep;
+  ep.alpha = g.alpha;
+  ep.beta = g.beta;
+  ep.bias = g.bias ? g.bias + jc : nullptr;
+  ep.relu = g.relu;
+  ep.first = kb == 0;
+  ep.last = kb == p.k_blocks - 1;
+  ep.c = static_cast<char*>(g.c) + (ic * g.ldc + jc) * (g.c_bf16 ? sizeof(uint16_t) : sizeof(float));
+  ep.ldc = g.ldc;
+  ep.c_bf16 = g.c_bf16;
+  if (!g.c_bf16) {
+    ep.acc = static_cast<float*>(ep.c);
+    ep.ldacc = g.ldc;
+  } else {
+    ep.acc = p.workspace ? p.workspace + ic * g.N + jc : nullptr;
+    ep.ldacc = g.N;
+  }
+  kn.block(round_up(kcur, kn.k_step), a_block, mc, b_panel, nc, ep);
+}
 
+// B slivers [s0, s1) of the panel at (kb, jc) into their places in b_panel.
+void pack_b_slivers(const Problem& p, int64_t kb, int64_t jc, int64_t nc, int64_t s0, int64_t s1,
+                    uint16_t* b_panel) {
+  const int nr = p.kernel.nr;
+  const int64_t pc = kb * p.kc, kcur = std::min(p.kc, p.g.K - pc);
+  if (s1 > s0)
+    p.kernel.pack_b(p.b, pc, kcur, jc + s0 * nr, std::min(nc, s1 * nr) - s0 * nr,
+                    b_panel + s0 * nr * round_up(kcur, p.kernel.k_step));
+}
+
+// Rows [i0, i1) x columns [j0, j1) of C, on this thread alone.
+void run_rect(const Problem& p, int64_t i0, int64_t i1, int64_t j0, int64_t j1) {
+  if (i1 <= i0 || j1 <= j0) return;
+  const int64_t nc = panel_width(p, j1 - j0);
+  const RowBlocks rows = row_blocks(p, i0, i1 - i0, p.kernel.mc);
+  const int64_t kc_pad = round_up(p.kc, p.kernel.k_step);
+  uint16_t* b_panel = tl_b_panel.get(nc * kc_pad);
+  uint16_t* a_block = tl_a_block.get(ceil_div(rows.slivers, rows.blocks) * p.kernel.mr * kc_pad);
   for (int64_t jc = j0; jc < j1; jc += nc) {
     const int64_t ncur = std::min(nc, j1 - jc);
     for (int64_t kb = 0; kb < p.k_blocks; ++kb) {
-      const int64_t pc = kb * p.kc, kcur = std::min(p.kc, g.K - pc);
-      kn.pack_b(p.b, pc, kcur, jc, ncur, b_panel);
-      for (int64_t block = 0; block < m_blocks; ++block) {
-        const int64_t ic = i0 + split(m_slivers, m_blocks, block) * kn.mr;
-        const int64_t mcur = std::min(i1, i0 + split(m_slivers, m_blocks, block + 1) * kn.mr) - ic;
-        if (mcur <= 0) continue;
-        kn.pack_a(p.a, ic, mcur, pc, kcur, a_block);
-        Bf16Epilogue ep;
-        ep.alpha = g.alpha;
-        ep.beta = g.beta;
-        ep.bias = g.bias ? g.bias + jc : nullptr;
-        ep.relu = g.relu;
-        ep.first = kb == 0;
-        ep.last = kb == p.k_blocks - 1;
-        ep.c = static_cast<char*>(g.c) + (ic * g.ldc + jc) * c_size;
-        ep.ldc = g.ldc;
-        ep.c_bf16 = g.c_bf16;
-        if (!g.c_bf16) {
-          ep.acc = static_cast<float*>(ep.c);
-          ep.ldacc = g.ldc;
-        } else {
-          ep.acc = p.workspace ? p.workspace + ic * g.N + jc : nullptr;
-          ep.ldacc = g.N;
-        }
-        kn.block(round_up(kcur, kn.k_step), a_block, mcur, b_panel, ncur, ep);
+      pack_b_slivers(p, kb, jc, ncur, 0, ceil_div(ncur, p.kernel.nr), b_panel);
+      for (int64_t b = 0; b < rows.blocks; ++b) {
+        const int64_t ic = rows.begin(p, b), mc = std::min(i1, rows.begin(p, b + 1)) - ic;
+        if (mc > 0) compute_block(p, kb, jc, ncur, ic, mc, b_panel, a_block);
       }
+    }
+  }
+}
+
+// The first exception thrown on any thread of a team, kept to be rethrown after the parallel region
+// (exceptions must not cross it). Once one is kept, guard() skips all further work.
+class TeamFailure {
+ public:
+  template <typename Work>
+  void guard(const Work& work) {
+    if (failed_.load(std::memory_order_acquire)) return;
+    try {
+      work();
+    } catch (...) {
+#pragma omp critical(pn_gemm_bf16_failure)
+      if (!first_) first_ = std::current_exception();
+      failed_.store(true, std::memory_order_release);
+    }
+  }
+  void rethrow() const {
+    if (first_) std::rethrow_exception(first_);
+  }
+
+ private:
+  std::atomic<bool> failed_{false};
+  std::exception_ptr first_;
+};
+
+// Every thread of the team calls this: the team packs each B panel together, then takes the A
+// blocks from a dynamic loop, so a thread slowed by another process on its core simply takes fewer
+// (the machine is shared; the float32 GEMM found the same). The worksharing loops' closing barriers
+// fence the panel: all of it is packed before anyone reads it, and nobody reads it any more when it
+// is repacked. A failure in one iteration is kept in `failure` and the rest of the work skipped, but
+// every thread still passes every barrier.
+void run_shared(const Problem& p, const RowBlocks& rows, uint16_t* b_panel, uint16_t* a_block, TeamFailure& team) {
+  const Bf16GemmArgs& g = p.g;
+  const int64_t nc = panel_width(p, g.N);
+  for (int64_t jc = 0; jc < g.N; jc += nc) {
+    const int64_t ncur = std::min(nc, g.N - jc);
+    const int64_t slivers = ceil_div(ncur, p.kernel.nr);
+    const int64_t groups = ceil_div(slivers, kPanelGroup);
+    for (int64_t kb = 0; kb < p.k_blocks; ++kb) {
+#pragma omp for schedule(dynamic, 1)
+      for (int64_t group = 0; group < groups; ++group)
+        team.guard([&] {
+          pack_b_slivers(p, kb, jc, ncur, group * kPanelGroup, std::min(slivers, (group + 1) * kPanelGroup), b_panel);
+        });
+#pragma omp for schedule(dynamic, 1)
+      for (int64_t b = 0; b < rows.blocks; ++b)
+        team.guard([&] {
+          const int64_t ic = rows.begin(p, b), mc = std::min(g.M, rows.begin(p, b + 1)) - ic;
+          if (mc > 0) compute_block(p, kb, jc, ncur, ic, mc, b_panel, a_block);
+        });
     }
   }
 }
@@ -289,7 +374,25 @@ void gemm_bf16(const Bf16GemmArgs& g, Bf16GemmIsa isa) {
 
   const double flops = 2.0 * static_cast<double>(g.M) * static_cast<double>(g.N) * static_cast<double>(g.K);
   const bool serial = omp_get_level() > 0 || flops < kParallelFlops || omp_get_max_threads() == 1;
-  const Grid grid = serial ? Grid{} : choose_grid(p, omp_get_max_threads());
+  const int threads = serial ? 1 : omp_get_max_threads();
+  const RowBlocks all_rows = row_blocks(p, 0, g.M, kernel.mc);
+  TeamFailure team;
+
+  if (threads > 1 && all_rows.blocks >= kSharedBlocksPerThread * threads) {
+    const int64_t kc_pad = round_up(kc, kernel.k_step);
+    uint16_t* b_panel = tl_b_panel.get(panel_width(p, g.N) * kc_pad);  // the caller's, shared by the team
+    const int64_t mc_max = ceil_div(all_rows.slivers, all_rows.blocks) * kernel.mr;
+#pragma omp parallel num_threads(threads)
+    {
+      uint16_t* a_block = nullptr;
+      team.guard([&] { a_block = tl_a_block.get(mc_max * kc_pad); });
+#pragma omp barrier
+      run_shared(p, all_rows, b_panel, a_block, team);
+    }
+    return team.rethrow();
+  }
+
+  const Grid grid = threads > 1 ? choose_grid(p, threads) : Grid{};
   const int64_t m_slivers = ceil_div(g.M, kernel.mr), n_slivers = ceil_div(g.N, kernel.nr);
   const auto rect = [&](int t) {
     const int tm = t / grid.n, tn = t % grid.n;
@@ -299,20 +402,10 @@ void gemm_bf16(const Bf16GemmArgs& g, Bf16GemmIsa isa) {
              std::min(g.N, split(n_slivers, grid.n, tn + 1) * kernel.nr));
   };
   if (grid.m * grid.n == 1) return rect(0);
-
-  // Exceptions must not cross the OpenMP region: the first one is kept and rethrown after it (the
-  // threads never wait for each other, so one giving up strands nobody).
-  std::exception_ptr failure;
+  // No barriers here: the threads never wait for each other, so one giving up strands nobody.
 #pragma omp parallel num_threads(grid.m * grid.n)
-  {
-    try {
-      for (int t = omp_get_thread_num(); t < grid.m * grid.n; t += omp_get_num_threads()) rect(t);
-    } catch (...) {
-#pragma omp critical(pn_gemm_bf16_failure)
-      if (!failure) failure = std::current_exception();
-    }
-  }
-  if (failure) std::rethrow_exception(failure);
+  for (int t = omp_get_thread_num(); t < grid.m * grid.n; t += omp_get_num_threads()) team.guard([&] { rect(t); });
+  team.rethrow();
 }
 
 // ---- measured peak ------------------------------------------------------------------------------
@@ -322,12 +415,10 @@ double bf16_dot_peak_gflops(Bf16GemmIsa isa, double seconds) {
            "bf16 peak: measured for 'amx' and 'avx512bf16' only, not '", bf16_gemm_isa_name(isa), "'");
   PN_CHECK(bf16_gemm_isa_available(isa), "bf16 peak: path '", bf16_gemm_isa_name(isa),
            "' is not available: ", why_unavailable(isa));
-  double flops = 0;
-  const auto start = std::chrono::steady_clock::now();
-#pragma omp parallel reduction(+ : flops)
-  flops += isa == Bf16GemmIsa::amx ? bf16_dot_peak_loop_amx(seconds) : bf16_dot_peak_loop_avx512bf16(seconds);
-  const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  return flops / elapsed / 1e9;
+  double rate = 0;  // the threads' best windows, added up
+#pragma omp parallel reduction(+ : rate)
+  rate += isa == Bf16GemmIsa::amx ? bf16_dot_peak_loop_amx(seconds) : bf16_dot_peak_loop_avx512bf16(seconds);
+  return rate / 1e9;
 }
 
 }  // namespace pn

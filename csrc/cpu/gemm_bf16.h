@@ -46,7 +46,8 @@ void gemm_bf16(const Bf16GemmArgs& args, Bf16GemmIsa isa);
 
 // Measured peak of one path's multiply instruction on resident operands: every OpenMP thread runs a
 // loop of independent _tile_dpbf16ps (amx) or vdpbf16ps (avx512bf16) for about `seconds`; returns
-// the total GFLOP/s of all threads. The ceiling a GEMM on that path can be held against.
+// the sum over threads of each one's best GFLOP/s over ~1 ms windows (on a shared machine the
+// undisturbed windows are the peak). The ceiling a GEMM on that path can be held against.
 double bf16_dot_peak_gflops(Bf16GemmIsa isa, double seconds);
 
 }  // namespace pn

@@ -58,7 +58,8 @@ const Bf16GemmKernel& bf16_kernel_avx512bf16();
 const Bf16GemmKernel& bf16_kernel_amx();
 const Bf16GemmKernel& bf16_kernel_amx_emulated();  // needs AVX-512 (it shares the AMX path's code)
 
-// The dot-instruction loops behind bf16_dot_peak_gflops (one thread; returns flops done).
+// The dot-instruction loops behind bf16_dot_peak_gflops: one thread, for about `seconds`; return the
+// best flops per second of their short timing windows.
 double bf16_dot_peak_loop_amx(double seconds);
 double bf16_dot_peak_loop_avx512bf16(double seconds);
 
