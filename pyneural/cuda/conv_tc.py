@@ -15,7 +15,7 @@ does: the prebuilt pyneural._cuda's launch takes no 16-bit arrays.
 import numpy as np
 
 from pyneural.cuda import _backend
-from pyneural.cuda.conv import LAYOUTS, _check_big, _geometry  # noqa: F401  (LAYOUTS: the accepted names)
+from pyneural.cuda.conv import _check_big, _geometry  # the fp32 kernels' geometry and checks: one place
 from pyneural.cuda.elementwise import fill
 from pyneural.kernels._checks import INT32_MAX, check_array, check_output, check_same_dtype, check_vector
 
