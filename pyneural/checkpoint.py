@@ -247,13 +247,38 @@ def _read_checkpoint(path):
     return _decode(meta["tree"], arrays)
 
 
-def load(path):
+def load(path, map_location=None, *, weights_only=None):
     """Read a file written by ``save``, verifying every checksum. Raises ``CheckpointError``
-    (naming the file and what is wrong) for a truncated, corrupted or foreign file."""
+    (naming the file and what is wrong) for a truncated, corrupted or foreign file.
+
+    ``map_location`` (a device or its name, as ``torch.load``'s): the device the Tensors in the
+    file are put on; None keeps them on the CPU, where they were written. ``weights_only`` is
+    accepted for PyTorch's signature and changes nothing: a pyneural checkpoint holds only data,
+    never a pickle, so loading never runs code whichever way it is set."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"pn.load: no checkpoint file {path!r}")
-    return _read_checkpoint(path)
+    tree = _read_checkpoint(path)
+    if map_location is None:
+        return tree
+    from .backend import device
+    if not isinstance(map_location, (str, device)):
+        raise TypeError(f"pn.load: map_location must be a device or a device name like 'cpu' or 'cuda:0', "
+                        f"got {type(map_location).__name__}")
+    return _to_device(tree, device(map_location))
+
+
+def _to_device(node, target):
+    from .tensor import Tensor
+    if isinstance(node, Tensor):
+        return node.to(target)
+    if isinstance(node, list):
+        return [_to_device(v, target) for v in node]
+    if isinstance(node, tuple):
+        return tuple(_to_device(v, target) for v in node)
+    if isinstance(node, dict):
+        return {k: _to_device(v, target) for k, v in node.items()}
+    return node
 
 
 # ---- a directory of checkpoints -------------------------------------------------------------

@@ -19,6 +19,9 @@ from pyneural.nn.normalization import GroupNorm, LayerNorm
 from pyneural.nn.sparse import Embedding
 from pyneural import functional
 
+import sys as _sys
+_sys.modules[__name__ + ".functional"] = functional  # `import torch.nn.functional as F` ports as is
+
 __all__ = ["Module", "Parameter", "Sequential", "ModuleList", "Linear", "Conv2d", "MaxPool2d", "AvgPool2d",
            "BatchNorm1d", "BatchNorm2d", "ReLU", "GELU", "Tanh", "Sigmoid", "Softmax", "LogSoftmax", "Dropout",
            "Flatten", "Identity", "Embedding", "CrossEntropyLoss", "MSELoss", "init", "functional"]
