@@ -41,7 +41,7 @@ from pyneural.gradcheck import gradcheck
 from pyneural.checkpoint import load, save
 from pyneural.interop import from_dlpack, load_safetensors, save_safetensors
 from pyneural import random, functional, nn, optim, data, datasets, utils  # noqa: E402
-from pyneural.backend import device  # noqa: E402
+from pyneural.backend import channels_last, contiguous_format, device, preserve_format  # noqa: E402
 from pyneural import cuda, accelerator, backends  # noqa: E402
 from pyneural.backends import get_float32_matmul_precision, set_float32_matmul_precision  # noqa: E402
 

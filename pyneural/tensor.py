@@ -185,6 +185,19 @@ class Function:
         return f"<{self.name}>"
 
 
+class _ToMemoryFormat(Function):
+    """The same values in another memory layout (``pn.channels_last``); the gradient passes through."""
+
+    def __init__(self, memory_format):
+        self.memory_format = memory_format
+
+    def forward(self, a):
+        return _backend().to_memory_format(a, self.memory_format)
+
+    def backward(self, gy):
+        return (gy,)
+
+
 class _ToDevice(Function):
     """A copy to another device; backward copies the gradient back."""
 
@@ -343,7 +356,7 @@ def _accumulate_leaf(leaf, g, owned):
         owned = True
     if leaf.grad is None:
         if not owned or g.base is not None or not getattr(g.flags, "writeable", True):
-            g = g.copy()
+            g = g.copy(order="K")  # keeps a channels_last gradient channels_last
         leaf.grad = wrap(g)
     else:
         leaf.grad.data += g
@@ -612,10 +625,20 @@ class Tensor:
     def clone(self):
         return _elementwise.clone(self)
 
-    def contiguous(self):
-        return _shape.contiguous(self)
+    def contiguous(self, memory_format=None):
+        """This tensor in C order (``memory_format=pn.channels_last``: in NHWC order); itself when it is."""
+        be = _backend()
+        if memory_format is None or memory_format is be.contiguous_format:
+            return _shape.contiguous(self)
+        return _ToMemoryFormat(memory_format).apply(self)
 
-    def to(self, *args, dtype=None, device=None, non_blocking=False, copy=False):
+    def is_contiguous(self, memory_format=None):
+        be = _backend()
+        if memory_format is be.channels_last:
+            return self.data.ndim == 4 and self.data.transpose(0, 2, 3, 1).flags.c_contiguous
+        return bool(self.data.flags.c_contiguous)
+
+    def to(self, *args, dtype=None, device=None, non_blocking=False, copy=False, memory_format=None):
         """``.to(device)``, ``.to(dtype)``, ``.to(device, dtype)`` or ``.to(other_tensor)``, as in
         PyTorch: a copy on the other device (differentiable: the gradient flows back), or this tensor
         itself when nothing changes."""
@@ -635,6 +658,8 @@ class Tensor:
                 out = _ToDevice(dev).apply(self)
         if dtype is not None and np.dtype(dtype) != out.data.dtype:
             out = _elementwise.cast(out, np.dtype(dtype))
+        if memory_format is not None and memory_format is not be.preserve_format:
+            out = out.contiguous(memory_format=memory_format)
         if copy and out is self:
             out = self.clone()
         return out

@@ -127,4 +127,72 @@ def to_device(a, dev):
     return for_device(dev).from_host(a if type(a) is _ndarray else to_device(a, CPU))
 
 
+# ---- memory layouts ------------------------------------------------------------------------------
+# A channels_last tensor keeps PyTorch's logical (N, C, H, W) shape over memory laid out as
+# (N, H, W, C): the array is the (0, 3, 1, 2) transpose of a C-contiguous NHWC array. The kernels
+# that have an NHWC variant (the CUDA conv, pooling and batch norm) take that NHWC array directly.
+
+class memory_format:
+    """``pn.contiguous_format``, ``pn.channels_last``, ``pn.preserve_format``."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name):
+        self.name = name
+
+    def __repr__(self):
+        return f"pyneural.{self.name}"
+
+
+contiguous_format = memory_format("contiguous_format")
+channels_last = memory_format("channels_last")
+preserve_format = memory_format("preserve_format")
+
+
+def is_channels_last(a):
+    """True for a 4-D array laid out NHWC in memory that is not also plain C-contiguous (C > 1)."""
+    return a.ndim == 4 and not a.flags.c_contiguous and a.transpose(0, 2, 3, 1).flags.c_contiguous
+
+
+def nhwc(a):
+    """The C-contiguous (N, H, W, C) array holding 4-D ``a``'s values (a view when ``a`` is channels_last)."""
+    t = a.transpose(0, 2, 3, 1)
+    return t if t.flags.c_contiguous else xp(a).ascontiguousarray(t)
+
+
+def from_nhwc(a):
+    """A C-contiguous (N, H, W, C) array seen as a channels_last (N, C, H, W) array (a view)."""
+    return a.transpose(0, 3, 1, 2)
+
+
+def to_memory_format(a, fmt):
+    """``a`` in layout ``fmt`` (a copy when it changes; ``a`` itself when it is already there)."""
+    if fmt is None or fmt is preserve_format:
+        return a
+    if fmt is channels_last:
+        if a.ndim != 4:
+            raise RuntimeError(f"required rank 4 tensor to use channels_last format, got shape {a.shape}")
+        return a if a.transpose(0, 2, 3, 1).flags.c_contiguous else from_nhwc(nhwc(a))
+    if fmt is contiguous_format:
+        return a if a.flags.c_contiguous else xp(a).ascontiguousarray(a)
+    raise TypeError(f"memory_format must be pyneural.contiguous_format, channels_last or preserve_format, got {fmt!r}")
+
+
+def same_layout(a, like):
+    """``a`` (same shape as ``like``) laid out as ``like`` is: channels_last or C-contiguous."""
+    if is_channels_last(like):
+        return to_memory_format(a, channels_last)
+    return a if a.flags.c_contiguous else xp(a).ascontiguousarray(a)
+
+
+def flat(a):
+    """A 1-D view of every element of ``a`` in memory order when ``a`` is dense (C-contiguous or
+    channels_last), else None. Arrays of one shape and layout give matching flat views."""
+    if a.flags.c_contiguous:
+        return a.reshape(-1)
+    if a.ndim == 4 and a.transpose(0, 2, 3, 1).flags.c_contiguous:
+        return a.transpose(0, 2, 3, 1).reshape(-1)
+    return None
+
+
 from pyneural.backend import cpu, cuda  # noqa: E402,F401  (both backends, importable without CuPy)

@@ -9,7 +9,9 @@ values are widened and the fp32 kernels accumulate them.
 import numpy as np
 
 from pyneural import amp as _amp
+from pyneural import backend as _layout
 from pyneural.kernels import activation as _act
+from pyneural.kernels import batchnorm as _bn
 from pyneural.kernels import conv as _conv
 from pyneural.kernels import gemm as _gemm
 from pyneural.kernels import layernorm as _layernorm
@@ -63,14 +65,17 @@ def gemm(a, b, *, trans_a=False, trans_b=False, alpha=1.0, beta=0.0, out=None):
 
 
 def _conv_operands(*arrays):
+    """C-contiguous NCHW operands for the kernels (channels_last ones are copied: no NHWC CPU kernels
+    yet), 16-bit ones widened."""
     low = _low_dtype(*arrays)
-    return arrays if low is None else _widened(low, *arrays)
+    arrays = arrays if low is None else _widened(low, *arrays)
+    return tuple(np.ascontiguousarray(a) for a in arrays)
 
 
 def conv2d_forward(x, w, bias=None, stride=1, padding=0, dilation=1, groups=1, relu=False):
     if _low_dtype(x, w, bias) is not None:
-        x, w = _conv_operands(x, w)
         bias = _f32(bias)
+    x, w = _conv_operands(x, w)
     return _conv.conv2d_forward(x, w, bias, stride, padding, dilation, groups, relu=relu)
 
 
@@ -84,11 +89,39 @@ def conv2d_backward_weight(dy, x, w_shape, stride=1, padding=0, dilation=1, grou
     return _conv.conv2d_backward_weight(dy, x, w_shape, stride, padding, dilation, groups)
 
 
-bias_relu = _act.bias_relu
-relu_backward = _act.relu_backward
-max_pool2d_forward = _pool.max_pool2d_forward
-avg_pool2d_forward = _pool.avg_pool2d_forward
-avg_pool2d_backward = _pool.avg_pool2d_backward
+def bias_relu(x, bias=None, relu=True, out=None):
+    if _layout.is_channels_last(x) and (out is None or out is x):  # the kernel is NCHW; the layout is kept
+        if bias is None:  # elementwise: run over the memory in order
+            y = _layout.from_nhwc(_act.bias_relu(_layout.flat(x)[None], None, relu=relu).reshape(_layout.nhwc(x).shape))
+        else:
+            y = _layout.same_layout(_act.bias_relu(np.ascontiguousarray(x), bias, relu=relu), x)
+        if out is x:
+            x[...] = y
+            return x
+        return y
+    return _act.bias_relu(x, bias, relu=relu, out=out)
+
+
+def relu_backward(dy, y, out=None):
+    if _layout.is_channels_last(y) and out is None:  # elementwise in memory order, layout kept
+        g = _act.relu_backward(_layout.nhwc(dy).reshape(-1), _layout.flat(y))
+        return _layout.from_nhwc(g.reshape(_layout.nhwc(y).shape))
+    return _act.relu_backward(dy, y, out=out)
+
+
+def max_pool2d_forward(x, kernel_size, stride=None, padding=0):
+    return _pool.max_pool2d_forward(np.ascontiguousarray(x), kernel_size, stride, padding)
+
+
+def avg_pool2d_forward(x, kernel_size, stride=None, padding=0, count_include_pad=True):
+    return _pool.avg_pool2d_forward(np.ascontiguousarray(x), kernel_size, stride, padding, count_include_pad)
+
+
+def avg_pool2d_backward(dy, x_shape, kernel_size, stride=None, padding=0, count_include_pad=True):
+    return _pool.avg_pool2d_backward(np.ascontiguousarray(dy), x_shape, kernel_size, stride, padding,
+                                     count_include_pad)
+
+
 norm_rows_forward = _layernorm.norm_rows_forward          # LayerNorm / GroupNorm -> (y, mean, rstd)
 norm_rows_backward = _layernorm.norm_rows_backward
 softmax = _softmax.softmax
@@ -98,8 +131,45 @@ cross_entropy_backward = _softmax.softmax_cross_entropy_backward
 
 
 def max_pool2d_backward(dy, argmax, x_shape, kernel_size, stride, padding):
-    return _pool.max_pool2d_backward(dy, argmax, x_shape)
+    return _pool.max_pool2d_backward(np.ascontiguousarray(dy), argmax, x_shape)
 
 
 def from_host(a):
     return a
+
+
+# ---- batch normalisation (channel axis 1; a channels_last x runs on an NCHW copy) -------------------
+def batch_norm_forward(x, gamma, beta, running_mean, running_var, training, momentum, eps, relu):
+    """``(y, saved)``: y = x normalised per channel (batch statistics in training, updating the running
+    estimates in place; the running ones otherwise), then the affine map and an optional ReLU."""
+    layout = x
+    x = np.ascontiguousarray(x)
+    if training:
+        mean, var = _bn.channel_stats(x)
+        if running_mean is not None:
+            count = x.size // x.shape[1]
+            running_mean *= 1.0 - momentum
+            running_mean += momentum * mean.astype(running_mean.dtype)
+            running_var *= 1.0 - momentum
+            running_var += (momentum * count / (count - 1)) * var.astype(running_var.dtype)
+    else:
+        mean, var = running_mean.astype(x.dtype), running_var.astype(x.dtype)
+    invstd = (1.0 / np.sqrt(var + eps)).astype(x.dtype)
+    scale = invstd if gamma is None else gamma * invstd
+    shift = -mean * scale if beta is None else beta - mean * scale
+    y = _bn.channel_affine(x, scale, shift, relu=relu)
+    return _layout.same_layout(y, layout), (x, mean, invstd, scale, y if relu else None, training)
+
+
+def batch_norm_backward(saved, gy, needs):
+    """``(gx, ggamma, gbeta)`` for the ``saved`` of batch_norm_forward; gx keeps gy's layout."""
+    x, mean, invstd, scale, y, training = saved
+    layout = gy
+    gy = np.ascontiguousarray(gy)
+    if training:
+        gx, gbeta, ggamma = _bn.batch_norm_backward(gy, x, mean, invstd, scale, y)
+    else:  # fixed statistics: y is an affine map of x, so dx = g * scale; the same parameter sums
+        g = gy if y is None else _act.relu_backward(gy, y)
+        _, gbeta, ggamma = _bn.batch_norm_backward(g, x, mean, invstd, scale)
+        gx = _bn.channel_affine(g, scale, np.zeros_like(scale)) if needs[0] else None
+    return (None if gx is None else _layout.same_layout(gx, layout)), ggamma, gbeta

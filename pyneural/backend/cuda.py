@@ -8,6 +8,7 @@ for GEMMs) with fp32 accumulation and fp32 results; an fp32 operand met by a 16-
 import numpy as np
 
 from pyneural import amp as _amp
+from pyneural import backend as _layout
 from pyneural import backends
 from pyneural.cuda import _backend
 from pyneural.cuda import conv as _conv
@@ -107,6 +108,9 @@ def gemm(a, b, *, trans_a=False, trans_b=False, alpha=1.0, beta=0.0, out=None):
 
 
 def bias_relu(x, bias=None, relu=True, out=None):
+    if _f32(x, bias, out) and _layout.is_channels_last(x) and (out is None or out is x):  # stays channels_last
+        y = _ew.bias_act(_layout.nhwc(x), bias, relu=relu, axis=3, out=None if out is None else _layout.nhwc(out))
+        return _layout.from_nhwc(y)
     if _f32(x, bias, out):
         return _ew.bias_act(_contig(x), bias, relu=relu, axis=1, out=out)
     cp = _backend.cupy()
@@ -119,6 +123,8 @@ def bias_relu(x, bias=None, relu=True, out=None):
 
 
 def relu_backward(dy, y, out=None):
+    if _f32(dy, y, out) and out is None and _layout.is_channels_last(y):  # stays channels_last
+        return _layout.from_nhwc(_ew.relu_backward(_layout.nhwc(dy), _layout.nhwc(y)))
     if _f32(dy, y, out):
         return _ew.relu_backward(_contig(dy), _contig(y), out=out)
     r = dy * (y > 0)
@@ -129,50 +135,89 @@ def relu_backward(dy, y, out=None):
 
 
 def _rounded(low, *arrays):
-    """``arrays`` in the 16-bit dtype ``low``, C-contiguous (for the tensor-core kernels)."""
-    return tuple(_contig(a if a.dtype == low else a.astype(low)) for a in arrays)
+    """``arrays`` in the 16-bit dtype ``low``, in their own layout (the callers make them contiguous)."""
+    return tuple(a if a.dtype == low else a.astype(low) for a in arrays)
+
+
+def _conv_layout(*arrays):
+    """'NHWC' when the activation operand is channels_last (the NHWC kernels then read it in place), else 'NCHW'."""
+    return "NHWC" if _layout.is_channels_last(arrays[0]) else "NCHW"
+
+
+def _in(a, layout):
+    return _layout.nhwc(a) if layout == "NHWC" else _contig(a)
+
+
+def _nhwc_shape(shape, layout):
+    n, c, h, w = shape
+    return (n, h, w, c) if layout == "NHWC" else tuple(shape)
+
+
+def _out(a, layout):
+    return _layout.from_nhwc(a) if layout == "NHWC" else a
 
 
 def conv2d_forward(x, w, bias=None, stride=1, padding=0, dilation=1, groups=1, relu=False):
+    """NCHW or, for a channels_last x, the NHWC kernels (OHWI weights; the result channels_last)."""
+    layout = _conv_layout(x)
     low = _low_dtype(x, w)
     if low is not None:  # tensor cores: 16-bit operands, fp32 accumulation and result
         x, w = _rounded(low, x, w)
-        return _conv_tc.conv2d_forward(x, w, bias, stride, padding, dilation, groups, relu=relu, out_dtype=_F32)
+        return _out(_conv_tc.conv2d_forward(_in(x, layout), _in(w, layout), bias, stride, padding, dilation, groups,
+                                            relu=relu, layout=layout, out_dtype=_F32), layout)
     if bias is not None and bias.dtype != _F32:
         bias = bias.astype(_F32)
-    return _conv.conv2d_forward(_contig(x), _contig(w), bias, stride, padding, dilation, groups, relu=relu)
+    return _out(_conv.conv2d_forward(_in(x, layout), _in(w, layout), bias, stride, padding, dilation, groups,
+                                     relu=relu, layout=layout), layout)
 
 
 def conv2d_backward_data(dy, w, x_shape, stride=1, padding=0, dilation=1, groups=1):
+    layout = _conv_layout(dy)
+    shape = _nhwc_shape(x_shape, layout)
     low = _low_dtype(dy, w)
     if low is not None:
         dy, w = _rounded(low, dy, w)
-        return _conv_tc.conv2d_backward_data(dy, w, x_shape, stride, padding, dilation, groups, out_dtype=_F32)
-    return _conv.conv2d_backward_data(_contig(dy), _contig(w), x_shape, stride, padding, dilation, groups)
+        return _out(_conv_tc.conv2d_backward_data(_in(dy, layout), _in(w, layout), shape, stride, padding, dilation,
+                                                  groups, layout=layout, out_dtype=_F32), layout)
+    return _out(_conv.conv2d_backward_data(_in(dy, layout), _in(w, layout), shape, stride, padding, dilation, groups,
+                                           layout=layout), layout)
 
 
 def conv2d_backward_weight(dy, x, w_shape, stride=1, padding=0, dilation=1, groups=1):
+    layout = _conv_layout(x)
+    shape = _nhwc_shape(w_shape, layout)
     low = _low_dtype(dy, x)
     if low is not None:
         dy, x = _rounded(low, dy, x)
-        return _conv_tc.conv2d_backward_weight(dy, x, w_shape, stride, padding, dilation, groups, out_dtype=_F32)
-    return _conv.conv2d_backward_weight(_contig(dy), _contig(x), w_shape, stride, padding, dilation, groups)
+        return _out(_conv_tc.conv2d_backward_weight(_in(dy, layout), _in(x, layout), shape, stride, padding,
+                                                    dilation, groups, layout=layout, out_dtype=_F32), layout)
+    return _out(_conv.conv2d_backward_weight(_in(dy, layout), _in(x, layout), shape, stride, padding, dilation, groups,
+                                             layout=layout), layout)
 
 
 def max_pool2d_forward(x, kernel_size, stride=None, padding=0):
-    return _pool.max_pool2d_forward(_contig(x), kernel_size, stride, padding)
+    """``(y, argmax)``; a channels_last x runs the NHWC kernel and both results stay channels_last."""
+    layout = _conv_layout(x)
+    y, argmax = _pool.max_pool2d_forward(_in(x, layout), kernel_size, stride, padding, layout=layout)
+    return _out(y, layout), _out(argmax, layout)
 
 
 def max_pool2d_backward(dy, argmax, x_shape, kernel_size, stride, padding):
-    return _pool.max_pool2d_backward(_contig(dy), argmax, x_shape, kernel_size, stride, padding)
+    layout = _conv_layout(argmax)  # the layout the forward ran in
+    return _out(_pool.max_pool2d_backward(_in(dy, layout), _in(argmax, layout), _nhwc_shape(x_shape, layout),
+                                          kernel_size, stride, padding, layout=layout), layout)
 
 
 def avg_pool2d_forward(x, kernel_size, stride=None, padding=0, count_include_pad=True):
-    return _pool.avg_pool2d_forward(_contig(x), kernel_size, stride, padding, count_include_pad)
+    layout = _conv_layout(x)
+    return _out(_pool.avg_pool2d_forward(_in(x, layout), kernel_size, stride, padding, count_include_pad,
+                                         layout=layout), layout)
 
 
 def avg_pool2d_backward(dy, x_shape, kernel_size, stride=None, padding=0, count_include_pad=True):
-    return _pool.avg_pool2d_backward(_contig(dy), x_shape, kernel_size, stride, padding, count_include_pad)
+    layout = _conv_layout(dy)
+    return _out(_pool.avg_pool2d_backward(_in(dy, layout), _nhwc_shape(x_shape, layout), kernel_size, stride, padding,
+                                          count_include_pad, layout=layout), layout)
 
 
 def _log_softmax_rows(x):
@@ -235,3 +280,92 @@ def norm_rows_forward(x, weight=None, bias=None, eps=1e-5, groups=1, inner=1):
 
 def norm_rows_backward(dy, x, mean, rstd, weight=None, groups=1, inner=1, needs=(True, True, True)):
     return _layernorm.backward_arrays(_contig(dy), x, mean, rstd, weight, groups, inner, needs)
+
+
+# ---- batch normalisation: csrc/cuda/batchnorm.cu (float32; NCHW or channels_last), else whole-array ------
+def batch_norm_forward(x, gamma, beta, running_mean, running_var, training, momentum, eps, relu):
+    """``(y, saved)`` as on the CPU; a channels_last x runs the NHWC kernels and y stays channels_last."""
+    from pyneural.cuda import batchnorm as _k
+    if not (_f32(x, gamma, beta, running_mean, running_var) and (training or running_mean is not None)):
+        return _batch_norm_forward_xp(x, gamma, beta, running_mean, running_var, training, momentum, eps, relu)
+    cl = _layout.is_channels_last(x)
+    xk = _layout.nhwc(x) if cl else _contig(x)
+    if training:
+        mean, var = _k.batch_stats(xk, running_mean, running_var, momentum=momentum, channels_last=cl)
+    else:  # evaluation: the running estimates (copied: the module goes on updating its own)
+        mean, var = running_mean.copy(), running_var.copy()
+    y = _k.batch_norm_apply(xk, mean, var, gamma, beta, eps=eps, channels_last=cl)
+    if relu:
+        _ew.bias_act(y, None, relu=True, axis=1, out=y)
+    saved = ("kernel", xk, mean, var, gamma, y if relu else None, training, cl, eps)
+    return (_layout.from_nhwc(y) if cl else y), saved
+
+
+def batch_norm_backward(saved, gy, needs):
+    if saved[0] == "xp":
+        return _batch_norm_backward_xp(saved, gy, needs)
+    from pyneural.cuda import batchnorm as _k
+    _, xk, mean, var, gamma, y, training, cl, eps = saved
+    g = _layout.nhwc(gy) if cl else _contig(gy)
+    if y is not None:
+        g = _ew.relu_backward(g, y)
+    if training:
+        gx, ggamma, gbeta = _k.batch_norm_backward(xk, g, mean, var, gamma, eps=eps, channels_last=cl)
+    else:  # fixed statistics: y is an affine map of x
+        cp = _backend.cupy()
+        axes = tuple(range(xk.ndim - 1)) if cl else (0,) + tuple(range(2, xk.ndim))
+        bshape = (1,) * (xk.ndim - 1) + (-1,) if cl else (1, -1) + (1,) * (xk.ndim - 2)
+        invstd = 1.0 / cp.sqrt(var + eps)
+        gbeta = g.sum(axis=axes)
+        ggamma = (g * (xk - mean.reshape(bshape)) * invstd.reshape(bshape)).sum(axis=axes)
+        scale = invstd if gamma is None else gamma * invstd
+        gx = g * scale.reshape(bshape) if needs[0] else None
+    if gx is not None and cl:
+        gx = _layout.from_nhwc(gx)
+    return gx, ggamma, gbeta
+
+
+def _batch_norm_forward_xp(x, gamma, beta, running_mean, running_var, training, momentum, eps, relu):
+    """Any dtype (float64, 16-bit): the same maths in whole-array operations."""
+    xp = _backend.cupy()
+    axes = (0,) + tuple(range(2, x.ndim))
+    bshape = (1, x.shape[1]) + (1,) * (x.ndim - 2)
+    if training:
+        mean = x.mean(axis=axes)
+        xhat = x - mean.reshape(bshape)
+        var = xp.square(xhat).mean(axis=axes)
+        if running_mean is not None:
+            count = x.size // x.shape[1]
+            running_mean *= 1.0 - momentum
+            running_mean += momentum * mean.astype(running_mean.dtype)
+            running_var *= 1.0 - momentum
+            running_var += (momentum * count / (count - 1)) * var.astype(running_var.dtype)
+    else:
+        xhat = x - running_mean.reshape(bshape).astype(x.dtype)
+        var = running_var.astype(x.dtype)
+    invstd = 1.0 / xp.sqrt(var + eps)
+    xhat *= invstd.reshape(bshape)
+    y = xhat if gamma is None else xhat * gamma.reshape(bshape)
+    if beta is not None:
+        y = y + beta.reshape(bshape)
+    if relu:
+        y = xp.maximum(y, 0)
+    y = y.copy() if y is xhat else y
+    return y, ("xp", xhat, invstd, gamma, axes, bshape, y if relu else None, training)
+
+
+def _batch_norm_backward_xp(saved, gy, needs):
+    _, xhat, invstd, gamma, axes, bshape, y, training = saved
+    if y is not None:
+        gy = gy * (y > 0)
+    gbeta = gy.sum(axis=axes)
+    ggamma = (gy * xhat).sum(axis=axes)
+    gx = None
+    if needs[0]:
+        scale = (invstd if gamma is None else gamma * invstd).reshape(bshape)
+        if training:
+            count = gy.size // gy.shape[1]
+            gx = scale * (gy - (gbeta / count).reshape(bshape) - xhat * (ggamma / count).reshape(bshape))
+        else:
+            gx = gy * scale
+    return gx, ggamma, gbeta

@@ -20,22 +20,32 @@ def _contig(a):
     return a if a is None or a.flags.c_contiguous else get_array_module(a).ascontiguousarray(a)
 
 
+def _dense(a):
+    """``a`` itself when C-contiguous or channels_last, else a C-contiguous copy."""
+    return a if backend.flat(a) is not None else get_array_module(a).ascontiguousarray(a)
+
+
 class Conv2d(Function):
     def __init__(self, stride, padding, dilation, groups, relu=False):
         self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, groups
         self.relu = relu
 
     def forward(self, x, w, b=None):
-        x, w, b = _contig(x), _contig(w), _contig(b)  # a permuted or sliced weight is a view
+        # Layouts: the backend takes NCHW or channels_last operands (a permuted or sliced weight is
+        # made dense there). As in PyTorch, the output is channels_last when x or w is; each gradient
+        # comes back in its input's layout.
+        x, w, b = _dense(x), _dense(w), _contig(b)
         self.x, self.w = x, w
         y = backend.of(x).conv2d_forward(x, w, b, self.stride, self.padding, self.dilation, self.groups,
                                          relu=self.relu)
+        if backend.is_channels_last(x) or backend.is_channels_last(w):
+            y = backend.to_memory_format(y, backend.channels_last)
         if self.relu:
             self.y = y
         return y
 
     def backward(self, gy):
-        gy = _contig(gy)
+        gy = backend.same_layout(gy, self.x)
         if self.relu:
             gy = backend.of(gy).relu_backward(gy, self.y)
         x, w = self.x, self.w
@@ -43,9 +53,9 @@ class Conv2d(Function):
         needs = self.needs_input_grad
         gx = gw = gb = None
         if needs[0]:
-            gx = backend.of(gy).conv2d_backward_data(gy, w, x.shape, *conf)
+            gx = backend.same_layout(backend.of(gy).conv2d_backward_data(gy, w, x.shape, *conf), x)
         if needs[1]:
-            gw = backend.of(gy).conv2d_backward_weight(gy, x, w.shape, *conf)
+            gw = backend.same_layout(backend.of(gy).conv2d_backward_weight(gy, x, w.shape, *conf), w)
         if len(needs) > 2 and needs[2]:
             gb = gy.sum(axis=(0, 2, 3))
         return gx, gw, gb

@@ -19,19 +19,30 @@ def _contig(a):
     return a if a.flags.c_contiguous else get_array_module(a).ascontiguousarray(a)
 
 
+def _dense(a):
+    """``a`` itself when C-contiguous or channels_last (the backends take both), else a copy."""
+    return a if backend.flat(a) is not None else get_array_module(a).ascontiguousarray(a)
+
+
+def _like(a, channels_last):
+    """``a`` in channels_last layout when the pooled input was (PyTorch keeps the layout)."""
+    return backend.to_memory_format(a, backend.channels_last if channels_last else backend.contiguous_format)
+
+
 class MaxPool2d(Function):
     def __init__(self, kernel_size, stride, padding):
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
 
     def forward(self, x):
-        x = _contig(x)
-        self.x_shape = x.shape
+        x = _dense(x)
+        self.x_shape, self.layout = x.shape, backend.is_channels_last(x)
         y, self.argmax = backend.of(x).max_pool2d_forward(x, self.kernel_size, self.stride, self.padding)
-        return y
+        return _like(y, self.layout)
 
     def backward(self, gy):
-        return (backend.of(gy).max_pool2d_backward(_contig(gy), self.argmax, self.x_shape, self.kernel_size, self.stride,
-                                                  self.padding),)
+        gx = backend.of(gy).max_pool2d_backward(gy, self.argmax, self.x_shape, self.kernel_size, self.stride,
+                                                self.padding)
+        return (_like(gx, self.layout),)
 
 
 class AvgPool2d(Function):
@@ -40,14 +51,15 @@ class AvgPool2d(Function):
         self.count_include_pad = count_include_pad
 
     def forward(self, x):
-        x = _contig(x)
-        self.x_shape = x.shape
-        return backend.of(x).avg_pool2d_forward(x, self.kernel_size, self.stride, self.padding,
-                                                self.count_include_pad)
+        x = _dense(x)
+        self.x_shape, self.layout = x.shape, backend.is_channels_last(x)
+        return _like(backend.of(x).avg_pool2d_forward(x, self.kernel_size, self.stride, self.padding,
+                                                      self.count_include_pad), self.layout)
 
     def backward(self, gy):
-        return (backend.of(gy).avg_pool2d_backward(_contig(gy), self.x_shape, self.kernel_size, self.stride,
-                                                  self.padding, self.count_include_pad),)
+        gy = backend.to_memory_format(gy, backend.channels_last if self.layout else backend.contiguous_format)
+        return (_like(backend.of(gy).avg_pool2d_backward(gy, self.x_shape, self.kernel_size, self.stride,
+                                                         self.padding, self.count_include_pad), self.layout),)
 
 
 def pool_args(fn, shape, kernel_size, stride, padding, dilation=1, ceil_mode=False):

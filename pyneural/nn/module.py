@@ -246,6 +246,13 @@ class Module:
                     t.data = t.data.astype(dtype)
                     if t.grad is not None:
                         t.grad.data = t.grad.data.astype(dtype)
+        if memory_format is not None and memory_format is not backend.preserve_format:
+            # 4-D parameters (convolution weights) and their gradients change layout; others keep theirs
+            for t in list(self.parameters()) + list(self.buffers()):
+                if t.data.ndim == 4:
+                    t.data = backend.to_memory_format(t.data, memory_format)
+                    if t.grad is not None:
+                        t.grad.data = backend.to_memory_format(t.grad.data, memory_format)
         return self
 
     def cpu(self):

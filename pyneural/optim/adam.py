@@ -79,7 +79,12 @@ class Adam(Optimizer):
         m, v = state["exp_avg"], state["exp_avg_sq"]
         if backend.is_device_array(param) and param.dtype == np.float32:  # one fused kernel on the GPU
             from pyneural.cuda import elementwise as _ew
-            _ew.adam_update(param, grad, m, v, t, lr, (b1, b2), eps, wd, decoupled=self._decoupled)
+            # the kernel runs over memory in order: every array in the parameter's layout (channels_last too)
+            m = state["exp_avg"] = backend.same_layout(m, param)
+            v = state["exp_avg_sq"] = backend.same_layout(v, param)
+            flat = backend.flat
+            _ew.adam_update(flat(param), flat(backend.same_layout(grad, param)), flat(m), flat(v), t, lr, (b1, b2), eps,
+                            wd, decoupled=self._decoupled)
             return
         work = self._scratch_like(param, 0)
 

@@ -48,7 +48,11 @@ class SGD(Optimizer):
                 if buf is None:
                     buf = state["momentum_buffer"] = backend.xp(param).zeros_like(param)
                     first = True
-            _ew.sgd_update(param, grad, lr, momentum, group["dampening"], wd, group["nesterov"], buf, first_step=first)
+                buf = state["momentum_buffer"] = backend.same_layout(buf, param)
+            # the kernel runs over memory in order: every array in the parameter's layout (channels_last too)
+            flat = backend.flat
+            _ew.sgd_update(flat(param), flat(backend.same_layout(grad, param)), lr, momentum, group["dampening"], wd,
+                           group["nesterov"], None if buf is None else flat(buf), first_step=first)
             return
         if wd != 0:
             g = self._scratch_like(param, 0)

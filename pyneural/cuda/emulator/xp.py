@@ -197,7 +197,7 @@ class ndarray(NDArrayOperatorsMixin):
         return self.copy()
 
     def copy(self, order="C"):
-        out = ndarray(self.shape, self.dtype, order=order)
+        out = _like(self, None, order, None) if order == "K" else ndarray(self.shape, self.dtype, order=order)
         out._a[...] = self._a
         return out
 
@@ -245,20 +245,35 @@ def ones(shape, dtype=float, order="C"):
     return full(shape, 1, dtype, order)
 
 
+def _like(a, dtype, order, shape, fill=None):
+    """A new array shaped like ``a``; ``order="K"`` keeps a's memory layout (CuPy's rule: a
+    channels_last array gives a channels_last array), else C order."""
+    dtype = a.dtype if dtype is None else dtype
+    if shape is not None or order != "K" or a.flags.c_contiguous or a.ndim < 2:
+        out = empty(a.shape if shape is None else shape, dtype)
+    else:
+        perm = tuple(int(i) for i in np.argsort([-st for st in a.strides], kind="stable"))
+        base = empty(tuple(a.shape[i] for i in perm), dtype)
+        out = ndarray._view(base._a.transpose(tuple(int(i) for i in np.argsort(perm))))
+    if fill is not None:
+        out._a.fill(fill)
+    return out
+
+
 def empty_like(a, dtype=None, order="K", shape=None):
-    return empty(a.shape if shape is None else shape, a.dtype if dtype is None else dtype)
+    return _like(a, dtype, order, shape)
 
 
 def zeros_like(a, dtype=None, order="K", shape=None):
-    return zeros(a.shape if shape is None else shape, a.dtype if dtype is None else dtype)
+    return _like(a, dtype, order, shape, 0)
 
 
 def ones_like(a, dtype=None, order="K", shape=None):
-    return ones(a.shape if shape is None else shape, a.dtype if dtype is None else dtype)
+    return _like(a, dtype, order, shape, 1)
 
 
 def full_like(a, fill_value, dtype=None, order="K", shape=None):
-    return full(a.shape if shape is None else shape, fill_value, a.dtype if dtype is None else dtype)
+    return _like(a, dtype, order, shape, fill_value)
 
 
 def array(obj, dtype=None, copy=True, order="K", ndmin=0):
