@@ -1,5 +1,8 @@
-"""Matrix products: ``matmul`` (2-D through the GEMM kernel, batched/broadcast through
-``xp.matmul``) and ``linear``, the fused ``x @ W^T + b`` with an optional ReLU epilogue.
+"""Matrix products: ``matmul`` with PyTorch's rank rules (2-D through the GEMM kernel, vectors,
+batched and broadcast operands through ``xp.matmul``; one backward rule for every rank), its
+fixed-rank forms ``mm``/``bmm``/``mv``/``dot``/``outer``, and ``linear``, the fused
+``x @ W^T + b`` with an optional ReLU epilogue. Zero-size operands skip the kernels (which refuse
+them) and give PyTorch's empty or zero results.
 
 Linear runs one GEMM with ``trans_b`` (W stays in its (out, in) layout, never copied) and one
 in-place bias+ReLU pass. Its backward is three GEMMs' worth of work at most: the ReLU mask folds
@@ -16,33 +19,9 @@ _ndarray = np.ndarray
 _GEMM_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
-def _operand(a):
-    """``a`` as a C-contiguous array plus a transpose flag, so a transposed view (``W.T``)
-    reaches the GEMM as its contiguous original with trans set instead of being copied."""
-    if a.flags.c_contiguous:
-        return a, False
-    if a.T.flags.c_contiguous:
-        return a.T, True
-    return np.ascontiguousarray(a), False
-
-
 def gemm(a, b, trans_a=False, trans_b=False):
-    """op(a) @ op(b) for 2-D numpy arrays, through the GEMM kernel when the dtypes allow."""
-    if type(a) is _ndarray and type(b) is _ndarray and a.size and b.size and (
-            (a.dtype == b.dtype and a.dtype in _GEMM_DTYPES) or _amp.is_low_precision(a.dtype)
-            or _amp.is_low_precision(b.dtype)):
-        if trans_a:
-            a, ta = _operand(a.T)
-        else:
-            a, ta = _operand(a)
-        if trans_b:
-            b, tb = _operand(b.T)
-        else:
-            b, tb = _operand(b)
-        return backend.cpu.gemm(a, b, trans_a=ta, trans_b=tb)
-    if backend.is_device_array(a) and a.ndim == 2 and b.ndim == 2:
-        return backend.cuda.gemm(a, b, trans_a=trans_a, trans_b=trans_b)
-    return (a.T if trans_a else a) @ (b.T if trans_b else b)
+    """op(a) @ op(b) for 2-D arrays: the backend's matrix product (its GEMM kernel where it takes the dtypes)."""
+    return backend.of(a).mm(a, b, trans_a=trans_a, trans_b=trans_b)
 
 
 class MatMul(Function):
