@@ -11,9 +11,11 @@ kernel runs with the same number of threads everywhere.
 """
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from types import SimpleNamespace
 
@@ -440,13 +442,26 @@ def job_result(job):
     return json.loads(job.out.strip().splitlines()[-1])
 
 
-@pytest.fixture(scope="module")
-def two_rank_training(mpirun, tmp_path_factory):
-    """One 2-rank job trains in every DDP mode (one start-up for all); results by mode."""
+def is_open_mpi(mpirun):
+    return "--oversubscribe" in mpirun  # launcher_flags adds it for Open MPI only
+
+
+# Open MPI's TCP transport, as between machines: ob1 with the tcp BTL only ("self" is a rank
+# talking to itself), so neither shared memory nor UCX can carry the job.
+TRANSPORTS = {"sm": [], "tcp": ["--mca", "pml", "ob1", "--mca", "btl", "tcp,self"]}
+
+
+@pytest.fixture(scope="module", params=sorted(TRANSPORTS))
+def two_rank_training(request, mpirun, tmp_path_factory):
+    """One 2-rank job per transport trains in every DDP mode (one start-up for all); results by
+    mode."""
+    if request.param != "sm" and not is_open_mpi(mpirun):
+        pytest.skip(f"forcing the {request.param} transport needs Open MPI's --mca flags")
     trace_path = tmp_path_factory.mktemp("trace") / "trace.json"
     modes = "allreduce,no_sync,bf16,deterministic"
-    result = job_result(run_job(mpirun, [os.path.join(SCRIPTS, "ddp_train.py"), "--modes", modes,
-                                         "--trace", str(trace_path)], timeout=90))
+    result = job_result(run_job(mpirun + TRANSPORTS[request.param], [os.path.join(SCRIPTS, "ddp_train.py"),
+                                                                     "--modes", modes, "--trace", str(trace_path)],
+                                timeout=90))
     result["trace"] = json.loads(trace_path.read_text())
     return result
 
@@ -578,16 +593,126 @@ def test_a_rank_that_stops_participating_aborts_the_job_naming_bucket_and_rank(m
     assert job.rc != 0
     assert "timeout: allreduce of gradient bucket 0 (step 3;" in job.err
     assert "did not complete within 2 s" in job.err
-    assert "ranks that had not arrived: 1" in job.err
+    assert re.search(r"ranks that had not arrived: 1 \(pid \d+ on \S+\)", job.err), job.err
+    assert "not responding" not in job.err, "rank 1 sleeps: its watchdog thread answers the probes"
+    if thread_level == "multiple":  # the liveness probes need a thread that may call MPI
+        assert "running but elsewhere in the program (they answer liveness probes): 1" in job.err
     assert job.seconds < 30, "the watchdog must end the job soon after its 2 s timeout"
 
 
 @pytest.mark.mpi
 def test_an_exception_on_one_rank_aborts_every_rank(mpirun):
     job = edge_case_job(mpirun, "raise")
+    ended = time.time()
     assert job.rc != 0
+    assert re.search(r"\[rank 1\] uncaught exception on rank 1 \(pid \d+ on \S+\), aborting all ranks", job.err)
     assert "[rank 1] RuntimeError: deliberate failure on rank 1" in job.err
     assert "completed all steps" not in job.out
+    raised = float(re.search(r"rank 1 raising at ([\d.]+)", job.out).group(1))
+    assert ended - raised < 2 + SLACK_S, "the job must end right after the exception (its timeout is 2 s)"
+
+
+class LiveJob:
+    """An mpirun job whose output the test reads while it runs (to signal one of its ranks)."""
+
+    def __init__(self, mpirun, args):
+        cmd = mpirun + ["-np", "2", sys.executable] + list(args)
+        self.cmd = " ".join(cmd)
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     env=subprocess_env(OMP_NUM_THREADS="1"), cwd=os.path.expanduser("~"),
+                                     start_new_session=True)
+        self.out, self.err = [], []
+        self._readers = [threading.Thread(target=lambda s=s, d=d: d.extend(s), daemon=True)
+                         for s, d in ((self.proc.stdout, self.out), (self.proc.stderr, self.err))]
+        for reader in self._readers:
+            reader.start()
+
+    def wait_for_line(self, pattern, timeout=60):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            for line in list(self.out):
+                match = re.match(pattern, line)
+                if match:
+                    return match
+            time.sleep(0.05)
+        self.kill()
+        pytest.fail(f"no line matching {pattern!r} from {self.cmd}:\n{''.join(self.out)[-2000:]}\n"
+                    f"{''.join(self.err)[-4000:]}")
+
+    def finish(self, timeout):
+        """Wait for the job's end; returns its exit code."""
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            pytest.fail(f"{self.cmd} did not end within {timeout} s:\n{''.join(self.err)[-4000:]}")
+        self._close()
+        return self.proc.returncode
+
+    def kill(self):
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait()
+        self._close()
+
+    def _close(self):
+        for reader in self._readers:
+            reader.join(timeout=10)
+        self.proc.stdout.close()
+        self.proc.stderr.close()
+
+
+SLACK_S = 8  # "the timeout plus a few seconds": the launcher's teardown on a busy 2-core machine
+
+
+def signal_rank_1(mpirun, sig, timeout):
+    """Train on 2 ranks, send ``sig`` to rank 1 mid-training; returns (exit code, stderr with its
+    lines joined, rank 1's pid, seconds from the signal to the end of the job)."""
+    job = LiveJob(mpirun, [os.path.join(SCRIPTS, "ddp_edge_cases.py"), "--mode", "victim",
+                           "--timeout", str(timeout)])
+    pid = int(job.wait_for_line(r"pid 1 (\d+)$").group(1))
+    job.wait_for_line(r"rank 1 training$")
+    try:
+        sent = time.monotonic()
+        os.kill(pid, sig)
+        rc = job.finish(timeout=timeout + 60)
+        seconds = time.monotonic() - sent
+    finally:
+        _kill_if_still_ours(pid)
+    return rc, "".join(job.err), pid, seconds
+
+
+def _kill_if_still_ours(pid):
+    """A stopped rank the launcher failed to end would stay behind: end it, if it is still it."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            if b"ddp_edge_cases.py" in f.read():
+                os.kill(pid, signal.SIGKILL)
+    except (FileNotFoundError, ProcessLookupError):
+        pass
+
+
+@pytest.mark.mpi
+def test_a_stopped_rank_is_named_with_its_host_not_taken_for_a_stalled_transfer(mpirun):
+    rc, err, pid, seconds = signal_rank_1(mpirun, signal.SIGSTOP, timeout=3)
+    assert rc != 0
+    assert "did not complete within 3 s on rank 0" in err, err
+    assert re.search(rf"\[rank 0\] not responding: 1 \(pid {pid} on \S+\): sent nothing in the last", err), err
+    assert "the transfer itself stalled" not in err, "a stopped rank is not a stalled transfer"
+    assert "[rank 1] pyneural.distributed: timeout" not in err, "rank 1 was the one stopped: it blames no peer"
+    assert seconds < 3 + SLACK_S, f"the job took {seconds:.1f} s to end after rank 1 stopped"
+
+
+@pytest.mark.mpi
+def test_a_killed_rank_ends_the_job_naming_it(mpirun):
+    rc, err, pid, seconds = signal_rank_1(mpirun, signal.SIGKILL, timeout=3)
+    assert rc != 0
+    if is_open_mpi(mpirun):  # the launcher sees the exit before any watchdog could
+        assert f"process rank 1 with PID {pid} on node" in " ".join(err.split()), err
+        assert "signal 9 (Killed)" in " ".join(err.split())
+    assert seconds < 3 + SLACK_S, f"the job took {seconds:.1f} s to end after rank 1 was killed"
 
 
 @pytest.mark.mpi

@@ -9,11 +9,13 @@ Failure policy. An MPI job must never outlive one of its ranks: if rank 3 raises
 0-2 sit in an allreduce, those three wait forever and ``mpirun`` never returns. So ``init()``
 installs an excepthook that prints the traceback (prefixed with the rank) and calls
 ``MPI.COMM_WORLD.Abort``, which tears the whole job down. Hangs that raise nothing (a rank stuck
-in a loop, a dead network link) are the watchdog's job (watchdog.py).
+in a loop, a stopped process, a dead network link) are the watchdog's job (watchdog.py); its
+reports name each rank with its pid and host, gathered when ``init()`` builds it.
 
 Threads. The ranks on one machine share its cores: ``init()`` gives each ``cores // local_size``
 OpenMP threads unless OMP_NUM_THREADS is set (threads.py).
 """
+import os
 import sys
 import time
 import traceback
@@ -67,7 +69,8 @@ def _abort_on_exception(exc_type, exc, tb):
         time.sleep(SAME_ERROR_GRACE_S)
         MPI.COMM_WORLD.Abort(1)
     text = "".join(traceback.format_exception(exc_type, exc, tb))
-    abort_job("uncaught exception, aborting all ranks:\n" + text)
+    where = f"rank {MPI.COMM_WORLD.Get_rank()} (pid {os.getpid()} on {MPI.Get_processor_name()})"
+    abort_job(f"uncaught exception on {where}, aborting all ranks:\n" + text)
 
 
 def init(comm=None, timeout=DEFAULT_TIMEOUT, abort_on_exception=True, threads=None):

@@ -140,12 +140,10 @@ def run(out=print, timeout=60.0):
     import mpi4py
 
     from .comm import get_world, init, is_initialized
-    from .collectives import gather_bytes
     from .transport import cuda_aware, loaded_mpi_library
     MPI = import_mpi()
     world = get_world() if is_initialized() else init(timeout=timeout)
     claim, how = cuda_aware()
-    hosts = gather_bytes(world, MPI.Get_processor_name().encode(), what="doctor: host names")
     results = _host_tests(world)
     device_results, device_path = _device_tests(world, claim is True)
     results += device_results
@@ -166,10 +164,14 @@ def run(out=print, timeout=60.0):
     for key in OPEN_MPI_DEFAULTS if vendor == "Open MPI" else ():
         out(f"Open MPI:      {key[len('OMPI_MCA_'):]}={os.environ.get(key, 'unset')}")
     by_host = {}
-    for rank, name in enumerate(hosts):
-        by_host.setdefault(name.decode(), []).append(rank)
+    for rank, peer in enumerate(world.watchdog.peers):  # gathered by init()
+        by_host.setdefault(peer.host, []).append(rank)
     out(f"world:         {world.size} rank(s) on {len(by_host)} host(s): "
         + "; ".join(f"{h} (ranks {', '.join(map(str, r))})" for h, r in by_host.items()))
+    watchdog = world.watchdog
+    liveness = "on" if watchdog.liveness else "off (needs MPI_THREAD_MULTIPLE and 2 or more ranks)"
+    out(f"watchdog:      timeout {'none' if watchdog.timeout is None else f'{watchdog.timeout:g} s'} per "
+        f"collective; liveness probes {liveness}")
     threads = world.threads if world.threads is not None else "unknown"
     source = ("OMP_NUM_THREADS" if os.environ.get("OMP_NUM_THREADS")
               else f"{os.cpu_count()} cores / {world.local_size} rank(s) on this host")

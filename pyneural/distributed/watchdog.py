@@ -20,7 +20,25 @@ Without thread support the caller polls ``Testany`` and checks the clock itself.
 
 The timeout counts from the moment a rank starts waiting, not from the launch: a bucket launched
 early in backward may legitimately stay in flight for the rest of it.
+
+Liveness. "Every rank had arrived" cannot tell a stalled transfer from a peer that stopped
+(SIGSTOP, a debugger, a swapped-out or frozen host) after it arrived, and "had not arrived"
+cannot tell a peer that is busy elsewhere from one that froze before arriving. So, with
+``MPI_THREAD_MULTIPLE``, every rank runs the daemon thread from the start, and it answers
+liveness probes on the notes communicator: a rank whose wait has lasted one period probes its
+peers every period, each live peer's thread replies with its latest collective number (a
+progress counter that refreshes the arrival notes). A stopped process stops all its threads, so
+a peer that sent nothing during the second half of the wait is named, with its host and pid, as
+not responding; a peer that replies is running, just not in this collective. Nothing is sent
+while waits stay shorter than one period (``timeout/20``, 0.05 to 1 s). Host names and pids are
+gathered once, when the watchdog is built. A rank that dies outright is normally reported by the
+launcher first (``mpirun`` notices the exit and ends the job); one it misses looks stopped. Time
+a rank spends frozen itself (a gap between the thread's wake-ups) does not count against its own
+deadline: a job suspended and resumed as a whole carries on, and a stopped rank that is resumed
+does not blame its peers.
 """
+import atexit
+import os
 import threading
 import time
 
@@ -28,7 +46,11 @@ import numpy as np
 
 from ._mpi import abort_job, import_mpi
 
-ARRIVAL_TAG = 0x5057  # any tag works: the notes travel on their own duplicated communicator
+# Any tags work: the notes and probes travel on their own duplicated communicator.
+ARRIVAL_TAG, PROBE_TAG, REPLY_TAG = 0x5057, 0x5058, 0x5059
+HOST_BYTES = 256  # MPI_MAX_PROCESSOR_NAME in Open MPI and MPICH
+SHOWN_RANKS = 8  # ranks named one by one in a report; beyond that, ranges and host names
+FROZEN_SLACK_S = 1.0  # a look at a watch this much later than due: this process was frozen
 
 
 def _ranks_text(ranks):
@@ -43,6 +65,31 @@ def _ranks_text(ranks):
     return ", ".join(parts)
 
 
+class Peer:
+    """Who a rank of the communicator is: its rank in ``MPI.COMM_WORLD``, pid and host."""
+    __slots__ = ("world_rank", "pid", "host")
+
+    def __init__(self, world_rank, pid, host):
+        self.world_rank, self.pid, self.host = world_rank, pid, host
+
+    def __repr__(self):
+        return f"Peer(world_rank={self.world_rank}, pid={self.pid}, host={self.host!r})"
+
+
+def _gather_peers(comm, MPI):
+    """Every rank's ``Peer``, indexed by its rank in ``comm`` (collective: two allgathers)."""
+    ids = np.array([MPI.COMM_WORLD.Get_rank(), os.getpid()], dtype=np.int64)
+    host = np.zeros(HOST_BYTES, dtype=np.uint8)
+    name = MPI.Get_processor_name().encode()[:HOST_BYTES - 1]
+    host[:len(name)] = np.frombuffer(name, dtype=np.uint8)
+    all_ids = np.empty((comm.Get_size(), 2), dtype=np.int64)
+    all_hosts = np.empty((comm.Get_size(), HOST_BYTES), dtype=np.uint8)
+    comm.Allgather(ids, all_ids)
+    comm.Allgather(host, all_hosts)
+    return [Peer(int(i[0]), int(i[1]), h.tobytes().rstrip(b"\0").decode(errors="replace"))
+            for i, h in zip(all_ids, all_hosts)]
+
+
 class _Watch:
     """One timed wait: what is pending, when each finished, and the deadline."""
 
@@ -50,25 +97,66 @@ class _Watch:
         self.pending = pending
         self.done_at = [None] * len(pending)
         self.deadline = deadline
+        self.started = self.last_tick = time.monotonic()
+
+    def tick(self, now, due):
+        """Note that this process is running at ``now``, ``due`` seconds after the last tick was
+        meant to be followed by this one. A gap longer than that plus any scheduling delay is
+        time this process was frozen (SIGSTOP, a suspended job): it does not count against the
+        deadline, so a job suspended and resumed as a whole carries on, and a rank that was
+        stopped does not blame its peers for its own pause."""
+        frozen = now - self.last_tick - due
+        self.last_tick = now
+        if frozen > FROZEN_SLACK_S and self.deadline is not None:
+            self.deadline += frozen
+            self.started += frozen
+
+
+_RUNNING = []  # watchdogs whose thread runs: stopped at exit, before mpi4py finalizes MPI
+
+
+@atexit.register
+def _stop_threads():
+    for watchdog in _RUNNING:
+        watchdog._stopping.set()
+    for watchdog in _RUNNING:
+        watchdog._thread.join(timeout=5.0)
 
 
 class Watchdog:
-    """Numbers the collectives of ``comm``, announces arrivals, and bounds waits by ``timeout``
-    seconds (None: wait forever, but still number and announce)."""
+    """Numbers the collectives of ``comm``, announces arrivals, answers and sends liveness
+    probes, and bounds waits by ``timeout`` seconds (None: wait forever, but still number and
+    announce). Collective: every rank of ``comm`` builds its watchdog at the same time."""
 
     def __init__(self, comm, timeout):
-        self.MPI = import_mpi()
+        MPI = self.MPI = import_mpi()
         self.timeout = timeout
         self.rank = comm.Get_rank()
         self.size = comm.Get_size()
         self.seq = 0
         self.last_seen = [0] * self.size
         self._notes = comm.Dup() if self.size > 1 else None
+        self.peers = _gather_peers(self._notes if self._notes is not None else comm, MPI)
         self._send_requests, self._send_notes = [], []
         self._lock = threading.Lock()
-        self._threaded = self.MPI.Query_thread() >= self.MPI.THREAD_MULTIPLE
+        self._threaded = MPI.Query_thread() >= MPI.THREAD_MULTIPLE
         self._watch = None
         self._thread = None
+        self._stopping = threading.Event()
+        # Liveness (the daemon thread's alone): when each peer was last heard from, our probe
+        # and reply sends in flight, and receive buffers.
+        self.liveness = self._threaded and self._notes is not None
+        self.last_heard = [None] * self.size
+        self._probe_sends = []
+        self._heard = np.empty(1, dtype=np.int64)
+        self._liveness_error = None
+        if self.liveness:
+            self._start_thread()
+
+    @property
+    def period(self):
+        """How often the daemon thread wakes: checks the deadline, answers and sends probes."""
+        return min(max((self.timeout or 20.0) / 20, 0.05), 1.0)
 
     def arrive(self):
         """Call right before starting a collective; returns its sequence number."""
@@ -123,8 +211,11 @@ class Watchdog:
                 if done and i != self.MPI.UNDEFINED:
                     watch.done_at[i] = time.perf_counter()
                     left -= 1
-                elif time.monotonic() > watch.deadline:
-                    self._expire(watch)
+                else:
+                    now = time.monotonic()
+                    watch.tick(now, 0.0)
+                    if now > watch.deadline:
+                        self._expire(watch)
         return watch.done_at
 
     @property
@@ -151,36 +242,114 @@ class Watchdog:
             return
         self._watch = watch
         if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="pyneural-watchdog", daemon=True)
-            self._thread.start()
+            self._start_thread()
 
     def _watch_stop(self):
         self._watch = None
 
+    def _start_thread(self):
+        self._thread = threading.Thread(target=self._run, name="pyneural-watchdog", daemon=True)
+        _RUNNING.append(self)
+        self._thread.start()
+
     def _run(self):
-        while True:
-            period = min(max((self.timeout or 1.0) / 20, 0.05), 1.0)
-            time.sleep(period)
+        while not self._stopping.wait(self.period):
             watch = self._watch
-            if watch is not None and time.monotonic() > watch.deadline:
+            now = time.monotonic()
+            if watch is not None:
+                watch.tick(now, self.period)
+            if self.liveness:
+                self._exchange_probes(probe=watch is not None and now - watch.started >= self.period)
+            if watch is not None and now > watch.deadline:
                 self._expire(watch)
 
+    # -- liveness (daemon thread) -------------------------------------------------------------
+    def _exchange_probes(self, probe):
+        """Answer the probes that came in, note the replies, and with ``probe`` probe every peer.
+        Probes and replies carry the sender's latest collective number."""
+        MPI, notes = self.MPI, self._notes
+        try:
+            status = MPI.Status()
+            for tag in (PROBE_TAG, REPLY_TAG):
+                while notes.Iprobe(source=MPI.ANY_SOURCE, tag=tag, status=status):
+                    src = status.Get_source()
+                    notes.Recv(self._heard, source=src, tag=tag)
+                    self.last_heard[src] = time.monotonic()
+                    with self._lock:
+                        self.last_seen[src] = max(self.last_seen[src], int(self._heard[0]))
+                    if tag == PROBE_TAG:
+                        self._send_progress(src, REPLY_TAG)
+            if probe:
+                for peer in range(self.size):
+                    if peer != self.rank:
+                        self._send_progress(peer, PROBE_TAG)
+            self._probe_sends = [(r, buf) for r, buf in self._probe_sends if not r.Test()]
+        except MPI.Exception as e:  # the thread must live on: it also enforces the deadline
+            self._liveness_error = f"{type(e).__name__}: {e}"
+
+    def _send_progress(self, dest, tag):
+        progress = np.array([self.seq], dtype=np.int64)
+        self._probe_sends.append((self._notes.Isend(progress, dest=dest, tag=tag), progress))
+
+    def _silent_peers(self, watch):
+        """``(ranks, seconds)``: the peers that sent nothing during the last ``seconds`` of
+        ``watch`` (its second half); None for ranks when that cannot be judged (no liveness
+        probes, or a wait too short to have given live peers a chance to answer)."""
+        if not self.liveness or self.timeout is None:
+            return None, 0.0
+        since = watch.started + max(self.timeout / 2, self.period)
+        window = time.monotonic() - since
+        if window < 3 * self.period:
+            return None, window
+        return [r for r in range(self.size)
+                if r != self.rank and (self.last_heard[r] is None or self.last_heard[r] < since)], window
+
+    # -- the report -----------------------------------------------------------------------------
+    def _who(self, ranks):
+        """Ranks of ``comm`` as world ranks with their pid and host (ranges past a few)."""
+        peers = [self.peers[r] for r in ranks]
+        if len(peers) <= SHOWN_RANKS:
+            return ", ".join(f"{p.world_rank} (pid {p.pid} on {p.host})" for p in peers)
+        hosts = sorted({p.host for p in peers})
+        more = f" and {len(hosts) - SHOWN_RANKS} more hosts" if len(hosts) > SHOWN_RANKS else ""
+        return f"{_ranks_text(sorted(p.world_rank for p in peers))} on {', '.join(hosts[:SHOWN_RANKS])}{more}"
+
+    def _liveness_lines(self, watch):
+        silent, window = self._silent_peers(watch)
+        lines = []
+        if silent:
+            lines.append(f"not responding: {self._who(silent)}: sent nothing in the last {window:.2g} s of the "
+                         f"wait, probed every {self.period:g} s; stopped (SIGSTOP, a debugger), frozen or "
+                         f"swapped out, dead, or cut off from this host")
+        if self._liveness_error is not None:
+            lines.append(f"liveness probes failed: {self._liveness_error}")
+        return silent, lines
+
     def _expire(self, watch):
-        """The deadline passed: name the first unfinished operation and the absent ranks, then
-        abort the job. Never returns."""
+        """The deadline passed: name the first unfinished operation, the absent ranks and the ones
+        that stopped responding, then abort the job. Never returns."""
         first = next(i for i, t in enumerate(watch.done_at) if t is None)
         _, seq, what = watch.pending[first]
         what = what() if callable(what) else what
+        me = self.peers[self.rank].world_rank
+        if self.liveness:
+            self._exchange_probes(probe=False)  # the replies that came in since the last period
+        silent, liveness_lines = self._liveness_lines(watch)
         if seq is None:  # a point-to-point transfer: ``what`` names the peer it waits for
-            abort_job(f"pyneural.distributed: timeout: {what} did not complete within {self.timeout:g} s on rank "
-                      f"{self.rank}; aborting the job.", rank=self.rank)
+            abort_job("\n".join([f"pyneural.distributed: timeout: {what} did not complete within "
+                                 f"{self.timeout:g} s on rank {me}; aborting the job."] + liveness_lines))
         self.drain()
         missing = [r for r in range(self.size) if self.last_seen[r] < seq]
         lines = [f"pyneural.distributed: timeout: {what} (collective #{seq}) did not complete within "
-                 f"{self.timeout:g} s on rank {self.rank}; aborting the job."]
+                 f"{self.timeout:g} s on rank {me}; aborting the job."] + liveness_lines
         if missing:
-            lines.append(f"ranks that had not arrived: {_ranks_text(missing)}")
-        else:
-            lines.append("every rank had arrived: the transfer itself stalled (check the network "
+            lines.append(f"ranks that had not arrived: {self._who(missing)}")
+            running = [r for r in missing if silent is not None and r not in silent]
+            if running:
+                lines.append(f"running but elsewhere in the program (they answer liveness probes): "
+                             f"{_ranks_text([self.peers[r].world_rank for r in running])}")
+        elif not silent:
+            alive = " and answers liveness probes" if silent is not None else ""
+            lines.append(f"every rank had arrived{alive}: the transfer itself stalled (check the network "
                          "interfaces, see btl_tcp_if_include / UCX_NET_DEVICES)")
-        abort_job("\n".join(lines), rank=self.rank)
+        abort_job("\n".join(lines))

@@ -6,7 +6,11 @@ and corner cases of a training round.
   hang            rank 1 stops participating before its third backward: rank 0's wait must time
                   out and abort the job, naming the bucket and rank 1 (with --thread-level
                   funneled, through the watchdog's polling path)
-  raise           rank 1 raises in the middle of training: the excepthook must abort every rank
+  raise           rank 1 raises in the middle of training (printing the time it does): the
+                  excepthook must abort every rank
+  victim          both ranks print their pids, then train until the test stops (SIGSTOP) or kills
+                  (SIGKILL) rank 1 (it prints "rank 1 training" at its third step): the watchdog, or
+                  the launcher, must end the job and name rank 1
   unused_no_finish  a parameter gets a gradient on rank 0 only, and nobody calls
                   finish_gradient_sync(): the next forward must raise, naming the parameter
   ok              the cases that succeed, in one job; rank 0 prints one JSON line with
@@ -22,6 +26,7 @@ and corner cases of a training round.
 import argparse
 import copy
 import json
+import os
 import time
 
 import numpy as np
@@ -48,18 +53,26 @@ class TwoHeads(nn.Module):
         return out + self.extra(h) if use_extra else out
 
 
+VICTIM_STEPS = 100_000  # minutes of training: the test signals rank 1 long before the end
+
+
 def run_mlp(args, world):
     pn.manual_seed(world.rank)
     model = models.mlp(hidden=32 if (args.mode == "mismatch" and world.rank == 1) else 64)
     ddp = dist.DistributedDataParallel(model, bucket_cap_mb=0.01)
     opt = SGD(model.parameters(), lr=0.1)
     rng = np.random.default_rng(world.rank)
-    for step in range(5):
+    if args.mode == "victim":
+        print(f"pid {world.rank} {os.getpid()}", flush=True)
+    for step in range(VICTIM_STEPS if args.mode == "victim" else 5):
         if step == 2 and world.rank == 1:
             if args.mode == "hang":
                 time.sleep(600)
             if args.mode == "raise":
+                print(f"rank 1 raising at {time.time():.6f}", flush=True)
                 raise RuntimeError("deliberate failure on rank 1")
+            if args.mode == "victim":
+                print("rank 1 training", flush=True)
         x = pn.Tensor(rng.standard_normal((8, 1, 8, 8)).astype(np.float32))
         y = pn.Tensor(rng.integers(0, 10, 8))
         opt.zero_grad()
@@ -163,7 +176,7 @@ def run_fake_gpu(world):
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("--mode", choices=["mismatch", "hang", "raise", "unused_no_finish", "ok"], required=True)
+    p.add_argument("--mode", choices=["mismatch", "hang", "raise", "victim", "unused_no_finish", "ok"], required=True)
     p.add_argument("--timeout", type=float, default=2.0)
     p.add_argument("--thread-level", choices=["multiple", "funneled"], default="multiple",
                    help="funneled: MPI without thread support, so the watchdog polls instead")
