@@ -34,7 +34,7 @@ from pyneural.distributed import ddp as ddp_module
 from pyneural.distributed import init as dist_init
 from pyneural.distributed.threads import get_threads, set_threads, threads_per_rank
 from pyneural.distributed.transport import DeviceDirectWire, HostWire, StagedWire, make_wire
-from pyneural.distributed.watchdog import _ranks_text
+from pyneural.distributed.watchdog import FROZEN_SLACK_S, Peer, Watchdog, _ranks_text, _Watch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPTS = os.path.join(REPO, "tests", "mpi")
@@ -229,6 +229,23 @@ def test_identical_signatures_have_no_mismatch():
 def test_missing_ranks_are_listed_as_ranges():
     assert _ranks_text([1]) == "1"
     assert _ranks_text([1, 2, 3, 7, 9, 10]) == "1-3, 7, 9-10"
+
+
+def test_reports_name_ranks_with_pid_and_host_then_ranges_past_a_few():
+    peers = [Peer(world_rank=10 + r, pid=100 + r, host=f"node{r // 4}") for r in range(40)]
+    who = lambda ranks: Watchdog._who(SimpleNamespace(peers=peers), ranks)  # noqa: E731
+    assert who([1, 5]) == "11 (pid 101 on node0), 15 (pid 105 on node1)"
+    assert who(list(range(9))) == "10-18 on node0, node1, node2"
+    assert who(list(range(40))) == "10-49 on " + ", ".join(f"node{i}" for i in range(8)) + " and 2 more hosts"
+
+
+def test_time_this_process_spent_frozen_does_not_count_against_its_deadline():
+    watch = _Watch([(None, 1, "x")], deadline=time.monotonic() + 10)
+    deadline, started = watch.deadline, watch.started
+    watch.tick(watch.last_tick + 0.5 + FROZEN_SLACK_S * 0.9, due=0.5)  # late, but only by scheduling noise
+    assert watch.deadline == deadline and watch.started == started
+    watch.tick(watch.last_tick + 0.5 + 30.0, due=0.5)  # SIGSTOP'ed for 30 s
+    assert watch.deadline == pytest.approx(deadline + 30.0) and watch.started == pytest.approx(started + 30.0)
 
 
 # ---- bucket planning -----------------------------------------------------------------------
