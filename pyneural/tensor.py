@@ -801,7 +801,7 @@ class Tensor:
 
     def __setitem__(self, key, value):
         creator = value._creator if isinstance(value, Tensor) else None
-        if creator is not None and creator.__dict__.get("base") is self and creator.__dict__.get("user_key") is key:
+        if creator is not None and _inplace.view_base(creator) is self and creator.__dict__.get("user_key") is key:
             return  # x[k] = x[k], the second half of x[k] += v: the view already wrote through
         _inplace.setitem(self, _shape.setitem_key(key, self.data), value)
 

@@ -91,6 +91,7 @@ SEQUENCES = {
     "iadd_slice": lambda L, x, z: _iadd_slice(x, z),
     "view_mul_": lambda L, x, z: _view_mul(x, z),
     "nested_view": _seq_nested_view,
+    "view_of_a_temporary": lambda L, x, z: (x * 2)[1:].mul_(z[1:]),
     "leaf_without_grad": _seq_leaf_without_grad,
     "relu_inplace": _seq_relu_inplace,
 }
@@ -121,6 +122,19 @@ def test_inplace_sequence_against_torch(rng, name):
         assert (ours.grad is None) == (theirs.grad is None)
         if theirs.grad is not None:
             np.testing.assert_allclose(ours.grad.data, theirs.grad.numpy(), rtol=1e-12, atol=1e-12)
+
+
+def test_a_view_does_not_keep_its_base_tensor_alive(rng):
+    import weakref
+    x, _ = pair(rng, 3, 4)
+    y = x * 2
+    v = y[0]
+    ref = weakref.ref(y)
+    del y
+    assert ref() is None
+    v.mul_(3)  # the base is gone: only the view's own history can change
+    v.sum().backward()
+    np.testing.assert_allclose(x.grad.data, np.array([[6.0] * 4, [0.0] * 4, [0.0] * 4]))
 
 
 def test_inplace_op_is_a_node_and_gradchecks(rng):

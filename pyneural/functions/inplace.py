@@ -16,6 +16,7 @@
   its base and consumed afterwards keeps its old history.
 """
 import numbers
+import weakref
 
 import numpy as np
 
@@ -194,7 +195,13 @@ def run(what, target, fn, *operands):
             raise RuntimeError(f"{what}: a leaf tensor that requires grad is being used in an in-place operation; "
                                f"do it inside pyneural.no_grad(), or on a clone()")
         if creator is not None and getattr(creator, "is_view", False):
-            return _write_through(what, target, fn, operands)
+            base = view_base(creator)
+            if base is not None:
+                return _write_through(what, target, base, fn, operands)
+            if "base" not in creator.__dict__:  # reshape, permute, expand, flip
+                raise RuntimeError(f"{what}: in-place operation on a view ({creator.name}) of a tensor in the graph "
+                                   f"is not supported; do it on the base tensor, or on a clone() of the view")
+            # an index view whose base tensor is gone: nothing else can see the base's history
     out = fn.apply(target, *operands)
     bump_version(target.data)
     if out.requires_grad:
@@ -203,14 +210,18 @@ def run(what, target, fn, *operands):
     return target
 
 
-def _write_through(what, view, fn, operands):
+def view_base(creator):
+    """The base Tensor of an index view's node while that tensor lives (the node holds it weakly,
+    so a view never keeps a large base array alive), else None."""
+    ref = creator.__dict__.get("base")
+    return ref() if isinstance(ref, weakref.ref) else ref
+
+
+def _write_through(what, view, base, fn, operands):
     """The in-place op on a view in the graph: run it on a copy of the view, assign the copy into
     the base (its history rebased onto a SetItem) and re-derive the view from the new base."""
     creator = view._creator
-    base, key = creator.__dict__.get("base"), creator.__dict__.get("key")
-    if base is None:
-        raise RuntimeError(f"{what}: in-place operation on a view ({creator.name}) of a tensor in the graph is not "
-                           f"supported; do it on the base tensor, or on a clone() of the view")
+    key = creator.__dict__["key"]
     from pyneural.functions import elementwise, shape
     updated = run(what, elementwise.clone(view), fn, *operands)
     setitem(base, key, updated)

@@ -5,6 +5,8 @@ Forward returns a numpy view wherever numpy gives one; backward undoes the shape
 gradient. Indexing scatters its gradient back: plain assignment for basic (slice) indexing,
 ``add.at`` when an integer array may repeat an index.
 """
+import weakref
+
 import numpy as np
 
 from pyneural.functions.arithmetic import sum_to
@@ -296,7 +298,11 @@ def getitem(x, key, user_key=None):
     basic = _is_basic(key)
     out = GetItem(key, basic).apply(x)
     if basic and out._creator is not None:
-        out._creator.base = x
+        # For in-place ops on the view (functions/inplace.py): a weak reference, so that the view's
+        # node never keeps a large base alive, except to a base that is itself an index view (x[1][2:]),
+        # which nothing else may hold.
+        x_is_view = x._creator is not None and "base" in x._creator.__dict__
+        out._creator.base = x if x_is_view else weakref.ref(x)
         out._creator.user_key = original if user_key is None else user_key
     return out
 
