@@ -251,7 +251,9 @@ class RemovableHandle:
 # (as views share one version counter in PyTorch); a Function records, when it is created, the
 # versions of the arrays it stashed, and the engine compares them before running its backward.
 # Only memory that was ever written in place has an entry, so a program without in-place writes
-# pays one truthiness test per op. Writes through ``.data`` are not counted, as in PyTorch.
+# pays one truthiness test per op. Writes through ``.data`` are not counted, as in PyTorch. (The
+# emulated CUDA device's views report themselves as their base, so there a write through one view
+# is counted for that view's memory only.)
 
 _versions = {}  # id(owning array) -> [version, weak reference that removes the entry]
 

@@ -329,7 +329,7 @@ def _legacy(size_average, reduce):
     return "mean" if size_average else "sum"
 
 
-def _constant(x, like, fn, what):
+def _constant(x, like, fn):
     """An optional constant argument (class weights, pos_weight) as an array on ``like``'s device."""
     if x is None:
         return None
@@ -409,7 +409,7 @@ def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, r
     expected = (shape[0],) + shape[2:]
     if tuple(labels_shape) != expected:
         raise ValueError(f"{fn}: target has shape {tuple(labels_shape)}, expected {expected} for input {shape}")
-    w = _constant(weight, input, fn, "weight")
+    w = _constant(weight, input, fn)
     if w is not None and w.shape != (shape[1],):
         raise ValueError(f"{fn}: weight has shape {w.shape}, expected ({shape[1]},) for {shape[1]} classes")
     labels, valid = _class_labels(fn, target, input, ignore_index)
@@ -457,7 +457,7 @@ def _cross_entropy_probabilities(input, target, weight, reduction, label_smoothi
     log_probs = activation.log_softmax(input, 1)
     if label_smoothing:
         target = target * (1.0 - label_smoothing) + label_smoothing / classes
-    w = _constant(weight, input, "cross_entropy", "weight")
+    w = _constant(weight, input, "cross_entropy")
     terms = log_probs * target if w is None else log_probs * target * wrap(_class_shape(w, input.data.ndim))
     losses = -_red.sum(terms, 1)
     if reduction == "none":
@@ -474,7 +474,7 @@ def _cross_entropy_weighted(input, target, weight, ignore_index, reduction, labe
     if not label_smoothing:
         return nll
     classes = input.data.shape[1]
-    w = _constant(weight, input, "cross_entropy", "weight")
+    w = _constant(weight, input, "cross_entropy")
     labels, valid = _class_labels("cross_entropy", target, input, ignore_index)
     terms = log_probs if w is None else log_probs * wrap(_class_shape(w, input.data.ndim))
     smooth = -_red.sum(terms, 1)
@@ -547,7 +547,7 @@ def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=N
     x = input.data
     if x.size and (float(x.min()) < 0 or float(x.max()) > 1):
         raise RuntimeError(f"{fn}: all elements of input should be between 0 and 1")
-    w = _constant(weight, input, fn, "weight")
+    w = _constant(weight, input, fn)
     return BCE(reduction, _broadcast_weight(fn, w, x.shape)).apply(input, target)
 
 
@@ -562,8 +562,8 @@ def binary_cross_entropy_with_logits(input, target, weight=None, size_average=No
     if target.data.shape != input.data.shape:
         raise ValueError(f"{fn}: target size ({target.data.shape}) must be the same as input size "
                          f"({input.data.shape})")
-    w = _broadcast_weight(fn, _constant(weight, input, fn, "weight"), input.data.shape)
-    pw = _broadcast_weight(fn, _constant(pos_weight, input, fn, "pos_weight"), input.data.shape)
+    w = _broadcast_weight(fn, _constant(weight, input, fn), input.data.shape)
+    pw = _broadcast_weight(fn, _constant(pos_weight, input, fn), input.data.shape)
     return BCEWithLogits(reduction, w, pw).apply(input, target)
 
 
