@@ -38,7 +38,7 @@ SHAPES = [
     (65, 97, 129),      # past each emulated block by one
     (64, 96, 128),      # exactly the emulated blocks
     (130, 200, 300),    # threaded: a rectangle of C per thread
-    (400, 150, 100),    # threaded: a shared B panel, A blocks dealt dynamically
+    (400, 150, 100),    # threaded, split along M
     (5, 2100, 40),      # N crosses the 1024 and 2048 column panels
 ]
 

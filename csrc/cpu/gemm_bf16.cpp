@@ -11,13 +11,12 @@
 // bf16 if C is bf16. The running sum lives in C when C is float32; a bf16 C summed over several K
 // blocks gets a float32 workspace for the call, so no partial sum is ever rounded to bf16.
 //
-// Threads (OpenMP), two ways:
-//  - shared B panel (M gives >= 3 A blocks per thread): the team packs each panel together, then
-//    deals the A blocks out dynamically, so a thread slowed by another process on its core takes
-//    fewer. B is packed once in all, A once per panel.
-//  - rectangles (short M): each thread owns a rectangle of C and packs its own operands, with no
-//    barrier; the grid (threads along M x along N) is the one of least modelled time, counting the
-//    busiest rectangle's multiply-adds and its packing.
+// Threads (OpenMP): each thread owns a rectangle of C and packs its own operands, so the threads
+// never wait for each other until the region ends; the grid (threads along M x along N) is the one
+// of least modelled time, counting the busiest rectangle's multiply-adds and its packing. A shared
+// B panel with dynamically dealt A blocks (the float32 GEMM's choice for large M) was tried and
+// measured worse on this shared machine: its two barriers per panel each wait out a descheduled
+// thread (bench/NOTES.md, bf16 GEMM item 3).
 // Small products and calls from inside a parallel region (convolution) run on the calling thread.
 //
 // Paths (chosen per call, never at build time): AMX tiles, else AVX512-BF16, else portable C++;
@@ -140,12 +139,6 @@ constexpr double kParallelFlops = 4.0e6;
 // Packing cost in the thread-grid model, in multiply-add time per packed element.
 constexpr double kPackCostFlops = 128.0;
 
-// The team shares one B panel (run_shared) when M gives at least this many A blocks per thread to
-// deal out; fewer, and each thread takes a rectangle of C of its own (run_rect).
-constexpr int64_t kSharedBlocksPerThread = 3;
-
-// B slivers per unit of the team's panel packing (dealt dynamically, like the A blocks).
-constexpr int64_t kPanelGroup = 4;
 
 const Bf16GemmKernel& kernel_for(Bf16GemmIsa isa) {
   switch (isa) {
@@ -221,7 +214,7 @@ Grid choose_grid(const Problem& p, int threads) {
   return best;
 }
 
-// How one thread's (or the team's) rows are cut: m_blocks near-equal blocks of whole slivers.
+// How a rectangle's rows are cut: near-equal blocks of whole slivers, mc rows at most.
 struct RowBlocks {
   int64_t i0, slivers, blocks;
   int64_t begin(const Problem& p, int64_t b) const { return i0 + split(slivers, blocks, b) * p.kernel.mr; }
@@ -264,16 +257,6 @@ void compute_block(const Problem& p, int64_t kb, int64_t jc, int64_t nc, int64_t
   kn.block(round_up(kcur, kn.k_step), a_block, mc, b_panel, nc, ep);
 }
 
-// B slivers [s0, s1) of the panel at (kb, jc) into their places in b_panel.
-void pack_b_slivers(const Problem& p, int64_t kb, int64_t jc, int64_t nc, int64_t s0, int64_t s1,
-                    uint16_t* b_panel) {
-  const int nr = p.kernel.nr;
-  const int64_t pc = kb * p.kc, kcur = std::min(p.kc, p.g.K - pc);
-  if (s1 > s0)
-    p.kernel.pack_b(p.b, pc, kcur, jc + s0 * nr, std::min(nc, s1 * nr) - s0 * nr,
-                    b_panel + s0 * nr * round_up(kcur, p.kernel.k_step));
-}
-
 // Rows [i0, i1) x columns [j0, j1) of C, on this thread alone.
 void run_rect(const Problem& p, int64_t i0, int64_t i1, int64_t j0, int64_t j1) {
   if (i1 <= i0 || j1 <= j0) return;
@@ -285,7 +268,8 @@ void run_rect(const Problem& p, int64_t i0, int64_t i1, int64_t j0, int64_t j1) 
   for (int64_t jc = j0; jc < j1; jc += nc) {
     const int64_t ncur = std::min(nc, j1 - jc);
     for (int64_t kb = 0; kb < p.k_blocks; ++kb) {
-      pack_b_slivers(p, kb, jc, ncur, 0, ceil_div(ncur, p.kernel.nr), b_panel);
+      const int64_t pc = kb * p.kc;
+      p.kernel.pack_b(p.b, pc, std::min(p.kc, p.g.K - pc), jc, ncur, b_panel);
       for (int64_t b = 0; b < rows.blocks; ++b) {
         const int64_t ic = rows.begin(p, b), mc = std::min(i1, rows.begin(p, b + 1)) - ic;
         if (mc > 0) compute_block(p, kb, jc, ncur, ic, mc, b_panel, a_block);
@@ -294,7 +278,7 @@ void run_rect(const Problem& p, int64_t i0, int64_t i1, int64_t j0, int64_t j1) 
   }
 }
 
-// The first exception thrown on any thread of a team, kept to be rethrown after the parallel region
+// The first exception thrown on any thread of the team, kept to be rethrown after the parallel region
 // (exceptions must not cross it). Once one is kept, guard() skips all further work.
 class TeamFailure {
  public:
@@ -317,35 +301,6 @@ class TeamFailure {
   std::atomic<bool> failed_{false};
   std::exception_ptr first_;
 };
-
-// Every thread of the team calls this: the team packs each B panel together, then takes the A
-// blocks from a dynamic loop, so a thread slowed by another process on its core simply takes fewer
-// (the machine is shared; the float32 GEMM found the same). The worksharing loops' closing barriers
-// fence the panel: all of it is packed before anyone reads it, and nobody reads it any more when it
-// is repacked. A failure in one iteration is kept in `failure` and the rest of the work skipped, but
-// every thread still passes every barrier.
-void run_shared(const Problem& p, const RowBlocks& rows, uint16_t* b_panel, uint16_t* a_block, TeamFailure& team) {
-  const Bf16GemmArgs& g = p.g;
-  const int64_t nc = panel_width(p, g.N);
-  for (int64_t jc = 0; jc < g.N; jc += nc) {
-    const int64_t ncur = std::min(nc, g.N - jc);
-    const int64_t slivers = ceil_div(ncur, p.kernel.nr);
-    const int64_t groups = ceil_div(slivers, kPanelGroup);
-    for (int64_t kb = 0; kb < p.k_blocks; ++kb) {
-#pragma omp for schedule(dynamic, 1)
-      for (int64_t group = 0; group < groups; ++group)
-        team.guard([&] {
-          pack_b_slivers(p, kb, jc, ncur, group * kPanelGroup, std::min(slivers, (group + 1) * kPanelGroup), b_panel);
-        });
-#pragma omp for schedule(dynamic, 1)
-      for (int64_t b = 0; b < rows.blocks; ++b)
-        team.guard([&] {
-          const int64_t ic = rows.begin(p, b), mc = std::min(g.M, rows.begin(p, b + 1)) - ic;
-          if (mc > 0) compute_block(p, kb, jc, ncur, ic, mc, b_panel, a_block);
-        });
-    }
-  }
-}
 
 // alpha == 0 or K == 0: C = relu?(beta * C + bias), A and B never read (the BLAS convention).
 void epilogue_only(const Bf16GemmArgs& g) {
@@ -374,25 +329,7 @@ void gemm_bf16(const Bf16GemmArgs& g, Bf16GemmIsa isa) {
 
   const double flops = 2.0 * static_cast<double>(g.M) * static_cast<double>(g.N) * static_cast<double>(g.K);
   const bool serial = omp_get_level() > 0 || flops < kParallelFlops || omp_get_max_threads() == 1;
-  const int threads = serial ? 1 : omp_get_max_threads();
-  const RowBlocks all_rows = row_blocks(p, 0, g.M, kernel.mc);
-  TeamFailure team;
-
-  if (threads > 1 && all_rows.blocks >= kSharedBlocksPerThread * threads) {
-    const int64_t kc_pad = round_up(kc, kernel.k_step);
-    uint16_t* b_panel = tl_b_panel.get(panel_width(p, g.N) * kc_pad);  // the caller's, shared by the team
-    const int64_t mc_max = ceil_div(all_rows.slivers, all_rows.blocks) * kernel.mr;
-#pragma omp parallel num_threads(threads)
-    {
-      uint16_t* a_block = nullptr;
-      team.guard([&] { a_block = tl_a_block.get(mc_max * kc_pad); });
-#pragma omp barrier
-      run_shared(p, all_rows, b_panel, a_block, team);
-    }
-    return team.rethrow();
-  }
-
-  const Grid grid = threads > 1 ? choose_grid(p, threads) : Grid{};
+  const Grid grid = serial ? Grid{} : choose_grid(p, omp_get_max_threads());
   const int64_t m_slivers = ceil_div(g.M, kernel.mr), n_slivers = ceil_div(g.N, kernel.nr);
   const auto rect = [&](int t) {
     const int tm = t / grid.n, tn = t % grid.n;
@@ -402,7 +339,8 @@ void gemm_bf16(const Bf16GemmArgs& g, Bf16GemmIsa isa) {
              std::min(g.N, split(n_slivers, grid.n, tn + 1) * kernel.nr));
   };
   if (grid.m * grid.n == 1) return rect(0);
-  // No barriers here: the threads never wait for each other, so one giving up strands nobody.
+  // The threads never wait for each other, so one giving up strands nobody.
+  TeamFailure team;
 #pragma omp parallel num_threads(grid.m * grid.n)
   for (int t = omp_get_thread_num(); t < grid.m * grid.n; t += omp_get_num_threads()) team.guard([&] { rect(t); });
   team.rethrow();
