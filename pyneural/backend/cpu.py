@@ -13,6 +13,7 @@ from pyneural import backend as _layout
 from pyneural.kernels import activation as _act
 from pyneural.kernels import batchnorm as _bn
 from pyneural.kernels import conv as _conv
+from pyneural.kernels import embedding as _emb
 from pyneural.kernels import gemm as _gemm
 from pyneural.kernels import layernorm as _layernorm
 from pyneural.kernels import pool as _pool
@@ -173,3 +174,80 @@ def batch_norm_backward(saved, gy, needs):
         _, gbeta, ggamma = _bn.batch_norm_backward(g, x, mean, invstd, scale)
         gx = _bn.channel_affine(g, scale, np.zeros_like(scale)) if needs[0] else None
     return (None if gx is None else _layout.same_layout(gx, layout)), ggamma, gbeta
+
+
+# ---- 2-D products for the autograd ops ----------------------------------------------------------------
+_GEMM_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _operand(a):
+    """``a`` as a C-contiguous array plus a transpose flag, so a transposed view (``W.T``)
+    reaches the GEMM as its contiguous original with trans set instead of being copied."""
+    if a.flags.c_contiguous:
+        return a, False
+    if a.T.flags.c_contiguous:
+        return a.T, True
+    return np.ascontiguousarray(a), False
+
+
+def mm(a, b, trans_a=False, trans_b=False):
+    """op(a) @ op(b) for 2-D arrays, through the GEMM kernel when the dtypes allow (else numpy)."""
+    if a.size and b.size and ((a.dtype == b.dtype and a.dtype in _GEMM_DTYPES) or _amp.is_low_precision(a.dtype)
+                              or _amp.is_low_precision(b.dtype)):
+        a, ta = _operand(a.T) if trans_a else _operand(a)
+        b, tb = _operand(b.T) if trans_b else _operand(b)
+        return gemm(a, b, trans_a=ta, trans_b=tb)
+    return (a.T if trans_a else a) @ (b.T if trans_b else b)
+
+
+# ---- dropout: a mask from pyneural's seeded generator ------------------------------------------------
+def dropout_forward(x, p):
+    """``(x * mask / (1 - p), mask)``; the mask (already scaled) is what backward needs."""
+    from pyneural import random as _random
+    xp = _layout.xp(x)
+    if p >= 1.0:
+        mask = xp.zeros_like(x)
+    else:
+        mask = (_random.random(x.shape, x.dtype) >= p).astype(x.dtype)
+        if _layout.device_of(mask) != _layout.device_of(x):
+            mask = _layout.to_device(mask, _layout.device_of(x))
+        mask *= 1.0 / (1.0 - p)
+    return x * mask, mask
+
+
+def dropout_backward(mask, gy):
+    return gy * mask
+
+
+# ---- embeddings (pyneural/kernels/embedding.py: C++) ---------------------------------------------------
+def embedding_forward(weight, flat, validate=True):
+    return _emb.embedding_forward(weight, flat)  # checks the index range itself
+
+
+def embedding_backward_dense(dy, flat, num_rows):
+    return _emb.embedding_backward_dense(dy, flat, num_rows)
+
+
+def embedding_backward_sparse(dy, flat, num_rows, skip_row=None):
+    """``(rows, grads)``: distinct rows ascending and their summed gradients, ``skip_row`` left out."""
+    rows, grads = _emb.embedding_backward_sparse(dy, flat, num_rows)
+    if skip_row is None:
+        return rows, grads
+    keep = rows != skip_row
+    return rows[keep], grads[keep]
+
+
+def embedding_dot_forward(a, ia, b, ib, bias_a, bias_b, offset, check=(True, True)):
+    return _emb.embedding_dot_forward(a, ia, b, ib, bias_a, bias_b,
+                                      0.0 if offset is None else float(offset.reshape(-1)[0]))
+
+
+def embedding_group_rows(indices, sizes):
+    """The CPU kernel groups each side inside ``embedding_dot_backward_rows``: nothing to do ahead."""
+    return [None] * len(indices)
+
+
+def embedding_dot_backward_rows(dy, idx, num_rows, groups, other_table, other_idx, want_bias, decay, own_table,
+                                own_bias):
+    return _emb.embedding_dot_backward_rows(dy, idx, num_rows, other_table, other_idx, want_bias, decay, own_table,
+                                            own_bias)

@@ -107,6 +107,11 @@ def gemm(a, b, *, trans_a=False, trans_b=False, alpha=1.0, beta=0.0, out=None):
     return out
 
 
+def mm(a, b, trans_a=False, trans_b=False):
+    """op(a) @ op(b) for 2-D arrays (the SGEMM / tensor-core kernels, see gemm)."""
+    return gemm(a, b, trans_a=trans_a, trans_b=trans_b)
+
+
 def bias_relu(x, bias=None, relu=True, out=None):
     if _f32(x, bias, out) and _layout.is_channels_last(x) and (out is None or out is x):  # stays channels_last
         y = _ew.bias_act(_layout.nhwc(x), bias, relu=relu, axis=3, out=None if out is None else _layout.nhwc(out))
@@ -369,3 +374,59 @@ def _batch_norm_backward_xp(saved, gy, needs):
         else:
             gx = gy * scale
     return gx, ggamma, gbeta
+
+
+# ---- dropout: csrc/cuda/dropout.cu (float32, Philox: the mask is recomputed, never stored) ---------------
+def dropout_forward(x, p):
+    if x.dtype != _F32:
+        from pyneural.backend import cpu
+        return cpu.dropout_forward(x, p)  # the mask as an array, drawn like the CPU's, on the device
+    from pyneural import random as _random
+    from pyneural.cuda import dropout as _kernel
+    seed = int(_random.integers(0, 2**63 - 1, ()))
+    return _kernel.dropout_forward(_contig(x), p, seed), (p, seed)
+
+
+def dropout_backward(saved, gy):
+    if not isinstance(saved, tuple):
+        return gy * saved
+    from pyneural.cuda import dropout as _kernel
+    p, seed = saved
+    return _kernel.dropout_backward(_contig(gy), p, seed)
+
+
+# ---- embeddings: csrc/cuda/embedding.cu (grouped, deterministic backwards) --------------------------------
+def embedding_forward(weight, flat, validate=True):
+    from pyneural.cuda import embedding as _k
+    return _k.embedding_forward(weight, flat, validate=validate)
+
+
+def embedding_backward_dense(dy, flat, num_rows):
+    from pyneural.cuda import embedding as _k
+    return _k.embedding_backward(dy, flat, num_rows, deterministic=True, validate=False)
+
+
+def embedding_backward_sparse(dy, flat, num_rows, skip_row=None):
+    from pyneural.cuda import embedding as _k
+    return _k.embedding_backward_sparse(dy, flat, num_rows, skip_row)
+
+
+def embedding_dot_forward(a, ia, b, ib, bias_a, bias_b, offset, check=(True, True)):
+    """Sides not ``check``-ed here are range-checked when backward groups them."""
+    from pyneural.cuda import embedding as _k
+    _k.check_index_ranges("embedding_dot", [(name, idx, table.shape[0]) for name, idx, table, wanted
+                                            in (("ia", ia, a, check[0]), ("ib", ib, b, check[1])) if wanted])
+    return _k.embedding_dot_forward(a, ia, b, ib, bias_a, bias_b, offset, validate=False)
+
+
+def embedding_group_rows(indices, sizes):
+    from pyneural.cuda import embedding as _k
+    return _k.group_rows(indices, sizes) if indices else []
+
+
+def embedding_dot_backward_rows(dy, idx, num_rows, groups, other_table, other_idx, want_bias, decay, own_table,
+                                own_bias):
+    from pyneural.cuda import embedding as _k
+    grads, bias = _k.embedding_dot_backward_rows(dy, groups, other_table, other_idx, want_bias, decay, own_table,
+                                                 own_bias)
+    return groups.rows, grads, bias

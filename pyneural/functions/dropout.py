@@ -1,12 +1,10 @@
 """Inverted dropout: in training, zero each element with probability p and scale the survivors
 by 1/(1-p), so evaluation needs no rescaling. The mask comes from pyneural's seeded generator and
 is the only thing backward keeps. On the CUDA device the mask is a counter-based (Philox) function
-of a seed drawn from the same generator, so nothing is kept: backward recomputes it."""
-import numpy as np
-
+of a seed drawn from the same generator, so nothing is kept: backward recomputes it (the backends'
+``dropout_forward`` / ``dropout_backward``)."""
 from pyneural import backend
-from pyneural import random as _random
-from pyneural.tensor import Function, get_array_module
+from pyneural.tensor import Function
 
 
 class Dropout(Function):
@@ -14,25 +12,11 @@ class Dropout(Function):
         self.p = p
 
     def forward(self, x):
-        xp = get_array_module(x)
-        if backend.is_device_array(x) and x.dtype == np.float32:
-            from pyneural.cuda import dropout as _kernel
-            self.seed = int(_random.integers(0, 2**63 - 1, ()))
-            self.mask = None
-            return _kernel.dropout_forward(xp.ascontiguousarray(x), self.p, self.seed)
-        if self.p >= 1.0:
-            self.mask = xp.zeros_like(x)
-        else:
-            keep = _random.random(x.shape, x.dtype) >= self.p
-            self.mask = keep.astype(x.dtype)
-            self.mask *= 1.0 / (1.0 - self.p)
-        return x * self.mask
+        y, self.saved = backend.of(x).dropout_forward(x, self.p)
+        return y
 
     def backward(self, gy):
-        if self.mask is None:
-            from pyneural.cuda import dropout as _kernel
-            return (_kernel.dropout_backward(get_array_module(gy).ascontiguousarray(gy), self.p, self.seed),)
-        return (gy * self.mask,)
+        return (backend.of(gy).dropout_backward(self.saved, gy),)
 
 
 def dropout(x, p=0.5, training=True):

@@ -22,13 +22,7 @@ table instead of raising.
 import numpy as np
 
 from pyneural import backend
-from pyneural.kernels import embedding as _emb_kernels
 from pyneural.tensor import Function, Tensor, get_array_module
-
-
-def _device_kernels():
-    from pyneural.cuda import embedding
-    return embedding
 
 
 class RowSparseGrad:
@@ -96,20 +90,11 @@ def _sparse_target(weight, sparse):
     return weight if sparse and weight.requires_grad and weight.is_leaf else None
 
 
-def _drop_row(rows, values, row):
-    if row is None:
-        return rows, values
-    keep = rows != row
-    return rows[keep], values[keep]
-
-
 def _sparse_rows(dout2d, flat, num_rows, skip_row=None):
     """``(rows, grads)``: the distinct indices of ``flat`` ascending and the sums of the rows of ``dout2d``
     (n, D) over each one's positions, ``skip_row`` left out; on the device of the arrays."""
-    if backend.is_device_array(dout2d) or backend.is_device_array(flat):
-        backend.check_same_device("embedding backward", [dout2d, flat])
-        return _device_kernels().embedding_backward_sparse(dout2d, flat, num_rows, skip_row)
-    return _drop_row(*_emb_kernels.embedding_backward_sparse(dout2d, flat, num_rows), skip_row)
+    backend.check_same_device("embedding backward", [dout2d, flat])
+    return backend.of(dout2d).embedding_backward_sparse(dout2d, flat, num_rows, skip_row)
 
 
 class Embedding(Function):
@@ -124,12 +109,9 @@ class Embedding(Function):
         if flat.size == 0:
             return get_array_module(weight).empty(self.indices.shape + (weight.shape[1],), dtype=weight.dtype)
         backend.check_same_device("Embedding", [weight, flat])
-        if backend.is_device_array(weight):
-            # a row-sparse backward checks the indices as it groups them (see the module docstring)
-            grouped_later = self.sparse_target is not None and getattr(self, "needs_input_grad", None) is not None
-            out = _device_kernels().embedding_forward(weight, flat, validate=not grouped_later)
-        else:
-            out = _emb_kernels.embedding_forward(weight, flat)
+        # a row-sparse backward checks the indices as it groups them (see the module docstring)
+        grouped_later = self.sparse_target is not None and getattr(self, "needs_input_grad", None) is not None
+        out = backend.of(weight).embedding_forward(weight, flat, validate=not grouped_later)
         return out.reshape(self.indices.shape + (weight.shape[1],))
 
     def backward(self, gy):
@@ -144,11 +126,7 @@ class Embedding(Function):
         if self.sparse_target is not None:
             accumulate_sparse_grad(self.sparse_target, *_sparse_rows(gy2, flat, self.num_embeddings, self.padding_idx))
             return (None,)
-        if backend.is_device_array(gy2):
-            gw = _device_kernels().embedding_backward(gy2, flat, self.num_embeddings, deterministic=True,
-                                                      validate=False)
-        else:
-            gw = _emb_kernels.embedding_backward_dense(gy2, flat, self.num_embeddings)
+        gw = backend.of(gy2).embedding_backward_dense(gy2, flat, self.num_embeddings)
         if self.padding_idx is not None:
             gw[self.padding_idx] = 0
         return (gw,)
@@ -214,19 +192,13 @@ class EmbeddingDot(Function):
         self.shapes = (a.shape, b.shape, None if bias_a is None else bias_a.shape,
                        None if bias_b is None else bias_b.shape, None if offset is None else offset.shape)
         backend.check_same_device("embedding_dot", [a, self.ia, self.ib])
-        if backend.is_device_array(a):
-            kernels = _device_kernels()
-            # a side that backward groups is range-checked there (see the module docstring)
-            kernels.check_index_ranges("embedding_dot", [(name, idx, table.shape[0]) for side, (name, idx, table)
-                                                         in enumerate((("ia", self.ia, a), ("ib", self.ib, b)))
-                                                         if not self._grouped(side)])
-            return kernels.embedding_dot_forward(a, self.ia, b, self.ib, bias_a, bias_b, offset, validate=False)
-        return _emb_kernels.embedding_dot_forward(a, self.ia, b, self.ib, bias_a, bias_b,
-                                                  0.0 if offset is None else float(offset.reshape(-1)[0]))
+        # a side that backward groups may be range-checked there (see the module docstring)
+        return backend.of(a).embedding_dot_forward(a, self.ia, b, self.ib, bias_a, bias_b, offset,
+                                                   check=(not self._grouped(0), not self._grouped(1)))
 
     def _side(self, gy, pos, idx, other_table, other_idx, groups):
         """Gradients of one side: (table grad, bias grad), each dense, or None once stored sparse.
-        ``groups``: this side's rows grouped on the device, or None on the host."""
+        ``groups``: this side's rows as the backend grouped them (None where it groups in the kernel)."""
         needs, bias_pos = self.needs_input_grad, self.bias_pos[pos]
         want_t, want_b = needs[pos], bias_pos is not None and needs[bias_pos]
         if not (want_t or want_b):
@@ -234,12 +206,8 @@ class EmbeddingDot(Function):
         decay = 2.0 * self.l2 / gy.shape[0]
         table_args = (other_table, other_idx) if want_t else (None, None)
         own = ((self.a, self.b)[pos], self.biases[pos])
-        if groups is None:
-            rows, grads, bias = _emb_kernels.embedding_dot_backward_rows(gy, idx, self.shapes[pos][0], *table_args,
-                                                                         want_b, decay, *own)
-        else:
-            rows = groups.rows
-            grads, bias = _device_kernels().embedding_dot_backward_rows(gy, groups, *table_args, want_b, decay, *own)
+        rows, grads, bias = backend.of(gy).embedding_dot_backward_rows(gy, idx, self.shapes[pos][0], groups,
+                                                                       *table_args, want_b, decay, *own)
         out = []
         for p, values, shape in ((pos, grads, self.shapes[pos]),
                                  (bias_pos, bias, None if bias_pos is None else self.shapes[2 + pos])):
@@ -260,12 +228,9 @@ class EmbeddingDot(Function):
     def backward(self, gy):
         xp = get_array_module(gy)
         gy = xp.ascontiguousarray(gy)
-        groups = {}
-        if backend.is_device_array(gy):  # both sides grouped before their one read-back
-            sides = [side for side in (0, 1) if self._grouped(side)]
-            found = _device_kernels().group_rows([(self.ia, self.ib)[side] for side in sides],
-                                                 [self.shapes[side][0] for side in sides])
-            groups = dict(zip(sides, found))
+        sides = [side for side in (0, 1) if self._grouped(side)]  # both grouped at once (one device read-back)
+        groups = dict(zip(sides, backend.of(gy).embedding_group_rows([(self.ia, self.ib)[side] for side in sides],
+                                                                     [self.shapes[side][0] for side in sides])))
         ga, gba = self._side(gy, 0, self.ia, self.b, self.ib, groups.get(0))
         gb, gbb = self._side(gy, 1, self.ib, self.a, self.ia, groups.get(1))
         grads = [ga, gb]

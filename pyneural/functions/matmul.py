@@ -15,8 +15,6 @@ from pyneural import amp as _amp
 from pyneural import backend
 from pyneural.tensor import Function, Tensor, get_array_module
 
-_ndarray = np.ndarray
-_GEMM_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def gemm(a, b, trans_a=False, trans_b=False):
