@@ -59,10 +59,13 @@ def make_batches(name, batch, rng):
 AMP_DTYPES = {"bf16": "bfloat16", "fp16": "float16"}
 
 
-def ours_step_fn(name, batches, device="cpu", amp=None):
+def ours_step_fn(name, batches, device="cpu", amp=None, channels_last=False):
     model = models.MODELS[MODEL_NAMES[name]]().to(device)
+    layout = pn.channels_last if channels_last and name != "mlp" else pn.contiguous_format
+    model.to(memory_format=layout)
     opt = optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
-    tensors = [(pn.tensor(x, device=device), pn.tensor(y, device=device)) for x, y in batches]
+    tensors = [(pn.tensor(x, device=device).contiguous(memory_format=layout), pn.tensor(y, device=device))
+               for x, y in batches]
     autocast = (lambda: pn.autocast(device, dtype=getattr(pn, AMP_DTYPES[amp]))) if amp else None
     scaler = pn.amp.GradScaler(device) if amp == "fp16" else None
     state = {"i": 0}
@@ -183,9 +186,9 @@ def main():
                    help="where both libraries train (cuda: pyneural's CUDA kernels vs PyTorch on the same GPU)")
     p.add_argument("--amp", choices=tuple(AMP_DTYPES), default=None,
                    help="autocast both libraries to bf16 / fp16 (fp16 with a GradScaler)")
-    p.add_argument("--torch-channels-last", action="store_true",
-                   help="PyTorch's convolutional models in channels_last (its fastest GPU layout; default on "
-                        "for --device cuda)")
+    p.add_argument("--channels-last", action="store_true",
+                   help="both libraries' convolutional models and batches in channels_last (NHWC memory; the "
+                        "fastest GPU layout; default on for --device cuda)")
     p.add_argument("--profile", type=int, default=0, metavar="N",
                    help="cProfile our steps where ratio < 1 and print the top N functions by own time")
     args = p.parse_args()
@@ -208,7 +211,7 @@ def main():
         print("torch is not installed: measuring pyneural only")
     ours_threads = omp_threads(args.threads)
 
-    channels_last = args.torch_channels_last or args.device == "cuda"
+    channels_last = args.channels_last or args.device == "cuda"
     if torch is not None and args.device == "cuda" and not torch.cuda.is_available():
         torch = None
         print("torch has no CUDA device here: measuring pyneural only")
@@ -220,7 +223,7 @@ def main():
             # ResNet steps are ~100x longer: fewer of them, and one step per timing window is enough.
             warmup, min_time = (2, 0.0) if name == "resnet" else (5, 0.1 if args.quick else 0.25)
             pn.manual_seed(0)
-            steps = [ours_step_fn(name, data, args.device, args.amp)]
+            steps = [ours_step_fn(name, data, args.device, args.amp, channels_last)]
             if torch is not None:
                 torch.manual_seed(0)
                 steps.append(torch_step_fn(name, data, args.device, args.amp, channels_last))
@@ -241,7 +244,7 @@ def main():
     threads = f"threads: pyneural {ours_threads}" + (f", torch {torch_threads}" if torch is not None else ", no torch")
     where = "" if args.device == "cpu" else f" on {_device_name(args.device)}"
     precision = f", autocast {args.amp}" if args.amp else ""
-    layout = ", torch channels_last" if channels_last and torch is not None else ""
+    layout = ", channels_last" if channels_last else ""
     title = (f"training throughput{where}, SGD momentum{precision} (images/s, best of {repeat} windows; "
              f"{threads}{layout})")
 
