@@ -641,7 +641,9 @@ def test_op_on_the_device_matches_the_host(cuda_xp, rng, c):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         ref, got = outputs(c.fn(pn, PF, *host_in)), outputs(c.fn(pn, PF, *dev_in))
-    tol = dict(rtol=max(c.rtol, 1e-6) if "float32" in str([r.dtype for r in ref]) else 1e-9, atol=1e-7)
+    # float64 agrees to rounding; float32 kernels (softmax) to a few ulps of values and gradients of order 1
+    single = c.rtol > 1e-9 or any(r.dtype == np.float32 for r in ref)  # rtol: a float32 step inside
+    tol = dict(rtol=1e-5, atol=1e-6) if single else dict(rtol=1e-9, atol=1e-9)
     for r, g in zip(ref, got):
         assert g.device == "cuda" and g.shape == r.shape and g.dtype == r.dtype, c.name
         np.testing.assert_allclose(g.cpu().data, r.data, equal_nan=True, err_msg=c.name, **tol)
