@@ -3,6 +3,7 @@ against the CPU (same bits where the arithmetic is the same) and float64 referen
 
 Runs on a real GPU or, in CI, on the emulated device (conftest switches it on). Marked ``cuda``.
 """
+import os
 import subprocess
 import sys
 
@@ -318,8 +319,9 @@ def run_cli(*args, emulate=True):
     env = subprocess_env(PYNEURAL_CUDA_EMULATE="1") if emulate else subprocess_env()
     if not emulate:
         env.pop("PYNEURAL_CUDA_EMULATE", None)
+    # cwd outside the checkout: in CI the source tree (no _C) must not shadow the installed package
     return subprocess.run([sys.executable, "-m", "pyneural", "recsys", *args], capture_output=True, text=True,
-                          env=env, timeout=300)
+                          env=env, timeout=300, cwd=os.path.expanduser("~"))
 
 
 def test_cli_trains_on_the_device():
