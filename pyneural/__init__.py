@@ -20,7 +20,7 @@ from pyneural.creation import (arange, as_tensor, bool_, empty, empty_like, eye,
                                from_numpy, full, full_like, int32, int64, linspace, ones, ones_like, rand,
                                rand_like, randint, randn, randn_like, randperm, tensor, uint8, zeros,
                                zeros_like)
-from pyneural.random import get_rng_state, initial_seed, manual_seed, seed, set_rng_state
+from pyneural.random import Generator, get_rng_state, initial_seed, manual_seed, seed, set_rng_state
 from pyneural.functions.activation import relu, sigmoid, softmax, log_softmax, tanh
 from pyneural.functions.arithmetic import add, div, mul, neg, pow, sub
 from pyneural.functions.elementwise import abs, clamp, exp, log, sqrt, where
@@ -31,7 +31,7 @@ from pyneural.functions.shape import (cat, flatten, permute, reshape, squeeze, s
 from pyneural.functions.activation import selu
 from pyneural.functions.arithmetic import (bitwise_not, eq, ge, gt, le, logical_and, logical_not, logical_or,
                                            logical_xor, lt, maximum, minimum, ne, promote_types, result_type)
-from pyneural.functions.elementwise import clip, nonzero
+from pyneural.functions.elementwise import clip, cos, nonzero, sin
 from pyneural.functions.indexing import gather, index_select, masked_fill, scatter, scatter_add
 from pyneural.functions.matmul import bmm, dot, mm, mv, outer
 from pyneural.functions.reduction import all, any, cumsum, logsumexp, std

@@ -73,6 +73,60 @@ def set_rng_state(state):
     }
 
 
+class Generator:
+    """A generator of its own, apart from the global one (PyTorch's ``torch.Generator``): for draws
+    that must not move the global stream, such as ``random_split(..., generator=
+    pn.Generator().manual_seed(42))`` or a DataLoader's ``generator=``. Same PCG64, same default
+    seed as the global generator."""
+
+    def __init__(self, device="cpu"):
+        from .backend import device as as_device
+        self.device = as_device(device)
+        if self.device.type != "cpu":
+            raise RuntimeError(f"Generator: only CPU generators exist, got device {device!r}")
+        self._initial_seed = DEFAULT_SEED
+        self._rng = np.random.Generator(np.random.PCG64(DEFAULT_SEED))
+
+    def manual_seed(self, seed):
+        """Reseed; returns this generator (so ``pn.Generator().manual_seed(42)`` reads as in PyTorch)."""
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+            raise TypeError(f"Generator.manual_seed: seed must be an int, got {type(seed).__name__}")
+        if seed < 0:
+            raise ValueError(f"Generator.manual_seed: seed must be >= 0, got {seed}")
+        self._initial_seed = int(seed)
+        self._rng.bit_generator.state = np.random.PCG64(self._initial_seed).state
+        return self
+
+    def seed(self):
+        """Reseed from OS entropy; returns the new seed."""
+        new_seed = int(np.random.SeedSequence().entropy % (2**63))
+        self.manual_seed(new_seed)
+        return new_seed
+
+    def initial_seed(self):
+        return self._initial_seed
+
+    def get_state(self):
+        return dict(self._rng.bit_generator.state)
+
+    def set_state(self, state):
+        self._rng.bit_generator.state = state
+        return self
+
+
+def numpy_generator(generator, what):
+    """The numpy Generator to draw from: the global one for None, a ``Generator``'s own, or a
+    numpy Generator itself."""
+    if generator is None:
+        return _generator
+    if isinstance(generator, Generator):
+        return generator._rng
+    if isinstance(generator, np.random.Generator):
+        return generator
+    raise TypeError(f"{what}: generator must be a pn.Generator or a numpy.random.Generator, "
+                    f"got {type(generator).__name__}")
+
+
 # ---- draws used by the library (float32 drawn natively, no float64 round trip) --------------
 
 def _float_dtype(dtype):

@@ -601,6 +601,12 @@ class Tensor:
             raise TypeError("iteration over a 0-d tensor")
         return (self[i] for i in range(self.data.shape[0]))
 
+    def __format__(self, spec):
+        """A one-element tensor formats as its number (``f"{loss:.4f}"``), as in PyTorch."""
+        if self.data.ndim == 0:
+            return format(self.item(), spec)
+        return object.__format__(self, spec)
+
     def __repr__(self):
         host = self.data if get_array_module(self.data) is np else self.data.get()
         body = np.array2string(np.asarray(host), separator=", ", prefix="tensor(")
@@ -832,6 +838,18 @@ class Tensor:
     def __rtruediv__(self, other):
         return _arith.rdiv(self, other)
 
+    def __floordiv__(self, other):
+        return _arith.floor_divide(self, other)
+
+    def __rfloordiv__(self, other):
+        return _arith.floor_divide(other, self)
+
+    def __mod__(self, other):
+        return _arith.remainder(self, other)
+
+    def __rmod__(self, other):
+        return _arith.remainder(other, self)
+
     def __neg__(self):
         return _arith.neg(self)
 
@@ -968,6 +986,18 @@ class Tensor:
     # -- elementwise math -------------------------------------------------------------------
     def exp(self):
         return _elementwise.exp(self)
+
+    def sin(self):
+        return _elementwise.sin(self)
+
+    def cos(self):
+        return _elementwise.cos(self)
+
+    def floor_divide(self, other):
+        return _arith.floor_divide(self, other)
+
+    def remainder(self, other):
+        return _arith.remainder(self, other)
 
     def log(self):
         return _elementwise.log(self)

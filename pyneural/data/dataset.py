@@ -5,7 +5,8 @@ scalars). A dataset that overrides ``get_batch(indices)``, as TensorDataset does
 fancy-index per array, is batched by the DataLoader through it, which is what keeps batch
 preparation cheap (one C-level gather per array instead of a Python loop); any other dataset is
 read sample by sample and collated by ``default_collate``, as in PyTorch. The base class's
-``get_batch`` (loop and stack) remains for callers that want arrays directly.
+``get_batch`` (loop and stack) remains for callers that want arrays directly. ``Subset`` and
+``random_split`` cut a dataset into parts, as PyTorch's do.
 """
 import numpy as np
 
@@ -79,3 +80,50 @@ class TensorDataset(Dataset):
     def __repr__(self):
         shapes = ", ".join(f"{a.shape} {a.dtype}" for a in self.arrays)
         return f"TensorDataset({len(self)} samples: {shapes})"
+
+
+class Subset(Dataset):
+    """The samples of ``dataset`` at ``indices``, in that order (PyTorch's ``Subset``)."""
+
+    def __init__(self, dataset, indices):
+        self.dataset = dataset
+        self.indices = [int(i) for i in indices]
+
+    def __getitem__(self, idx):
+        if isinstance(idx, list):
+            return [self.dataset[self.indices[i]] for i in idx]
+        return self.dataset[self.indices[idx]]
+
+    def __len__(self):
+        return len(self.indices)
+
+
+def _split_lengths(n, lengths):
+    """Whole lengths from ``lengths``: ints that sum to ``n``, or fractions that sum to 1 (floor of
+    each share, then the remainder one by one to the first splits, PyTorch's rule)."""
+    lengths = list(lengths)
+    if lengths and all(isinstance(x, float) for x in lengths):
+        if any(not 0.0 <= x <= 1.0 for x in lengths) or abs(sum(lengths) - 1.0) > 1e-6:
+            raise ValueError(f"random_split: fractions must lie in [0, 1] and sum to 1, got {lengths}")
+        counts = [int(np.floor(n * x)) for x in lengths]
+        for i in range(n - sum(counts)):
+            counts[i % len(counts)] += 1
+        return counts
+    if any(isinstance(x, bool) or not isinstance(x, (int, np.integer)) or x < 0 for x in lengths):
+        raise ValueError(f"random_split: lengths must be ints >= 0 or fractions, got {lengths}")
+    if sum(lengths) != n:
+        raise ValueError(f"random_split: sum of input lengths ({sum(lengths)}) does not equal the length of the "
+                         f"input dataset ({n})")
+    return [int(x) for x in lengths]
+
+
+def random_split(dataset, lengths, generator=None):
+    """``dataset`` cut at random into non-overlapping ``Subset``s of the given ``lengths`` (ints
+    summing to ``len(dataset)``, or fractions summing to 1). ``generator``: a ``pn.Generator``
+    (or a numpy Generator) to draw the permutation from; None draws from the global one."""
+    from .. import random as pn_random
+    counts = _split_lengths(len(dataset), lengths)
+    rng = pn_random.numpy_generator(generator, "random_split")
+    order = rng.permutation(len(dataset))
+    starts = np.cumsum([0] + counts)
+    return [Subset(dataset, order[start:start + count]) for start, count in zip(starts[:-1], counts)]

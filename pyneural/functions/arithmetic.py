@@ -1,4 +1,4 @@
-"""+ - * / neg pow, maximum/minimum, with broadcasting and Python scalars; comparisons and the
+"""+ - * / // % neg pow, maximum/minimum, with broadcasting and Python scalars; comparisons and the
 logical and bitwise ops (bool results outside the graph).
 
 Binary ops broadcast like numpy; backward sums each gradient back to its input's shape
@@ -369,6 +369,23 @@ class Pow(Function):
         return ga, gb
 
 
+class Remainder(Function):
+    """``a - floor(a / b) * b``: the sign of the divisor, as Python's ``%`` and PyTorch's remainder."""
+
+    def forward(self, a, b):
+        self.a, self.b = a, b
+        return get_array_module(a).mod(a, b)
+
+    def backward(self, gy):
+        a, b = self.a, self.b
+        ga = gb = None
+        if self.needs_input_grad[0]:
+            ga = sum_to(gy, a.shape, a.dtype)
+        if self.needs_input_grad[1]:
+            gb = sum_to(-gy * get_array_module(a).floor_divide(a, b), b.shape, b.dtype)
+        return ga, gb
+
+
 class Maximum(Function):
     """Elementwise max (``use_min``: min) of two tensors. The winner gets the gradient and a tie
     splits it evenly; at a NaN both get it (PyTorch's masks)."""
@@ -467,6 +484,43 @@ def rpow(x, base):
     if not _is_scalar(base):
         return Pow().apply(*_promoted(as_tensor_operand(base, x), x))
     return RPowScalar(_py(base)).apply(_promoted_for_scalar(x, base))
+
+
+def _common_operands(a, b):
+    """``a`` and ``b`` as Tensors of their result dtype; either may be a Python number."""
+    if isinstance(a, Tensor) and _is_scalar(b):
+        a = _promoted_for_scalar(a, b)
+        return a, wrap(get_array_module(a.data).asarray(b, dtype=a.data.dtype))
+    if isinstance(b, Tensor) and _is_scalar(a):
+        b, a = _common_operands(b, a)
+        return a, b
+    if not isinstance(a, Tensor) and not isinstance(b, Tensor):
+        raise TypeError(f"expected a Tensor operand, got {type(a).__name__} and {type(b).__name__}")
+    return _promoted(*_tensor_pair(a, b))
+
+
+def _check_integer_divisor(fn, a, b):
+    if _category(a.data.dtype) < _FLOAT and bool((b.data == 0).any()):
+        raise ZeroDivisionError(f"{fn}: integer division by zero")
+
+
+def floor_divide(input, other):
+    """``input // other`` rounded toward minus infinity (PyTorch's floor_divide, Python's ``//``),
+    broadcasting, with PyTorch's result dtype. Not differentiable (PyTorch has no derivative for
+    it either): the result is outside the graph."""
+    a, b = _common_operands(input, other)
+    _check_devices("floor_divide", a.data, b.data)
+    _check_integer_divisor("floor_divide", a, b)
+    return wrap(get_array_module(a.data).floor_divide(a.data, b.data))
+
+
+def remainder(input, other):
+    """``input % other`` with the sign of ``other`` (Python's ``%``, PyTorch's remainder),
+    broadcasting; differentiable in both (d/d other is ``-floor(input / other)``)."""
+    a, b = _common_operands(input, other)
+    _check_devices("remainder", a.data, b.data)
+    _check_integer_divisor("remainder", a, b)
+    return Remainder().apply(a, b)
 
 
 def _max_min(a, b, use_min):

@@ -1,5 +1,5 @@
-"""Elementwise math: exp, log, sqrt, abs, clamp/clip (number or tensor bounds), where, and the
-copy/cast ops."""
+"""Elementwise math: exp, log, sqrt, abs, sin, cos, clamp/clip (number or tensor bounds), where,
+and the copy/cast ops."""
 import numpy as np
 
 from pyneural.functions import arithmetic as _arith
@@ -42,6 +42,24 @@ class Abs(Function):
     def backward(self, gy):
         # sign(0) = 0: the subgradient PyTorch picks at the kink
         return (gy * get_array_module(self.x).sign(self.x),)
+
+
+class Sin(Function):
+    def forward(self, x):
+        self.x = x
+        return get_array_module(x).sin(x)
+
+    def backward(self, gy):
+        return (gy * get_array_module(self.x).cos(self.x),)
+
+
+class Cos(Function):
+    def forward(self, x):
+        self.x = x
+        return get_array_module(x).cos(x)
+
+    def backward(self, gy):
+        return (-gy * get_array_module(self.x).sin(self.x),)
 
 
 class Clamp(Function):
@@ -136,20 +154,34 @@ class Cast(Function):
         return (gy.astype(self.in_dtype),)
 
 
+def _float_input(x):
+    """PyTorch's rule for float-valued math: integer and bool inputs compute in float32 (the default
+    dtype), not in numpy's float64."""
+    return x if is_floating_dtype(x.data.dtype) else cast(x, np.float32)
+
+
 def exp(x):
-    return Exp().apply(x)
+    return Exp().apply(_float_input(x))
 
 
 def log(x):
-    return Log().apply(x)
+    return Log().apply(_float_input(x))
 
 
 def sqrt(x):
-    return Sqrt().apply(x)
+    return Sqrt().apply(_float_input(x))
 
 
 def abs(x):
     return Abs().apply(x)
+
+
+def sin(x):
+    return Sin().apply(_float_input(x))
+
+
+def cos(x):
+    return Cos().apply(_float_input(x))
 
 
 def clamp(x, min=None, max=None):

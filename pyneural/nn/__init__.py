@@ -1,5 +1,5 @@
 """pyneural.nn: Module, Parameter and the layers."""
-from pyneural.nn import init
+from pyneural.nn import init, utils
 from pyneural.nn.activation import GELU, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh
 from pyneural.nn.activation import (ELU, SELU, Hardsigmoid, Hardswish, Hardtanh, LeakyReLU, Mish, ReLU6, SiLU,
                                     Softplus)
@@ -24,7 +24,7 @@ _sys.modules[__name__ + ".functional"] = functional  # `import torch.nn.function
 
 __all__ = ["Module", "Parameter", "Sequential", "ModuleList", "Linear", "Conv2d", "MaxPool2d", "AvgPool2d",
            "BatchNorm1d", "BatchNorm2d", "ReLU", "GELU", "Tanh", "Sigmoid", "Softmax", "LogSoftmax", "Dropout",
-           "Flatten", "Identity", "Embedding", "CrossEntropyLoss", "MSELoss", "init", "functional"]
+           "Flatten", "Identity", "Embedding", "CrossEntropyLoss", "MSELoss", "init", "functional", "utils"]
 __all__ += ["ModuleDict", "Conv1d", "ConvTranspose2d", "AdaptiveAvgPool2d", "AdaptiveMaxPool2d", "Upsample",
             "Unflatten", "LayerNorm", "GroupNorm"]
 __all__ += ["ELU", "SELU", "Hardsigmoid", "Hardswish", "Hardtanh", "LeakyReLU", "Mish", "ReLU6", "SiLU", "Softplus",

@@ -1,4 +1,4 @@
-"""Gradient clipping by global norm."""
+"""Gradient clipping: by global norm, and by value."""
 import math
 
 import numpy as np
@@ -49,3 +49,16 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
         for g in grads:
             g *= coef
     return total
+
+
+def clip_grad_value_(parameters, clip_value):
+    """Clamp every gradient in place to ``[-clip_value, clip_value]``; parameters without a
+    gradient are skipped."""
+    if hasattr(parameters, "data"):
+        parameters = [parameters]
+    clip_value = float(clip_value)
+    if clip_value < 0:
+        raise ValueError(f"clip_grad_value_: clip_value must be >= 0, got {clip_value}")
+    for g in (grad_array(p) for p in parameters):
+        if g is not None:
+            backend.xp(g).clip(g, -clip_value, clip_value, out=g)
