@@ -74,7 +74,9 @@ def test_random_bit_patterns(rng, path):
 
 
 def test_random_values_all_scales(rng, path):
-    x = (rng.standard_normal(4096) * 10.0 ** rng.uniform(-44, 38, 4096)).astype(np.float32)
+    # up to 10^37 x a normal draw (|z| < 6 in practice): below float32's max 3.4e38, so the cast never
+    # overflows (an overflow warning would fail the test on an unlucky seed); inf is covered elsewhere
+    x = (np.clip(rng.standard_normal(4096), -6, 6) * 10.0 ** rng.uniform(-44, 37, 4096)).astype(np.float32)
     assert np.array_equal(bf16.to_bf16(x, path=path).view(np.uint16), expected_bits(x))
 
 
