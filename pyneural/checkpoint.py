@@ -29,6 +29,7 @@ import os
 import re
 import struct
 import sys
+import warnings
 import zipfile
 import zlib
 
@@ -40,7 +41,28 @@ _COMMENT = re.compile(rb"^pyneural-checkpoint (\d+) sha256=([0-9a-f]{64})$")
 
 
 class CheckpointError(RuntimeError):
-    """A checkpoint file that cannot be trusted: truncated, corrupted, or not a checkpoint."""
+    """A checkpoint file that cannot be trusted: truncated, corrupted, or not a checkpoint.
+    ``problem`` says what is wrong without naming the file (for lists of skipped files)."""
+
+    def __init__(self, message, problem=None):
+        super().__init__(message)
+        self.problem = message if problem is None else problem
+
+
+class CheckpointWarning(UserWarning):
+    """A file named like a checkpoint was skipped because it is not a valid one."""
+
+
+class Found:
+    """What ``Checkpointer.newest_valid`` found, and the newer files it skipped."""
+    __slots__ = ("step", "path", "state", "skipped")
+
+    def __init__(self, step, path, state, skipped):
+        self.step, self.path, self.state, self.skipped = step, path, state, skipped
+
+
+def _bad_file(path, problem):
+    return CheckpointError(f"pn.load: {path} {problem}", problem)
 
 
 # ---- encoding the tree --------------------------------------------------------------------
@@ -205,46 +227,65 @@ _ZIP_DAMAGE = (zipfile.BadZipFile, NotImplementedError, ValueError, KeyError, EO
                OverflowError, UnicodeDecodeError, struct.error, zlib.error)
 
 
+def _verified_metadata(zf, path):
+    """The metadata of the open checkpoint zip ``zf``, checked against its checksum record."""
+    match = _COMMENT.match(zf.comment)
+    if match is None:
+        if "metadata.json" in zf.namelist():
+            raise _bad_file(path, "is truncated or corrupted: its checksum record (the zip comment) is missing or "
+                                  "damaged")
+        raise _bad_file(path, f"is a zip/npz file but not a pyneural checkpoint (no '{FORMAT}' checksum record); "
+                              f"a plain .npz opens with numpy.load")
+    if int(match.group(1)) > VERSION:
+        raise _bad_file(path, f"has format version {int(match.group(1))}; this pyneural reads up to version "
+                              f"{VERSION}")
+    try:
+        metadata = zf.read("metadata.json")
+    except _ZIP_DAMAGE as e:
+        raise _bad_file(path, f"is corrupted: cannot read metadata.json ({e})") from None
+    if hashlib.sha256(metadata).hexdigest() != match.group(2).decode():
+        raise _bad_file(path, "is corrupted: metadata.json does not match its SHA-256 checksum")
+    return json.loads(metadata)
+
+
+def _open_zip(source, path, nbytes):
+    try:
+        return zipfile.ZipFile(source, "r")
+    except _ZIP_DAMAGE as e:
+        raise _bad_file(path, f"is truncated or not a pyneural checkpoint ({nbytes} bytes, no readable zip "
+                              f"directory: {e})") from None
+
+
 def _read_checkpoint(path):
     # Parse from memory: an OSError from here on is damage in the bytes, never the disk.
     with open(path, "rb") as f:
         data = f.read()
-    try:
-        zf = zipfile.ZipFile(io.BytesIO(data), "r")
-    except _ZIP_DAMAGE as e:
-        raise CheckpointError(f"pn.load: {path} ({len(data)} bytes) is truncated or not a pyneural checkpoint "
-                              f"(no readable zip directory: {e})") from None
-    with zf:
-        match = _COMMENT.match(zf.comment)
-        if match is None:
-            if "metadata.json" in zf.namelist():
-                raise CheckpointError(f"pn.load: {path} is truncated or corrupted: its checksum record (the zip "
-                                      f"comment) is missing or damaged")
-            raise CheckpointError(f"pn.load: {path} is a zip/npz file but not a pyneural checkpoint (no "
-                                  f"'{FORMAT}' checksum record); a plain .npz opens with numpy.load")
-        if int(match.group(1)) > VERSION:
-            raise CheckpointError(f"pn.load: {path} has format version {int(match.group(1))}; this pyneural "
-                                  f"reads up to version {VERSION}")
-        try:
-            metadata = zf.read("metadata.json")
-        except _ZIP_DAMAGE as e:
-            raise CheckpointError(f"pn.load: {path} is corrupted: cannot read metadata.json ({e})") from None
-        if hashlib.sha256(metadata).hexdigest() != match.group(2).decode():
-            raise CheckpointError(f"pn.load: {path} is corrupted: metadata.json does not match its SHA-256 "
-                                  f"checksum")
-        meta = json.loads(metadata)
+    with _open_zip(io.BytesIO(data), path, len(data)) as zf:
+        meta = _verified_metadata(zf, path)
         arrays = []
         for entry in meta["arrays"]:
             where = f"{entry['file']} (the array at {entry['path'] or '<root>'!r})"
             try:
                 raw = zf.read(entry["file"])
             except _ZIP_DAMAGE as e:
-                raise CheckpointError(f"pn.load: {path} is corrupted: cannot read {where}: {e}") from None
+                raise _bad_file(path, f"is corrupted: cannot read {where}: {e}") from None
             if hashlib.sha256(raw).hexdigest() != entry["sha256"]:
-                raise CheckpointError(f"pn.load: {path} is corrupted: {where} does not match its SHA-256 "
-                                      f"checksum")
+                raise _bad_file(path, f"is corrupted: {where} does not match its SHA-256 checksum")
             arrays.append(np.lib.format.read_array(io.BytesIO(raw), allow_pickle=False))
     return _decode(meta["tree"], arrays)
+
+
+def check_header(path):
+    """Raise ``CheckpointError`` unless ``path`` is a pyneural checkpoint whose checksum record
+    and metadata are intact. The arrays are not read, so this costs the same for any file size;
+    ``load`` checks them too."""
+    path = os.fspath(path)
+    try:
+        nbytes = os.path.getsize(path)
+    except OSError as e:
+        raise _bad_file(path, f"cannot be read ({e.strerror})") from None
+    with _open_zip(path, path, nbytes) as zf:
+        _verified_metadata(zf, path)
 
 
 def load(path, map_location=None, *, weights_only=None):
@@ -285,7 +326,13 @@ def _to_device(node, target):
 
 class Checkpointer:
     """The checkpoints of one run in ``directory``: ``<prefix>-<step>.npz``, keeping the newest
-    ``keep`` (None: all). Pruning happens only after a new checkpoint is safely in place."""
+    ``keep`` (None: all). Pruning happens only after a new checkpoint is safely in place.
+
+    The directory may hold other files, even ones named like checkpoints (a stray
+    ``ckpt-999999.npz`` of five bytes, a copy being written by hand, notes): only files this
+    Checkpointer wrote, or verified to be checkpoints (``check_header``: the checksum record and
+    metadata are intact), count among the newest ``keep`` and are ever deleted. Everything else is
+    left alone. A file that fails a full load is never counted or deleted either."""
 
     def __init__(self, directory, keep=3, prefix="ckpt"):
         if keep is not None and (isinstance(keep, bool) or not isinstance(keep, int) or keep < 1):
@@ -295,53 +342,129 @@ class Checkpointer:
         self.directory = os.fspath(directory)
         self.keep = keep
         self.prefix = prefix
-        self._pattern = re.compile(re.escape(prefix) + r"-(\d+)\.npz$")
+        self._pattern = re.compile(re.escape(prefix) + r"-(\d+)\.npz")
+        # path -> ((size, mtime_ns), problem or None): what this Checkpointer knows of each file
+        # named like a checkpoint, so each is checked once while it stays the same file.
+        self._verdicts = {}
         os.makedirs(self.directory, exist_ok=True)
         self._remove_stale_temporaries()
 
     def path_for(self, step):
         return os.path.join(self.directory, f"{self.prefix}-{int(step):09d}.npz")
 
+    def named(self):
+        """``{step: path}`` of the files named like checkpoints, whatever they hold (where two
+        names give the same step, e.g. ``ckpt-10.npz``, the one ``save`` writes wins)."""
+        found = {}
+        for name in sorted(os.listdir(self.directory)):
+            match = self._pattern.fullmatch(name)
+            if match:
+                step, path = int(match.group(1)), os.path.join(self.directory, name)
+                if step not in found or path == self.path_for(step):
+                    found[step] = path
+        return found
+
+    def problem(self, path):
+        """None when ``path`` is a checkpoint (written here, or its header verified), else what is
+        wrong with it."""
+        try:
+            stat = os.stat(path)
+        except OSError as e:
+            return f"cannot be read ({e.strerror})"
+        key = (stat.st_size, stat.st_mtime_ns)
+        known = self._verdicts.get(path)
+        if known is None or known[0] != key:
+            try:
+                check_header(path)
+                known = (key, None)
+            except CheckpointError as e:
+                known = (key, e.problem)
+            self._verdicts[path] = known
+        return known[1]
+
+    def _note(self, path, problem):
+        try:
+            stat = os.stat(path)
+        except OSError:
+            return
+        self._verdicts[path] = ((stat.st_size, stat.st_mtime_ns), problem)
+
+    def checkpoints(self):
+        """``[(step, path)]`` of the checkpoints here, oldest first; files named like checkpoints
+        that are not (see ``problem``) are left out."""
+        return [(step, path) for step, path in sorted(self.named().items()) if self.problem(path) is None]
+
     def steps(self):
         """The steps that have a checkpoint, oldest first."""
-        found = []
-        for name in os.listdir(self.directory):
-            match = self._pattern.match(name)
-            if match:
-                found.append(int(match.group(1)))
-        return sorted(found)
+        return [step for step, _ in self.checkpoints()]
 
     def latest(self):
         """The path of the newest checkpoint, or None."""
-        steps = self.steps()
-        return self.path_for(steps[-1]) if steps else None
+        found = self.checkpoints()
+        return found[-1][1] if found else None
 
     def save(self, step, state):
-        """Write ``state`` as the checkpoint of ``step``, then prune beyond ``keep``."""
+        """Write ``state`` as the checkpoint of ``step``, then prune checkpoints beyond ``keep``."""
         if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
             raise ValueError(f"Checkpointer.save: step must be an int >= 0, got {step!r}")
         path = save(state, self.path_for(step))
+        self._note(path, None)
         if self.keep is not None:
-            for old in self.steps()[:-self.keep]:
-                os.unlink(self.path_for(old))
+            for _, old in self.checkpoints()[:-self.keep]:
+                try:
+                    os.unlink(old)
+                except FileNotFoundError:
+                    pass
+                self._verdicts.pop(old, None)
         return path
 
+    def newest_valid(self, accept=None):
+        """The newest file that loads with every checksum intact and that ``accept(state)`` (if
+        given) does not reject by raising ``CheckpointError``, as a ``Found`` (``step``, ``path``,
+        ``state``; all None when no file qualifies), with ``skipped``: ``(path, problem)`` of each
+        newer file named like a checkpoint that did not, newest first."""
+        skipped = []
+        for step, path in sorted(self.named().items(), reverse=True):
+            try:
+                state = load(path)
+                if accept is not None:
+                    accept(state)
+            except CheckpointError as e:
+                self._note(path, e.problem)
+                skipped.append((path, e.problem))
+                continue
+            except (FileNotFoundError, IsADirectoryError, PermissionError) as e:
+                skipped.append((path, f"cannot be read ({e.strerror or e})"))
+                continue
+            self._note(path, None)
+            return Found(step, path, state, skipped)
+        return Found(None, None, None, skipped)
+
     def load(self, step=None):
-        """The state saved at ``step`` (default: the newest). A damaged file raises
-        ``CheckpointError`` that also lists the other checkpoints one could fall back to."""
-        steps = self.steps()
-        if not steps:
-            raise FileNotFoundError(f"Checkpointer: no checkpoints '{self.prefix}-*.npz' in {self.directory}")
-        step = steps[-1] if step is None else int(step)
-        if step not in steps:
+        """The state saved at ``step``; by default the newest valid checkpoint (each newer file
+        that is not one is skipped with a ``CheckpointWarning`` naming it and why). A damaged file
+        at an explicit ``step`` raises ``CheckpointError`` that also lists the other checkpoints
+        one could fall back to."""
+        if step is None:
+            found = self.newest_valid()
+            for path, problem in found.skipped:
+                warnings.warn(f"Checkpointer.load: skipped {path}: {problem}", CheckpointWarning, stacklevel=2)
+            if found.path is None:
+                raise FileNotFoundError(f"Checkpointer: no valid checkpoints '{self.prefix}-*.npz' in {self.directory}"
+                                        + (f" ({len(found.skipped)} file(s) skipped)" if found.skipped else ""))
+            return found.state
+        step = int(step)
+        path = self.named().get(step)
+        if path is None:
             raise FileNotFoundError(f"Checkpointer: no checkpoint for step {step} in {self.directory} "
-                                    f"(available: {steps})")
+                                    f"(available: {self.steps()})")
         try:
-            return load(self.path_for(step))
+            return load(path)
         except CheckpointError as e:
-            others = [s for s in steps if s != step]
+            self._note(path, e.problem)
+            others = [s for s in self.steps() if s != step]
             hint = f"; other checkpoints here: steps {others}" if others else ""
-            raise CheckpointError(f"{e}{hint}") from None
+            raise CheckpointError(f"{e}{hint}", e.problem) from None
 
     def _remove_stale_temporaries(self):
         """Temporary files left by a process killed mid-save (its pid is gone)."""
@@ -407,12 +530,18 @@ def training_state(trainer, loader, step, extra=None):
     return state
 
 
+def check_training_state(state):
+    """Raise ``CheckpointError`` unless ``state`` (a loaded checkpoint) is a training run's state,
+    as ``training_state`` writes it."""
+    if not isinstance(state, dict) or state.get("format") != "pyneural-training":
+        problem = "does not hold a training run's state (it was not written by the trainer's checkpointing)"
+        raise CheckpointError(f"restore_training_state: this checkpoint {problem}", problem)
+
+
 def restore_training_state(state, trainer, loader):
     """Put a run back where ``training_state`` found it. The model is checked first: a checkpoint
     of another architecture raises before anything is changed, naming the mismatched keys."""
-    if not isinstance(state, dict) or state.get("format") != "pyneural-training":
-        raise CheckpointError("restore_training_state: this checkpoint does not hold a training run's state "
-                              "(it was not written by the trainer's checkpointing)")
+    check_training_state(state)
     trainer.model.load_state_dict(state["model"])
     trainer.optimizer.load_state_dict(state["optimizer"])
     if (state["scheduler"] is None) != (trainer.scheduler is None):

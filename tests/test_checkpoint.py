@@ -3,6 +3,8 @@ that catch every damaged byte, and a failed save that loses nothing."""
 import errno
 import json
 import os
+import pathlib
+import re
 import types
 import zipfile
 
@@ -12,7 +14,7 @@ import pytest
 from conftest import assert_same
 import pyneural as pn
 from pyneural import checkpoint
-from pyneural.checkpoint import CheckpointError, Checkpointer
+from pyneural.checkpoint import CheckpointError, Checkpointer, CheckpointWarning
 
 
 def sample_tree(rng):
@@ -200,15 +202,110 @@ def test_checkpointer_keep_none_keeps_all(tmp_path):
     assert ckpt.steps() == [0, 1, 2, 3]
 
 
-def test_checkpointer_corrupted_latest_lists_fallbacks(tmp_path):
+def test_checkpointer_corrupted_step_lists_fallbacks_and_the_default_falls_back(tmp_path):
     ckpt = Checkpointer(tmp_path, keep=3)
     for step in (1, 2):
-        ckpt.save(step, {"w": np.arange(100.0)})
+        ckpt.save(step, {"w": np.arange(100.0) + step})
     path = ckpt.path_for(2)
     with open(path, "r+b") as f:
         f.truncate(os.path.getsize(path) // 2)
     with pytest.raises(CheckpointError, match=r"truncated.*other checkpoints here: steps \[1\]"):
-        ckpt.load()
+        ckpt.load(2)
+    with pytest.warns(CheckpointWarning, match=rf"skipped {re.escape(path)}: is truncated"):
+        assert_same(ckpt.load(), {"w": np.arange(100.0) + 1})
+    assert ckpt.steps() == [1] and ckpt.latest() == ckpt.path_for(1)
+
+
+def test_check_header_tells_checkpoints_from_other_files(tmp_path):
+    good = pn.save({"w": np.arange(3.0)}, tmp_path / "good.npz")
+    checkpoint.check_header(good)
+    (tmp_path / "text.npz").write_bytes(b"hello")
+    np.savez(tmp_path / "plain.npz", a=np.arange(3))
+    for name, problem in (("text.npz", r"is truncated or not a pyneural checkpoint \(5 bytes"),
+                          ("plain.npz", "is a zip/npz file but not a pyneural checkpoint"),
+                          ("missing.npz", "cannot be read")):
+        with pytest.raises(CheckpointError, match=problem) as e:
+            checkpoint.check_header(tmp_path / name)
+        assert e.value.problem.startswith(("is ", "cannot")), "the problem reads on after the file's name"
+
+
+def stray_files(directory):
+    """What an experiment directory holds besides checkpoints: the issue's stray 5-byte
+    'checkpoint', notes, a plain npz and a directory named like checkpoints. Returns a snapshot."""
+    (directory / "ckpt-999999.npz").write_bytes(b"hello")
+    (directory / "notes.txt").write_text("lr sweep, run 3\n")
+    np.savez(directory / "ckpt-000000007.npz", a=np.arange(3))
+    (directory / "ckpt-000000005.npz").mkdir()
+    return snapshot(directory)
+
+
+def snapshot(directory):
+    return {p.name: (p.read_bytes() if p.is_file() else "dir") for p in directory.iterdir()}
+
+
+def test_pruning_counts_and_deletes_only_checkpoints(tmp_path):
+    strays = stray_files(tmp_path)
+    ckpt = Checkpointer(tmp_path, keep=2)
+    for step in (10, 20, 30):
+        ckpt.save(step, {"step": step})
+    assert ckpt.steps() == [20, 30]
+    after = snapshot(tmp_path)
+    assert {k: v for k, v in after.items() if k in strays} == strays, "every other file is untouched"
+    assert sorted(set(after) - set(strays)) == [os.path.basename(ckpt.path_for(s)) for s in (20, 30)]
+    assert ckpt.latest() == ckpt.path_for(30)
+    with pytest.warns(CheckpointWarning, match="skipped .*ckpt-999999.npz: is truncated or not a pyneural"):
+        assert ckpt.load() == {"step": 30}
+
+
+def test_checkpoints_of_an_earlier_run_are_verified_and_then_rotated(tmp_path):
+    strays = stray_files(tmp_path)
+    earlier = Checkpointer(tmp_path, keep=None)
+    for step in (1, 2, 3):
+        earlier.save(step, {"step": step})
+    ckpt = Checkpointer(tmp_path, keep=2)
+    ckpt.save(4, {"step": 4})
+    assert ckpt.steps() == [3, 4]
+    assert {k: v for k, v in snapshot(tmp_path).items() if k in strays} == strays
+
+
+def test_a_checkpoint_that_fails_a_full_load_is_never_counted_or_deleted(tmp_path):
+    ckpt = Checkpointer(tmp_path, keep=2)
+    ckpt.save(5, {"w": np.arange(1000.0)})
+    path = ckpt.path_for(5)
+    damaged = bytearray(pathlib.Path(path).read_bytes())
+    damaged[len(damaged) // 2] ^= 0xFF  # inside the array's bytes: the header still checks out
+    pathlib.Path(path).write_bytes(bytes(damaged))
+    checkpoint.check_header(path)
+    found = ckpt.newest_valid()
+    assert found.path is None and [p for p, _ in found.skipped] == [path]
+    assert found.skipped[0][1].startswith("is corrupted: cannot read arrays/0.npy (the array at 'w')")
+    for step in (6, 7, 8):
+        ckpt.save(step, {"step": step})
+    assert ckpt.steps() == [7, 8] and pathlib.Path(path).read_bytes() == bytes(damaged)
+
+
+def test_newest_valid_skips_newer_files_and_says_why(tmp_path):
+    ckpt = Checkpointer(tmp_path, keep=None)
+    for step in (1, 2):
+        ckpt.save(step, {"format": "pyneural-training", "step": step})
+    ckpt.save(3, {"something": "else"})
+    stray_files(tmp_path)
+    found = ckpt.newest_valid(accept=checkpoint.check_training_state)
+    assert (found.step, found.path, found.state["step"]) == (2, ckpt.path_for(2), 2)
+    problems = [(os.path.basename(p), why) for p, why in found.skipped]
+    assert [name for name, _ in problems] == ["ckpt-999999.npz", "ckpt-000000007.npz", "ckpt-000000005.npz",
+                                              "ckpt-000000003.npz"], "newest first"
+    assert problems[0][1].startswith("is truncated or not a pyneural checkpoint (5 bytes")
+    assert problems[1][1].startswith("is a zip/npz file but not a pyneural checkpoint")
+    assert problems[2][1].startswith("cannot be read")
+    assert problems[3][1].startswith("does not hold a training run's state")
+
+
+def test_a_checkpoint_under_another_name_for_its_step_is_found(tmp_path):
+    ckpt = Checkpointer(tmp_path)
+    source = pn.save({"step": 42}, tmp_path / "elsewhere.npz")
+    os.replace(source, tmp_path / "ckpt-42.npz")
+    assert ckpt.steps() == [42] and ckpt.load(42) == {"step": 42} and ckpt.load() == {"step": 42}
 
 
 def test_checkpointer_removes_temporaries_of_dead_processes(tmp_path):

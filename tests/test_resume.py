@@ -220,11 +220,111 @@ def test_restore_refuses_a_checkpoint_that_is_not_a_training_state(tmp_path):
 
 
 def test_checkpoint_flags_need_a_directory(capsys):
-    for flags in (["--resume"], ["--save-every", "5"], ["--keep", "2"]):
+    for flags in (["--resume"], ["--resume-from", "x.npz"], ["--save-every", "5"], ["--keep", "2"]):
         with pytest.raises(SystemExit) as exc:
             cli.main(["train", *flags])
         assert exc.value.code == 2
         assert "need(s) --checkpoint-dir DIR" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["train", "--checkpoint-dir", "d", "--resume", "--resume-from", "x.npz"])
+    assert exc.value.code == 2 and "--resume and --resume-from exclude each other" in capsys.readouterr().err
+
+
+# ---- a checkpoint directory that holds other files -----------------------------------------------
+
+# 1437 digits / batch 64 = 23 steps: --save-every 10 writes steps 10, 20 and the final 23.
+QUICK = ["train", "--model", "mlp", "--epochs", "1", "--batch-size", "64", "--seed", "3", "--no-progress"]
+
+
+def test_a_directory_with_a_stray_file_keeps_it_and_the_newest_real_checkpoints(tmp_path):
+    """The issue's case, through the real command line: a 5-byte ``ckpt-999999.npz`` and
+    ``notes.txt`` beside the checkpoints. Training keeps both and the two newest real checkpoints;
+    --resume names the stray file it skipped and resumes from the newest real one, no traceback."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "ckpt-999999.npz").write_bytes(b"hello")
+    (run_dir / "notes.txt").write_text("baseline, seed 3\n")
+    flags = ["--checkpoint-dir", "run", "--save-every", "10", "--keep", "2"]
+    first = subprocess.run([sys.executable, "-m", "pyneural", *QUICK, *flags], capture_output=True, text=True,
+                           cwd=tmp_path, env=subprocess_env(OMP_NUM_THREADS="1"), timeout=120)
+    assert first.returncode == 0, first.stderr
+    assert sorted(os.listdir(run_dir)) == ["ckpt-000000020.npz", "ckpt-000000023.npz", "ckpt-999999.npz",
+                                           "notes.txt"]
+    assert (run_dir / "ckpt-999999.npz").read_bytes() == b"hello"
+    assert (run_dir / "notes.txt").read_text() == "baseline, seed 3\n"
+
+    resumed = subprocess.run([sys.executable, "-m", "pyneural", *QUICK[:4], "2", *QUICK[5:], *flags, "--resume"],
+                             capture_output=True, text=True, cwd=tmp_path, env=subprocess_env(OMP_NUM_THREADS="1"),
+                             timeout=120)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "Traceback" not in resumed.stderr
+    stray = os.path.join("run", "ckpt-999999.npz")
+    assert f"skipped {stray}: is truncated or not a pyneural checkpoint (5 bytes" in resumed.stdout
+    assert f"resumed from {os.path.join('run', 'ckpt-000000023.npz')}: step 23, epoch 2" in resumed.stdout
+    assert sorted(os.listdir(run_dir)) == ["ckpt-000000040.npz", "ckpt-000000046.npz", "ckpt-999999.npz",
+                                           "notes.txt"]
+
+
+def three_checkpoints(directory):
+    """Train 3 steps (1437 digits, batch 512), a checkpoint after each: steps 1, 2, 3."""
+    assert cli.main(["train", "--model", "mlp", "--epochs", "1", "--batch-size", "512", "--no-progress",
+                     "--checkpoint-dir", str(directory), "--save-every", "1", "--keep", "3"]) == 0
+    assert Checkpointer(directory).steps() == [1, 2, 3]
+
+
+def test_resume_skips_damaged_and_foreign_newer_files_saying_why(tmp_path, capsys):
+    three_checkpoints(tmp_path)
+    newest = Checkpointer(tmp_path).path_for(3)
+    with open(newest, "r+b") as f:
+        f.truncate(os.path.getsize(newest) // 2)
+    pn.save({"weights": np.zeros(3)}, Checkpointer(tmp_path).path_for(4))  # a checkpoint, not a training state
+    capsys.readouterr()
+    assert cli.main(["train", "--model", "mlp", "--epochs", "1", "--batch-size", "512", "--no-progress",
+                     "--checkpoint-dir", str(tmp_path), "--resume"]) == 0
+    out = capsys.readouterr().out
+    skipped = [line for line in out.splitlines() if line.startswith("skipped ")]
+    assert skipped == [f"skipped {Checkpointer(tmp_path).path_for(4)}: does not hold a training run's state (it "
+                       f"was not written by the trainer's checkpointing)", skipped[1]]
+    assert skipped[1].startswith(f"skipped {newest}: is truncated or not a pyneural checkpoint")
+    assert f"resumed from {Checkpointer(tmp_path).path_for(2)}: step 2" in out
+
+
+def test_resume_with_no_valid_checkpoint_names_the_files_and_starts_afresh(tmp_path, capsys):
+    (tmp_path / "ckpt-000000007.npz").write_text("not a checkpoint")
+    assert cli.main(["train", "--model", "mlp", "--epochs", "1", "--batch-size", "512", "--no-progress",
+                     "--checkpoint-dir", str(tmp_path), "--resume"]) == 0
+    out = capsys.readouterr().out
+    assert f"skipped {tmp_path / 'ckpt-000000007.npz'}: is truncated or not a pyneural checkpoint" in out
+    assert f"no valid checkpoint in {tmp_path}: starting from scratch" in out
+    assert (tmp_path / "ckpt-000000007.npz").read_text() == "not a checkpoint"
+    assert Checkpointer(tmp_path).steps() == [3]
+
+
+def test_resume_from_a_chosen_checkpoint_continues_to_the_same_bits(tmp_path, capsys):
+    three_checkpoints(tmp_path / "first")
+    chosen = tmp_path / "kept" / "step2.npz"
+    chosen.parent.mkdir()
+    os.replace(Checkpointer(tmp_path / "first").path_for(2), chosen)
+    capsys.readouterr()
+    assert cli.main(["train", "--model", "mlp", "--epochs", "1", "--batch-size", "512", "--no-progress",
+                     "--checkpoint-dir", str(tmp_path / "second"), "--resume-from", str(chosen)]) == 0
+    assert f"resumed from {chosen}: step 2, epoch 1" in capsys.readouterr().out
+    again = Checkpointer(tmp_path / "second")
+    assert again.steps() == [3], "the resumed run saves into --checkpoint-dir"
+    straight, resumed = pn.load(Checkpointer(tmp_path / "first").path_for(3)), pn.load(again.path_for(3))
+    for part in ("model", "optimizer", "scheduler", "loader", "rng"):
+        assert_same(straight[part], resumed[part], part)
+
+
+@pytest.mark.parametrize("bad", ["missing.npz", "stray.npz"])
+def test_resume_from_a_bad_file_says_so_without_a_traceback(tmp_path, bad):
+    (tmp_path / "stray.npz").write_bytes(b"hello")
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["train", "--model", "mlp", "--epochs", "1", "--no-progress", "--checkpoint-dir", str(tmp_path / "d"),
+                  "--resume-from", str(tmp_path / bad)])
+    message = str(exc.value)
+    assert message.startswith(f"pyneural train: cannot resume from {tmp_path / bad}: pn.load: ")
+    assert ("no checkpoint file" if bad == "missing.npz" else "is truncated or not a pyneural checkpoint") in message
 
 
 def test_resume_without_a_checkpoint_starts_afresh(tmp_path, capsys):

@@ -61,10 +61,14 @@ def check_arguments(parser, args):
     from pyneural.distributed import cli_support
     cli_support.check_arguments(parser, args)
     if args.checkpoint_dir is None:
-        given = [flag for flag, value in (("--resume", args.resume), ("--save-every", args.save_every),
+        given = [flag for flag, value in (("--resume", args.resume), ("--resume-from", args.resume_from),
+                                          ("--save-every", args.save_every),
                                           ("--keep", args.keep != DEFAULT_KEEP)) if value]
         if given:
             parser.error(f"{', '.join(given)} need(s) --checkpoint-dir DIR")
+    if args.resume and args.resume_from:
+        parser.error("--resume and --resume-from exclude each other: --resume takes the newest valid checkpoint "
+                     "in --checkpoint-dir, --resume-from the file it names")
 
 
 def add_arguments(parser):
@@ -106,8 +110,12 @@ def add_arguments(parser):
     group.add_argument("--keep", type=positive_int, default=DEFAULT_KEEP, metavar="K",
                        help=f"keep the newest K checkpoints (default: {DEFAULT_KEEP})")
     group.add_argument("--resume", action="store_true",
-                       help="continue from the newest checkpoint in --checkpoint-dir (start afresh when there is "
-                            "none); the result is bitwise that of an uninterrupted run")
+                       help="continue from the newest valid checkpoint in --checkpoint-dir, skipping (and naming) "
+                            "files that are not valid checkpoints; start afresh when there is none. The result is "
+                            "bitwise that of an uninterrupted run")
+    group.add_argument("--resume-from", metavar="PATH", default=None,
+                       help="continue from the checkpoint file PATH (any directory); new checkpoints still go to "
+                            "--checkpoint-dir")
     group.add_argument("--report", metavar="PATH", default=None,
                        help="also write the utilization report (printed at the end of every run) as JSON to PATH")
     group.add_argument("--step-log", metavar="PATH", default=None,
@@ -231,9 +239,11 @@ class KillAfterSave:
 
 
 def setup_checkpoints(args, trainer, train_loader, main_rank, write):
-    """The Checkpointer and, on rank 0, the saving callback (added to the trainer); restores the
-    newest checkpoint with ``--resume``. Returns ``(saver, resumed_path)``."""
-    from pyneural.checkpoint import CheckpointError, Checkpointer, SaveEvery, restore_training_state
+    """The Checkpointer and, on rank 0, the saving callback (added to the trainer); with
+    ``--resume`` restores the newest valid checkpoint, naming each newer file it skipped and why,
+    with ``--resume-from`` the file given. Returns ``(saver, resumed_path)``."""
+    from pyneural.checkpoint import (CheckpointError, Checkpointer, SaveEvery, check_training_state, load,
+                                     restore_training_state)
     checkpointer = Checkpointer(args.checkpoint_dir, keep=args.keep)
     saver = None
     if main_rank:
@@ -244,13 +254,24 @@ def setup_checkpoints(args, trainer, train_loader, main_rank, write):
         kill_step = os.environ.get(KILL_AFTER_SAVE_ENV)
         if kill_step:
             trainer.callbacks.append(KillAfterSave(saver, int(kill_step)))
-    path = checkpointer.latest() if args.resume else None
-    if args.resume and path is None:
-        write(f"no checkpoint in {args.checkpoint_dir}: starting from scratch")
-    if path is None:
+    if getattr(args, "resume_from", None):
+        path = args.resume_from
+        try:
+            state = load(path)
+        except (FileNotFoundError, CheckpointError) as e:
+            raise SystemExit(f"pyneural train: cannot resume from {path}: {e}") from None
+    elif args.resume:
+        found = checkpointer.newest_valid(accept=check_training_state)
+        for skipped, problem in found.skipped:
+            write(f"skipped {skipped}: {problem}")
+        if found.path is None:
+            write(f"no {'valid ' if found.skipped else ''}checkpoint in {args.checkpoint_dir}: starting from scratch")
+            return saver, None
+        path, state = found.path, found.state
+    else:
         return saver, None
     try:
-        state = restore_training_state(checkpointer.load(), trainer, train_loader)
+        restore_training_state(state, trainer, train_loader)
     except (CheckpointError, RuntimeError, ValueError, KeyError) as e:
         raise SystemExit(f"pyneural train: cannot resume from {path}: {e}") from None
     if saver is not None:
