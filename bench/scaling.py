@@ -78,7 +78,7 @@ from pyneural.optim import SGD  # noqa: E402
 from pyneural.tensor import Tensor, no_grad  # noqa: E402
 
 PREDICT_IMAGE_SIZE = {"mlp": 8, "cnn": 8, "resnet_small": 32}  # bench/train.py's input shapes
-TRANSPORTS = {"shm": ["--mca", "pml", "ob1", "--mca", "btl", "sm,self"],
+TRANSPORTS = {"default": [], "shm": ["--mca", "pml", "ob1", "--mca", "btl", "sm,self"],
               "tcp": ["--mca", "pml", "ob1", "--mca", "btl", "tcp,self"]}
 ALLREDUCE_SIZES = [4096 * 4**i for i in range(8)]  # 4 KiB .. 64 MiB
 PREDICT_RANKS = (2, 8, 64, 512)
@@ -106,7 +106,7 @@ def parse():
     g = p.add_argument_group("--predict")
     g.add_argument("--predict", action="store_true", help="fit the scaling model, predict, validate")
     g.add_argument("--models", default="mlp,cnn,resnet_small", help="models to predict for")
-    g.add_argument("--transports", default="shm,tcp", help=f"comma-separated subset of {','.join(TRANSPORTS)}")
+    g.add_argument("--transports", default="shm,tcp", help="comma-separated subset of shm,tcp")
     g.add_argument("--micro-batches", type=int, default=4, help="pipeline micro-batches per step")
     g.add_argument("--min-time", type=float, default=0.1, help="seconds per allreduce timing repetition")
     g.add_argument("--no-validate", action="store_true", help="skip the predicted-vs-measured runs")
@@ -284,7 +284,7 @@ def pipeline_worker(args):
                                   "idle_ms": idle / args.steps, "bubble": idle / busy})
 
 
-def launch(ranks, worker_args, transport="shm", idle_limit=0.0):
+def launch(ranks, worker_args, transport, idle_limit=0.0):
     """Run a worker as ``mpirun -np ranks`` over ``transport``, one thread per rank (after waiting
     up to ``idle_limit`` s for idle CPUs); its per-rank results, rank 0's also holding ``load``,
     the 1-minute load average when the job started (how contended the cores were)."""
@@ -317,7 +317,8 @@ def measure_scaling(args):
     for _ in range(args.rounds):
         for ranks, cap in configs:
             print(f"running {ranks} rank(s), OMP_NUM_THREADS=1 each, bucket cap {cap or caps[0]} MiB ...", flush=True)
-            result = dict(launch(ranks, ddp_args(args, args.model, args.image_size, cap or caps[0]))[0], cap=cap)
+            result = dict(launch(ranks, ddp_args(args, args.model, args.image_size, cap or caps[0]), "default")[0],
+                          cap=cap)
             if (ranks, cap) not in best or result["images_per_s"] > best[(ranks, cap)]["images_per_s"]:
                 best[(ranks, cap)] = result
     results = [best[c] for c in configs]
@@ -366,8 +367,8 @@ def probe_compute(args, names):
     for _ in range(args.rounds):
         for name in names:
             print(f"compute: {name}, 1 rank ...", flush=True)
-            r = launch(1, ddp_args(args, name, PREDICT_IMAGE_SIZE[name], DEFAULT_CAP_MB, micro),
-                       idle_limit=args.wait_idle)[0]
+            r = launch(1, ddp_args(args, name, PREDICT_IMAGE_SIZE[name], DEFAULT_CAP_MB, micro), "shm",
+                       args.wait_idle)[0]
             r["compute"] = {"forward": r["forward"], "backward": r["backward"], "step": r["step"]}
             r["total"] = sum(r["compute"].values())
             if name not in probes or r["total"] < probes[name]["total"]:
@@ -580,10 +581,10 @@ def anchor_rows():
 def predict(args):
     names = [n.strip() for n in args.models.split(",") if n.strip()]
     transports = [t.strip() for t in args.transports.split(",") if t.strip()]
-    bad = [n for n in names if n not in models.MODELS] + [t for t in transports if t not in TRANSPORTS]
+    bad = [n for n in names if n not in models.MODELS] + [t for t in transports if t not in ("shm", "tcp")]
     if bad:
         raise SystemExit(f"--predict: unknown models or transports {bad}; models {sorted(models.MODELS)}, "
-                         f"transports {sorted(TRANSPORTS)}")
+                         f"transports shm, tcp")
     rank_counts = sorted({int(r) for r in args.validate_ranks.split(",")})
     started = time.time()
     probes = probe_compute(args, names)
