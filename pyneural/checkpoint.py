@@ -194,20 +194,17 @@ def temp_name(path):
     return os.path.join(directory, f".{base}.tmp-{os.getpid()}")
 
 
-def save(obj, path):
-    """Write ``obj`` (arrays, Tensors, numbers, strings, None, and lists/tuples/dicts of them) to
-    ``path`` atomically: either the complete new file is there afterwards, or the old one (if any)
-    is untouched. Returns ``path``."""
+def write_atomically(path, write, fn):
+    """Create ``path`` through ``write(tmp)``, which writes a temporary file next to it and makes it
+    durable (fsync): then rename it over ``path`` and sync the directory. Either the complete new
+    file is there afterwards, or the old one (if any) is untouched. ``fn`` names the caller in errors."""
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
-        raise FileNotFoundError(f"pn.save: directory {directory!r} does not exist")
+        raise FileNotFoundError(f"{fn}: directory {directory!r} does not exist")
     tmp = temp_name(path)
     try:
-        with _open_temp(tmp) as f:
-            _write_checkpoint(f, obj)
-            f.flush()
-            os.fsync(f.fileno())
+        write(tmp)
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -217,6 +214,18 @@ def save(obj, path):
         raise
     _fsync_directory(directory)
     return path
+
+
+def save(obj, path):
+    """Write ``obj`` (arrays, Tensors, numbers, strings, None, and lists/tuples/dicts of them) to
+    ``path`` atomically: either the complete new file is there afterwards, or the old one (if any)
+    is untouched. Returns ``path``."""
+    def write(tmp):
+        with _open_temp(tmp) as f:
+            _write_checkpoint(f, obj)
+            f.flush()
+            os.fsync(f.fileno())
+    return write_atomically(path, write, "pn.save")
 
 
 # ---- reading --------------------------------------------------------------------------------

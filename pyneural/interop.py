@@ -19,7 +19,7 @@ from collections import OrderedDict
 import numpy as np
 
 from pyneural import backend
-from pyneural.checkpoint import CheckpointError, _fsync_directory, temp_name
+from pyneural.checkpoint import CheckpointError, write_atomically
 from pyneural.nn.module import Module
 from pyneural.tensor import Tensor, wrap
 
@@ -106,27 +106,15 @@ def save_safetensors(state, path, metadata=None):
     if not all(isinstance(k, str) and isinstance(v, str) for k, v in header.items()):
         raise TypeError(f"pn.save_safetensors: metadata must map str to str, got {metadata!r}")
     tensors = _to_torch_names(state)
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise FileNotFoundError(f"pn.save_safetensors: directory {directory!r} does not exist")
-    tmp = temp_name(path)
-    try:
+
+    def write(tmp):
         _safetensors_numpy().save_file(tensors, tmp, metadata=header)
         fd = os.open(tmp, os.O_RDONLY)
         try:
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_directory(directory)
-    return path
+    return write_atomically(path, write, "pn.save_safetensors")
 
 
 def load_safetensors(path, device=None):
