@@ -195,4 +195,29 @@ def flat(a):
     return None
 
 
+# ---- shared by both backends -------------------------------------------------------------------
+def low_dtype(*arrays):
+    """The 16-bit floating dtype (autocast's) among ``arrays`` (None entries skipped), or None."""
+    from pyneural import amp
+    for a in arrays:
+        if a is not None and amp.is_low_precision(a.dtype):
+            return a.dtype
+    return None
+
+
+def widened(low, *arrays):
+    """``arrays`` rounded to the 16-bit dtype ``low``, then held as float32 (exact: products of 16-bit
+    values are exact in fp32, so the fp32 kernels accumulate them as tensor cores would)."""
+    return tuple(None if a is None else (a if a.dtype == low else a.astype(low)).astype(np.float32) for a in arrays)
+
+
+def update_running_stats(running_mean, running_var, mean, var, count, momentum):
+    """Batch norm's running estimates, in place: exponential averages with ``momentum`` of the batch
+    mean and of the unbiased batch variance (PyTorch's rule; ``var`` is the biased one of ``count`` values)."""
+    running_mean *= 1.0 - momentum
+    running_mean += momentum * mean.astype(running_mean.dtype)
+    running_var *= 1.0 - momentum
+    running_var += (momentum * count / (count - 1)) * var.astype(running_var.dtype)
+
+
 from pyneural.backend import cpu, cuda  # noqa: E402,F401  (both backends, importable without CuPy)

@@ -24,18 +24,8 @@ name = "cpu"
 _F32 = np.dtype(np.float32)
 
 
-def _low_dtype(*arrays):
-    """The 16-bit dtype among ``arrays``, or None."""
-    for a in arrays:
-        if a is not None and _amp.is_low_precision(a.dtype):
-            return a.dtype
-    return None
-
-
-def _widened(low, *arrays):
-    """``arrays`` rounded to the 16-bit dtype ``low``, then held as float32 (exact: products of
-    16-bit values are exact in fp32, so the fp32 kernels accumulate them as tensor cores would)."""
-    return tuple(None if a is None else to_low(a, low).astype(_F32) for a in arrays)
+_low_dtype = _layout.low_dtype
+_widened = _layout.widened
 
 
 def _f32(a):
@@ -148,11 +138,7 @@ def batch_norm_forward(x, gamma, beta, running_mean, running_var, training, mome
     if training:
         mean, var = _bn.channel_stats(x)
         if running_mean is not None:
-            count = x.size // x.shape[1]
-            running_mean *= 1.0 - momentum
-            running_mean += momentum * mean.astype(running_mean.dtype)
-            running_var *= 1.0 - momentum
-            running_var += (momentum * count / (count - 1)) * var.astype(running_var.dtype)
+            _layout.update_running_stats(running_mean, running_var, mean, var, x.size // x.shape[1], momentum)
     else:
         mean, var = running_mean.astype(x.dtype), running_var.astype(x.dtype)
     invstd = (1.0 / np.sqrt(var + eps)).astype(x.dtype)

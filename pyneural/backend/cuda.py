@@ -7,7 +7,6 @@ for GEMMs) with fp32 accumulation and fp32 results; an fp32 operand met by a 16-
 16 bits first, as on the CPU."""
 import numpy as np
 
-from pyneural import amp as _amp
 from pyneural import backend as _layout
 from pyneural import backends
 from pyneural.cuda import _backend
@@ -72,16 +71,8 @@ def _contig(a):
     return a if a is None or a.flags.c_contiguous else _backend.cupy().ascontiguousarray(a)
 
 
-def _low_dtype(*arrays):
-    for a in arrays:
-        if a is not None and _amp.is_low_precision(a.dtype):
-            return a.dtype
-    return None
-
-
-def _widened(low, *arrays):
-    """Rounded to 16-bit ``low``, held as float32 (for the fp32 kernels)."""
-    return tuple(None if a is None else (a if a.dtype == low else a.astype(low)).astype(_F32) for a in arrays)
+_low_dtype = _layout.low_dtype
+_widened = _layout.widened
 
 
 def gemm(a, b, *, trans_a=False, trans_b=False, alpha=1.0, beta=0.0, out=None):
@@ -340,11 +331,7 @@ def _batch_norm_forward_xp(x, gamma, beta, running_mean, running_var, training, 
         xhat = x - mean.reshape(bshape)
         var = xp.square(xhat).mean(axis=axes)
         if running_mean is not None:
-            count = x.size // x.shape[1]
-            running_mean *= 1.0 - momentum
-            running_mean += momentum * mean.astype(running_mean.dtype)
-            running_var *= 1.0 - momentum
-            running_var += (momentum * count / (count - 1)) * var.astype(running_var.dtype)
+            _layout.update_running_stats(running_mean, running_var, mean, var, x.size // x.shape[1], momentum)
     else:
         xhat = x - running_mean.reshape(bshape).astype(x.dtype)
         var = running_var.astype(x.dtype)
