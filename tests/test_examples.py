@@ -23,6 +23,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLES = os.path.join(REPO, "examples")
 TORCHVISION_STANDIN = os.path.join(REPO, "tests", "examples_support")
 TIMEOUT = 240
+# the folder holding the pyneural this test imports: the installed package in CI (a source checkout
+# has no compiled _C), the checkout in a development build
+PYNEURAL_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__import__("pyneural").__file__)))
 
 # pyneural import line -> the line of the PyTorch original it replaces ("" for a line the original
 # spells together with the one before: torchvision's ``from torchvision import datasets, transforms``).
@@ -123,7 +126,7 @@ def start(script_text, args, cwd, torch_run):
         f.write(script_text)
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONHASHSEED="0")  # one thread each: the two runs share the CPU
     env.pop("PYNEURAL_CUDA_EMULATE", None)
-    env["PYTHONPATH"] = os.pathsep.join([TORCHVISION_STANDIN] if torch_run else [REPO])
+    env["PYTHONPATH"] = TORCHVISION_STANDIN if torch_run else PYNEURAL_PARENT
     return subprocess.Popen([sys.executable, name, *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 
@@ -155,8 +158,15 @@ def run_both(script, args, root, setup=None):
         if setup is not None:
             setup(workdir)
         procs[torch_run] = start(text, args, workdir, torch_run)
-    out = finish(procs[False], f"examples/{script} on pyneural")
-    torch_out = finish(procs[True], f"the PyTorch original of examples/{script}") if True in procs else None
+    try:
+        out = finish(procs[False], f"examples/{script} on pyneural")
+        torch_out = finish(procs[True], f"the PyTorch original of examples/{script}") if True in procs else None
+    finally:  # a failed run must not leave the other one running (or its pipes open) behind the test
+        for proc in procs.values():
+            if not proc.stdout.closed:  # never finished
+                if proc.poll() is None:
+                    proc.kill()
+                proc.communicate()
     return out, torch_out
 
 
