@@ -31,11 +31,11 @@ from pyneural.functions.shape import (cat, flatten, permute, reshape, squeeze, s
 from pyneural.functions.activation import selu
 from pyneural.functions.arithmetic import (bitwise_not, eq, ge, gt, le, logical_and, logical_not, logical_or,
                                            logical_xor, lt, maximum, minimum, ne, promote_types, result_type)
-from pyneural.functions.elementwise import clip, cos, nonzero, sin
+from pyneural.functions.elementwise import clip, cos, nonzero, sin, tril, triu
 from pyneural.functions.indexing import gather, index_select, masked_fill, scatter, scatter_add
 from pyneural.functions.matmul import bmm, dot, mm, mv, outer
-from pyneural.functions.reduction import all, any, cumsum, logsumexp, std
-from pyneural.functions.shape import chunk, flip, roll, split
+from pyneural.functions.reduction import all, any, cumsum, logsumexp, norm, prod, std
+from pyneural.functions.shape import chunk, flip, narrow, roll, split
 from pyneural.functions.sorting import argsort, sort, topk
 from pyneural.gradcheck import gradcheck
 from pyneural.checkpoint import load, save

@@ -9,6 +9,7 @@ from pyneural.functions import activation as _activation
 from pyneural.functions import conv as _conv
 from pyneural.functions import dropout as _dropout
 from pyneural.functions import embedding as _embedding
+from pyneural.functions import indexing as _indexing
 from pyneural.functions import loss as _loss
 from pyneural.functions import matmul as _matmul
 from pyneural.functions import normalization as _norm
@@ -124,9 +125,37 @@ def group_norm(input, num_groups, weight=None, bias=None, eps=1e-5):
     return _norm.group_norm(input, num_groups, weight, bias, eps)
 
 
+def instance_norm(input, running_mean=None, running_var=None, weight=None, bias=None, use_input_stats=True,
+                  momentum=0.1, eps=1e-5):
+    """Normalise (N, C, *) over each sample's own channel planes, then ``* weight[c] + bias[c]``:
+    group_norm with one channel per group. Running statistics are not supported (PyTorch's
+    default, and what style-transfer networks use): pass none and ``use_input_stats=True``."""
+    if running_mean is not None or running_var is not None or not use_input_stats:
+        raise ValueError("instance_norm: running statistics (running_mean/running_var, use_input_stats=False) "
+                         "are not supported; InstanceNorm normalises each instance by its own statistics here")
+    if input.data.ndim < 3:
+        raise ValueError(f"instance_norm: expected an input (N, C, *) of at least 3 dimensions, got shape "
+                         f"{tuple(input.data.shape)}")
+    return _norm.group_norm(input, input.data.shape[1], weight, bias, eps)
+
+
 def dropout(input, p=0.5, training=True):
     """Zero elements with probability p and scale the rest by 1/(1-p) (training only)."""
     return _dropout.dropout(input, p, training)
+
+
+def one_hot(tensor, num_classes=-1):
+    """int64 one-hot encoding of an int64 tensor, a last dimension of ``num_classes`` (-1: inferred)."""
+    return _indexing.one_hot(tensor, num_classes)
+
+
+def pixel_shuffle(input, upscale_factor):
+    """(*, C r^2, H, W) -> (*, C, H r, W r) (sub-pixel convolution's rearrangement)."""
+    return _shape.pixel_shuffle(input, upscale_factor)
+
+
+def pixel_unshuffle(input, downscale_factor):
+    return _shape.pixel_unshuffle(input, downscale_factor)
 
 
 def embedding(input, weight, padding_idx=None):

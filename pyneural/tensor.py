@@ -681,6 +681,31 @@ class Tensor:
     def type(self, dtype):
         return self.to(dtype=dtype)
 
+    def type_as(self, other):
+        return self.to(dtype=other.dtype)
+
+    # -- new tensors like this one (its dtype and device unless told otherwise) ---------------------
+
+    def _new(self, make, dtype, device, requires_grad, *args):
+        from pyneural import creation
+        return getattr(creation, make)(*args, dtype=self.dtype if dtype is None else dtype,
+                                       device=self.device if device is None else device, requires_grad=requires_grad)
+
+    def new_tensor(self, data, dtype=None, device=None, requires_grad=False):
+        return self._new("tensor", dtype, device, requires_grad, data)
+
+    def new_zeros(self, *size, dtype=None, device=None, requires_grad=False):
+        return self._new("zeros", dtype, device, requires_grad, *size)
+
+    def new_ones(self, *size, dtype=None, device=None, requires_grad=False):
+        return self._new("ones", dtype, device, requires_grad, *size)
+
+    def new_empty(self, *size, dtype=None, device=None, requires_grad=False):
+        return self._new("empty", dtype, device, requires_grad, *size)
+
+    def new_full(self, size, fill_value, dtype=None, device=None, requires_grad=False):
+        return self._new("full", dtype, device, requires_grad, size, fill_value)
+
     def float(self):
         return self.to(dtype=np.float32)
 
@@ -786,6 +811,12 @@ class Tensor:
 
     def masked_fill_(self, mask, value):
         return _inplace.masked_fill_(self, mask, value)
+
+    def scatter_(self, dim, index, src=None, value=None, reduce=None):
+        return _inplace.scatter_(self, dim, index, src, value, reduce)
+
+    def scatter_add_(self, dim, index, src):
+        return _inplace.scatter_add_(self, dim, index, src)
 
     def uniform_(self, a=0.0, b=1.0):
         from pyneural import random as _random
@@ -1045,6 +1076,12 @@ class Tensor:
     def sum(self, dim=None, keepdim=False, dtype=None):
         return _reduction.sum(self, dim, keepdim, dtype)
 
+    def prod(self, dim=None, keepdim=False, dtype=None):
+        return _reduction.prod(self, dim, keepdim, dtype)
+
+    def norm(self, p="fro", dim=None, keepdim=False, dtype=None):
+        return _reduction.norm(self, p, dim, keepdim, dtype)
+
     def mean(self, dim=None, keepdim=False, dtype=None):
         return _reduction.mean(self, dim, keepdim, dtype)
 
@@ -1150,6 +1187,18 @@ class Tensor:
 
     def chunk(self, chunks, dim=0):
         return _shape.chunk(self, chunks, dim)
+
+    def narrow(self, dim, start, length):
+        return _shape.narrow(self, dim, start, length)
+
+    def unfold(self, dimension, size, step):
+        return _shape.unfold(self, dimension, size, step)
+
+    def triu(self, diagonal=0):
+        return _elementwise.triu(self, diagonal)
+
+    def tril(self, diagonal=0):
+        return _elementwise.tril(self, diagonal)
 
 
 _new_tensor = object.__new__

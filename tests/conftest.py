@@ -143,6 +143,30 @@ def rel_err(out, ref):
     return np.linalg.norm(out - ref) / (denom if denom > 0 else 1.0)
 
 
+def assert_close_bound(out, ref, k, magnitude, eps=np.finfo(np.float32).eps, c=1.0, what="result"):
+    """Elementwise, ``out`` is within the rounding bound of a sum of ``k`` products in the working
+    precision: |out - ref| <= c * k * eps * magnitude + eps * |ref|.
+
+    ``ref`` is the float64 answer; ``magnitude`` the same sum over the terms' absolute values (|A| @ |B|
+    for a GEMM, the same convolution of |x| and |w|, sum(|x|) for a reduction); ``eps`` the working
+    dtype's machine epsilon (2u). Any order of summation, FMA or not, blocked or split across threads,
+    errs by at most gamma_k = k u / (1 - k u) times ``magnitude``, so c = 1 holds with a factor ~2 to
+    spare; the last term is the rounding of the result itself. Unlike a relative error it does not
+    blow up where a short sum cancels, and unlike a norm it sees a single wrong element."""
+    out = np.asarray(out, dtype=np.float64)
+    ref = np.asarray(ref, dtype=np.float64)
+    assert out.shape == ref.shape, f"{what}: shape {out.shape} != {ref.shape}"
+    bound = c * k * eps * np.asarray(magnitude, dtype=np.float64) + eps * np.abs(ref)
+    err = np.abs(out - ref)
+    bad = ~(err <= bound)  # NaN counts as a failure
+    if bad.any():
+        i = np.unravel_index(np.argmax(np.where(bad, np.nan_to_num(err / np.maximum(bound, 1e-300), nan=np.inf),
+                                                 -1)), out.shape)
+        raise AssertionError(f"{what}: {bad.sum()} of {out.size} elements beyond the rounding bound (k={k}, "
+                             f"eps={eps:.3g}, c={c}); worst at {tuple(map(int, i))}: |{float(out[i])!r} - "
+                             f"{float(ref[i])!r}| = {err[i]:.3g} > {bound[i]:.3g}")
+
+
 def poisoned(shape, dtype=np.float32):
     """An array full of NaN: any element a kernel forgets to write shows up in rel_err."""
     return np.full(shape, np.nan, dtype=dtype)

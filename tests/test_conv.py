@@ -6,7 +6,7 @@ import itertools
 
 import numpy as np
 import pytest
-from conftest import poisoned, rel_err
+from conftest import assert_close_bound, poisoned, rel_err
 
 from pyneural import _C
 from pyneural.kernels import conv
@@ -73,6 +73,14 @@ def _references(x, w, dy, c):
             conv.backward_weight_numpy(dy64, x64, w.shape, *_hyper(c)))
 
 
+def _term_counts(c):
+    """How many products each output element of forward, backward-data and backward-weight sums
+    (backward-data: at most; a stride skips some): the k of their rounding bounds."""
+    Ho, Wo = _out_hw(c)
+    taps = c["kh"] * c["kw"]
+    return c["C"] // c["groups"] * taps, c["Co"] // c["groups"] * taps, c["N"] * Ho * Wo
+
+
 @pytest.fixture(params=["generic", "avx2", "avx512"])
 def isa(request):
     """Runs the test on one SIMD path of the C++ kernels (skipped where the CPU lacks it)."""
@@ -95,16 +103,21 @@ def test_float32_kernels_match_numpy(isa, rng, name):
     Ho, Wo = _out_hw(c)
     dy = rng.standard_normal((c["N"], c["Co"], Ho, Wo)).astype(np.float32)
     y_ref, dx_ref, dw_ref = _references(x, w, dy, c)
+    y_mag, dx_mag, dw_mag = _references(np.abs(x), np.abs(w), np.abs(dy), c)  # the same sums of |terms|
+    k_y, k_dx, k_dw = _term_counts(c)
     for parallel in PARALLEL:
         y = poisoned(y_ref.shape)
         _C.conv2d_forward(x, w, None, y, *_hyper(c), False, parallel)
         assert rel_err(y, y_ref) < TOL, ("forward", parallel)
+        assert_close_bound(y, y_ref, k_y, y_mag, what=f"forward ({parallel})")
         dx = poisoned(x.shape)
         _C.conv2d_backward_data(dy, w, dx, *_hyper(c), parallel)
         assert rel_err(dx, dx_ref) < TOL, ("backward_data", parallel)
+        assert_close_bound(dx, dx_ref, k_dx, dx_mag, what=f"backward_data ({parallel})")
         dw = poisoned(w.shape)
         _C.conv2d_backward_weight(dy, x, dw, *_hyper(c), parallel)
         assert rel_err(dw, dw_ref) < TOL, ("backward_weight", parallel)
+        assert_close_bound(dw, dw_ref, k_dw, dw_mag, what=f"backward_weight ({parallel})")
 
 
 @pytest.mark.parametrize("name", ["3x3-s2-p1", "groups2", "small-images-batch"])

@@ -6,7 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from conftest import poisoned, rel_err, subprocess_env
+from conftest import assert_close_bound, poisoned, rel_err, subprocess_env
 
 from pyneural import _C
 from pyneural.kernels.gemm import gemm
@@ -89,6 +89,7 @@ def test_matches_float64(rng, isa, m, n, k, trans_a, trans_b):
     result = gemm(a, b, trans_a=trans_a, trans_b=trans_b, out=out)
     assert result is out
     assert bounded_err(out, a, b, trans_a, trans_b) < 1e-5
+    assert_close_bound(out, reference(a, b, trans_a, trans_b), k, reference(np.abs(a), np.abs(b), trans_a, trans_b))
 
 
 @pytest.mark.parametrize("trans_a,trans_b", TRANSPOSES)
@@ -97,8 +98,10 @@ def test_alpha_beta_accumulate(rng, isa, m, n, k, trans_a, trans_b):
     a, b = operands(rng, m, n, k, trans_a, trans_b)
     c = rng.standard_normal((m, n)).astype(np.float32)
     expected = -0.5 * reference(a, b, trans_a, trans_b) + 0.75 * c.astype(np.float64)
+    magnitude = 0.5 * reference(np.abs(a), np.abs(b), trans_a, trans_b) + 0.75 * np.abs(c.astype(np.float64))
     gemm(a, b, trans_a=trans_a, trans_b=trans_b, alpha=-0.5, beta=0.75, out=c)
     assert rel_err(c, expected) < 1e-5
+    assert_close_bound(c, expected, k + 2, magnitude)  # k products, then alpha and beta
 
 
 def test_beta_one_adds(rng, isa):

@@ -1,5 +1,5 @@
 """Elementwise math: exp, log, sqrt, abs, sin, cos, clamp/clip (number or tensor bounds), where,
-and the copy/cast ops."""
+triu/tril, and the copy/cast ops."""
 import numpy as np
 
 from pyneural.functions import arithmetic as _arith
@@ -213,9 +213,9 @@ def where(condition, a=None, b=None):
     ``nonzero(condition, as_tuple=True)``."""
     if a is None and b is None:
         return nonzero(condition, as_tuple=True)
-    like = a if isinstance(a, Tensor) else b
+    like = a if isinstance(a, Tensor) else b if isinstance(b, Tensor) else condition
     if not isinstance(like, Tensor):
-        raise TypeError("where: at least one of a and b must be a Tensor")
+        raise TypeError(f"where: expected a Tensor condition or operand, got {type(condition).__name__}")
     xp = get_array_module(like.data)
     cond = condition.data if isinstance(condition, Tensor) else xp.asarray(condition)
     if cond.dtype != np.bool_:
@@ -228,6 +228,26 @@ def where(condition, a=None, b=None):
     if not isinstance(b, Tensor):
         b = wrap(xp.asarray(b, dtype=dt))
     return Where(cond).apply(a, b)
+
+
+def _triangle(fn, x, diagonal, upper):
+    if x.data.ndim < 2:
+        raise RuntimeError(f"{fn}: input tensor must have at least 2 dimensions, got shape {tuple(x.data.shape)}")
+    xp = get_array_module(x.data)
+    rows, cols = x.data.shape[-2:]
+    # tri(k=d): ones on and below diagonal d. Upper keeps column - row >= d, i.e. not below diagonal d - 1.
+    below = xp.tri(rows, cols, k=diagonal - 1 if upper else diagonal, dtype=bool)
+    return where(wrap(~below if upper else below), x, 0)
+
+
+def triu(input, diagonal=0):
+    """The elements on and above ``diagonal`` of the last two dimensions; the rest zero."""
+    return _triangle("triu", input, int(diagonal), True)
+
+
+def tril(input, diagonal=0):
+    """The elements on and below ``diagonal`` of the last two dimensions; the rest zero."""
+    return _triangle("tril", input, int(diagonal), False)
 
 
 def nonzero(input, as_tuple=False):

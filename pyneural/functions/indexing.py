@@ -219,6 +219,23 @@ def index_select(input, dim, index):
     return IndexSelect(axis, idx).apply(x)
 
 
+def one_hot(tensor, num_classes=-1):
+    """int64 ``(*shape, num_classes)``: 1 at each entry's class, 0 elsewhere (``num_classes=-1``:
+    one more than the largest entry). Not differentiable, as in PyTorch."""
+    idx = _index_array("one_hot", tensor, tensor)
+    if idx.dtype != np.int64:
+        raise RuntimeError(f"one_hot is only applicable to index tensor of type int64, got {idx.dtype}")
+    xp = get_array_module(idx)
+    if num_classes == -1:
+        if idx.size == 0:
+            raise RuntimeError("one_hot: can not infer the total number of classes from an empty tensor")
+        num_classes = int(idx.max()) + 1
+    if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= num_classes):
+        raise RuntimeError(f"one_hot: class values must be in [0, {num_classes}), got values from "
+                           f"{int(idx.min())} to {int(idx.max())}")
+    return wrap((idx[..., None] == xp.arange(num_classes)).astype(np.int64))
+
+
 def masked_fill(input, mask, value):
     """``value`` where ``mask`` (bool, broadcasting) is True, ``input`` elsewhere."""
     xp = get_array_module(input.data)

@@ -306,6 +306,17 @@ def overwrite_(what, x, array):
     return run(what, x, Overwrite(), wrap(array))
 
 
+def scatter_(x, dim, index, src=None, value=None, reduce=None):
+    """``x.scatter_``: the out-of-place scatter of a copy, written back (as clamp_ with tensor bounds)."""
+    from pyneural.functions import elementwise, indexing
+    return run("scatter_", x, Overwrite(), indexing.scatter(elementwise.clone(x), dim, index, src, value, reduce))
+
+
+def scatter_add_(x, dim, index, src):
+    from pyneural.functions import elementwise, indexing
+    return run("scatter_add_", x, Overwrite(), indexing.scatter_add(elementwise.clone(x), dim, index, src))
+
+
 def masked_fill_(x, mask, value):
     mask_arr = mask.data if isinstance(mask, Tensor) else get_array_module(x.data).asarray(mask)
     if mask_arr.dtype != np.bool_:

@@ -1,5 +1,5 @@
-"""Reductions: sum, mean, var/std, logsumexp, max/min and argmax/argmin, any/all, and cumsum,
-over all elements or chosen dims.
+"""Reductions: sum, prod, mean, var/std, norm, logsumexp, max/min and argmax/argmin, any/all, and
+cumsum, over all elements or chosen dims.
 
 ``max(dim)``/``min(dim)`` return ``(values, indices)`` like PyTorch, and the gradient goes to the
 one element the index names. The full reductions ``max()``/``min()`` split the gradient evenly
@@ -185,6 +185,76 @@ class MaxDim(Function):
         return (gx,)
 
 
+class Prod(Function):
+    """The product over one axis (or all elements). Backward multiplies the gradient by the product
+    of the *other* elements, from exclusive running products from both ends, so zeros in the
+    input give the right gradient (``prod / x`` would divide by them)."""
+
+    def __init__(self, axis, keepdims):
+        self.axis, self.keepdims = axis, keepdims
+
+    def forward(self, x):
+        self.x = x
+        return get_array_module(x).prod(x, axis=self.axis, keepdims=self.keepdims)
+
+    def backward(self, gy):
+        xp = get_array_module(gy)
+        x = self.x if self.axis is not None else self.x.reshape(-1)
+        axis = 0 if self.axis is None else self.axis
+        last = xp.moveaxis(x, axis, -1)
+        ones = xp.ones(last.shape[:-1] + (1,), dtype=x.dtype)
+        before = xp.concatenate([ones, xp.cumprod(last, axis=-1)[..., :-1]], axis=-1)
+        after = xp.concatenate([xp.cumprod(last[..., ::-1], axis=-1)[..., ::-1][..., 1:], ones], axis=-1)
+        g = gy if self.keepdims or self.axis is None else xp.expand_dims(gy, axis)
+        g = xp.moveaxis(xp.reshape(g, (1,) * x.ndim) if self.axis is None else g, axis, -1)
+        return (xp.moveaxis(g * before * after, -1, axis).reshape(self.x.shape).astype(self.x.dtype),)
+
+
+class Norm(Function):
+    """The vector p-norm over ``axes``: (sum |x|^p)^(1/p); p = inf/-inf the largest/smallest |x|,
+    p = 0 the count of nonzeros. Backward is PyTorch's: zero where the norm is zero, an inf-norm's
+    gradient shared evenly between tied extremes."""
+
+    def __init__(self, p, axes, keepdims):
+        self.p, self.axes, self.keepdims = p, axes, keepdims
+
+    def forward(self, x):
+        xp = get_array_module(x)
+        a, p, axes = xp.abs(x), self.p, self.axes
+        if p == 2:
+            y = xp.sqrt(xp.sum(x * x, axis=axes, keepdims=True))
+        elif p == float("inf"):
+            y = xp.max(a, axis=axes, keepdims=True)
+        elif p == float("-inf"):
+            y = xp.min(a, axis=axes, keepdims=True)
+        elif p == 0:
+            y = xp.sum(x != 0, axis=axes, keepdims=True).astype(x.dtype)
+        else:
+            y = xp.sum(a ** p, axis=axes, keepdims=True) ** (1.0 / p)
+        self.x, self.y = x, y
+        return y if self.keepdims else xp.squeeze(y, axis=axes) if axes is not None else y.reshape(())
+
+    def backward(self, gy):
+        xp = get_array_module(gy)
+        x, y, p = self.x, self.y, self.p
+        g = gy.reshape(y.shape)
+        if p == 0:
+            return (xp.zeros_like(x),)
+        if p in (float("inf"), float("-inf")):
+            extreme = xp.abs(x) == y
+            share = extreme / xp.sum(extreme, axis=self.axes, keepdims=True)
+            return (g * xp.sign(x) * share,)
+        safe = xp.where(y == 0, 1, y)
+        if p == 2:
+            scale = x / safe
+        elif p == 1:
+            scale = xp.sign(x)
+        else:
+            magnitude = xp.where(x == 0, 1, xp.abs(x))  # sign(0) = 0 zeroes these; 0 ** (p - 1) may be inf
+            scale = xp.sign(x) * magnitude ** (p - 1) / safe ** (p - 1)
+        return (xp.where(y == 0, 0, g * scale).astype(x.dtype),)
+
+
 def _with_dtype(x, dtype):
     if dtype is None or np.dtype(dtype) == x.data.dtype:
         return x
@@ -198,6 +268,31 @@ def sum(x, dim=None, keepdim=False, dtype=None):
     if dtype is None and x.data.dtype.kind in "biu" and x.data.dtype != np.int64:
         x = _with_dtype(x, np.int64)
     return Sum(_axes(dim, x.data.ndim, "sum"), keepdim).apply(x)
+
+
+def prod(x, dim=None, keepdim=False, dtype=None):
+    """Product over one ``dim`` (an int) or all elements; bool and integer tensors multiply in int64."""
+    x = _with_dtype(x, dtype)
+    if dtype is None and x.data.dtype.kind in "biu" and x.data.dtype != np.int64:
+        x = _with_dtype(x, np.int64)
+    if dim is not None and not isinstance(dim, (int, np.integer)):
+        raise TypeError(f"prod: dim must be an int or None, got {type(dim).__name__}")
+    axes = _axes(dim, x.data.ndim, "prod")
+    return Prod(axes[0] if axes else None, keepdim and dim is not None).apply(x)
+
+
+def norm(x, p="fro", dim=None, keepdim=False, dtype=None):
+    """The vector ``p``-norm over ``dim`` (an int, a tuple, or None for all elements), as
+    ``torch.norm``: p a number, ``inf``/``-inf``, or "fro" (the 2-norm of all elements taken)."""
+    if p == "fro":
+        p = 2
+    if isinstance(p, str) or isinstance(p, bool) or not isinstance(p, (int, float, np.integer, np.floating)):
+        raise ValueError(f"norm: p must be a number, inf, -inf or 'fro', got {p!r} (matrix norms such as 'nuc' "
+                         f"are not supported)")
+    x = _with_dtype(x, dtype)
+    if not x.is_floating_point():
+        raise TypeError(f"norm: needs a floating point tensor, got {x.data.dtype}; pass dtype= or cast first")
+    return Norm(float(p), _axes(dim, x.data.ndim, "norm"), keepdim).apply(x)
 
 
 def mean(x, dim=None, keepdim=False, dtype=None):

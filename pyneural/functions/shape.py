@@ -1,5 +1,6 @@
 """Shape ops: reshape, transpose/permute, squeeze/unsqueeze, expand, repeat, flip, roll, indexing,
-split/chunk, cat and stack.
+narrow, split/chunk, cat and stack; ``unfold`` (sliding windows) and ``pixel_shuffle`` /
+``pixel_unshuffle``, composed from them.
 
 Forward returns a numpy view wherever numpy gives one; backward undoes the shape change on the
 gradient. Indexing scatters its gradient back: plain assignment for basic (slice) indexing,
@@ -305,6 +306,72 @@ def getitem(x, key, user_key=None):
         out._creator.base = x if x_is_view else weakref.ref(x)
         out._creator.user_key = original if user_key is None else user_key
     return out
+
+
+def narrow(x, dim, start, length):
+    """``x`` restricted to ``start .. start + length`` along ``dim`` (a view, as PyTorch's)."""
+    axis = _dim(dim, x.data.ndim, "narrow")
+    size = x.data.shape[axis]
+    start = int(start) + size if int(start) < 0 else int(start)
+    if not 0 <= start <= size or length < 0 or start + length > size:
+        raise IndexError(f"narrow: start ({start}) + length ({length}) exceeds dimension size ({size}) of dim {dim}")
+    return getitem(x, (slice(None),) * axis + (slice(start, start + int(length)),))
+
+
+def unfold(x, dimension, size, step):
+    """Every ``size``-long window along ``dimension``, ``step`` apart: that dimension becomes the
+    window count and a last dimension of ``size`` is added (PyTorch's ``Tensor.unfold``). Composed
+    of a gather (``index_select``) and a reshape, so it is a copy, not a view."""
+    from pyneural.functions.indexing import index_select
+    axis = _dim(dimension, x.data.ndim, "unfold")
+    n = x.data.shape[axis] if x.data.ndim else 1
+    if size < 0 or size > n:
+        raise RuntimeError(f"unfold: maximum size for tensor at dimension {axis} is {n} but size is {size}")
+    if step <= 0:
+        raise RuntimeError(f"unfold: step is {step} but must be > 0")
+    windows = (n - size) // step + 1
+    positions = (np.arange(windows)[:, None] * step + np.arange(size)[None, :]).reshape(-1)
+    xp = get_array_module(x.data)
+    picked = index_select(x if x.data.ndim else reshape(x, (1,)), axis, Tensor(xp.asarray(positions)))
+    shape = x.data.shape[:axis] + (windows, size) + x.data.shape[axis + 1:]
+    order = [d for d in range(len(shape)) if d != axis + 1] + [axis + 1]
+    return permute(reshape(picked, shape), tuple(order))
+
+
+def _check_shuffle(fn, x, factor):
+    if isinstance(factor, bool) or not isinstance(factor, (int, np.integer)) or factor < 1:
+        raise ValueError(f"{fn}: the factor must be a positive int, got {factor!r}")
+    if x.data.ndim < 3:
+        raise RuntimeError(f"{fn}: expected an input of at least 3 dimensions (..., C, H, W), got shape "
+                           f"{tuple(x.data.shape)}")
+
+
+def pixel_shuffle(x, upscale_factor):
+    """(..., C r^2, H, W) -> (..., C, H r, W r): each group of r^2 channels becomes an r x r block."""
+    r = upscale_factor
+    _check_shuffle("pixel_shuffle", x, r)
+    *lead, c, h, w = x.data.shape
+    if c % (r * r):
+        raise RuntimeError(f"pixel_shuffle expects its input's 'channel' dimension to be divisible by the square "
+                           f"of upscale_factor, but input.size(-3)={c} is not divisible by {r * r}")
+    k = len(lead)
+    y = reshape(x, (*lead, c // (r * r), r, r, h, w))
+    y = permute(y, tuple(range(k + 1)) + (k + 3, k + 1, k + 4, k + 2))
+    return reshape(y, (*lead, c // (r * r), h * r, w * r))
+
+
+def pixel_unshuffle(x, downscale_factor):
+    """The inverse of ``pixel_shuffle``: (..., C, H r, W r) -> (..., C r^2, H, W)."""
+    r = downscale_factor
+    _check_shuffle("pixel_unshuffle", x, r)
+    *lead, c, h, w = x.data.shape
+    if h % r or w % r:
+        raise RuntimeError(f"pixel_unshuffle expects height ({h}) and width ({w}) to be divisible by "
+                           f"downscale_factor ({r})")
+    k = len(lead)
+    y = reshape(x, (*lead, c, h // r, r, w // r, r))
+    y = permute(y, tuple(range(k + 1)) + (k + 2, k + 4, k + 1, k + 3))
+    return reshape(y, (*lead, c * r * r, h // r, w // r))
 
 
 def cat(tensors, dim=0):

@@ -7,6 +7,8 @@ from pyneural.nn.container import ModuleList, Sequential
 from pyneural.nn.container import ModuleDict
 from pyneural.nn.conv import Conv1d, Conv2d, ConvTranspose2d
 from pyneural.nn.pool import AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d, MaxPool2d, Upsample
+from pyneural.nn.pool import PixelShuffle, PixelUnshuffle
+from pyneural.nn.padding import ConstantPad2d, ReflectionPad2d, ReplicationPad2d, ZeroPad2d
 from pyneural.nn.dropout import Dropout
 from pyneural.nn.linear import Flatten, Identity, Linear
 from pyneural.nn.linear import Unflatten
@@ -15,7 +17,7 @@ from pyneural.nn.loss import (BCELoss, BCEWithLogitsLoss, HuberLoss, KLDivLoss, 
                               SmoothL1Loss)
 from pyneural.nn.module import Module, Parameter
 from pyneural.nn.normalization import BatchNorm1d, BatchNorm2d
-from pyneural.nn.normalization import GroupNorm, LayerNorm
+from pyneural.nn.normalization import GroupNorm, InstanceNorm2d, LayerNorm
 from pyneural.nn.sparse import Embedding
 from pyneural import functional
 
@@ -29,3 +31,5 @@ __all__ += ["ModuleDict", "Conv1d", "ConvTranspose2d", "AdaptiveAvgPool2d", "Ada
             "Unflatten", "LayerNorm", "GroupNorm"]
 __all__ += ["ELU", "SELU", "Hardsigmoid", "Hardswish", "Hardtanh", "LeakyReLU", "Mish", "ReLU6", "SiLU", "Softplus",
             "BCELoss", "BCEWithLogitsLoss", "HuberLoss", "KLDivLoss", "L1Loss", "NLLLoss", "SmoothL1Loss"]
+__all__ += ["InstanceNorm2d", "PixelShuffle", "PixelUnshuffle", "ConstantPad2d", "ReflectionPad2d",
+            "ReplicationPad2d", "ZeroPad2d"]

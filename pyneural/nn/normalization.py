@@ -1,6 +1,6 @@
 """BatchNorm1d and BatchNorm2d: learnable per-channel scale/shift and running statistics kept as
-buffers (running_mean, running_var, num_batches_tracked, as in PyTorch's state_dict). LayerNorm and
-GroupNorm: per-sample statistics, no buffers."""
+buffers (running_mean, running_var, num_batches_tracked, as in PyTorch's state_dict). LayerNorm,
+GroupNorm and InstanceNorm2d: per-sample statistics, no buffers."""
 import numpy as np
 
 from pyneural import functional as F
@@ -122,3 +122,33 @@ class GroupNorm(Module):
 
     def extra_repr(self):
         return f"{self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.affine}"
+
+
+class InstanceNorm2d(Module):
+    """Normalise each sample's channel planes of (N, C, H, W) (or one unbatched (C, H, W)) by their
+    own mean and biased variance; per-channel weight (ones) and bias (zeros) when ``affine``
+    (PyTorch's default is no affine, no running statistics). ``track_running_stats=True`` is refused."""
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=False, track_running_stats=False, dtype=None):
+        super().__init__()
+        if track_running_stats:
+            raise ValueError("InstanceNorm2d: track_running_stats=True is not supported (each instance is "
+                             "normalised by its own statistics, in training and in evaluation)")
+        self.num_features, self.eps, self.momentum, self.affine = int(num_features), float(eps), momentum, bool(affine)
+        self.track_running_stats = False
+        dtype = np.dtype(dtype or np.float32)
+        self.weight = Parameter(np.ones(self.num_features, dtype)) if affine else None
+        self.bias = Parameter(np.zeros(self.num_features, dtype)) if affine else None
+
+    def forward(self, x):
+        shape = input_shape(self, x)
+        if len(shape) not in (3, 4) or shape[-3] != self.num_features:
+            raise ValueError(f"{self!r}: expected input (N, {self.num_features}, H, W) or ({self.num_features}, H, W), "
+                             f"got {shape}")
+        batched = x if len(shape) == 4 else x.unsqueeze(0)
+        y = F.instance_norm(batched, weight=self.weight, bias=self.bias, eps=self.eps)
+        return y if len(shape) == 4 else y.squeeze(0)
+
+    def extra_repr(self):
+        return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, " \
+               f"track_running_stats=False"

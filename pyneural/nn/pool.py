@@ -1,8 +1,9 @@
 """The 2-D pooling and resampling layers: MaxPool2d and AvgPool2d (fixed windows, with PyTorch's
 dilation, ceil_mode and divisor_override), AdaptiveAvgPool2d and AdaptiveMaxPool2d (a fixed output
-size), Upsample (nearest, bilinear)."""
+size), Upsample (nearest, bilinear), PixelShuffle and PixelUnshuffle."""
 from pyneural.functions import pool as _pool
 from pyneural.functions import resample as _resample
+from pyneural.functions import shape as _shape
 from pyneural.kernels._checks import pair
 from pyneural.nn.linear import input_shape
 from pyneural.nn.module import Module
@@ -125,3 +126,33 @@ class Upsample(Module):
     def extra_repr(self):
         what = f"size={self.size}" if self.size is not None else f"scale_factor={self.scale_factor}"
         return f"{what}, mode={self.mode!r}"
+
+
+class PixelShuffle(Module):
+    """(N, C r^2, H, W) -> (N, C, H r, W r): F.pixel_shuffle as a layer (sub-pixel upsampling)."""
+
+    def __init__(self, upscale_factor):
+        super().__init__()
+        self.upscale_factor = upscale_factor
+
+    def forward(self, x):
+        input_shape(self, x)
+        return _shape.pixel_shuffle(x, self.upscale_factor)
+
+    def extra_repr(self):
+        return f"upscale_factor={self.upscale_factor}"
+
+
+class PixelUnshuffle(Module):
+    """The inverse of PixelShuffle: (N, C, H r, W r) -> (N, C r^2, H, W)."""
+
+    def __init__(self, downscale_factor):
+        super().__init__()
+        self.downscale_factor = downscale_factor
+
+    def forward(self, x):
+        input_shape(self, x)
+        return _shape.pixel_unshuffle(x, self.downscale_factor)
+
+    def extra_repr(self):
+        return f"downscale_factor={self.downscale_factor}"
