@@ -2,6 +2,7 @@
 
     python bench/allreduce.py                          # launches mpirun -np 2 itself
     python bench/allreduce.py --np 4 --max-mb 64 --bf16
+    python bench/allreduce.py --transport tcp          # Open MPI's TCP path, as between machines
     mpirun -np 8 --hostfile hosts python bench/allreduce.py   # under your own launcher
 
 For each message size (4 KiB .. 256 MiB, float32) three ways of summing it over all ranks,
@@ -18,6 +19,10 @@ Bandwidth follows nccl-tests: algbw = bytes / time, busbw = algbw * 2(n-1)/n (th
 rank's link really carries in a bandwidth-optimal allreduce). ``ratio`` = raw time / bucketed
 time, i.e. bucketed busbw / raw busbw; the goal is >= 0.95 where bandwidth, not latency, rules.
 Times are the max over ranks of the mean per call, median over --repeat repetitions.
+
+``--transport sm|tcp`` forces Open MPI's transport when the script launches mpirun itself
+(``pml ob1`` with the ``sm`` or ``tcp`` BTL, plus ``self``); without it MPI picks (shared memory
+on one host). Under your own launcher pass the same as ``--mca pml ob1 --mca btl self,tcp``.
 
 Each rank runs with OMP_NUM_THREADS=1 (set by the self-launch); the machine this was written on
 has 2 cores shared with other work, so compare numbers within one run only.
@@ -38,6 +43,8 @@ from pyneural.distributed.launch import launched_by_mpirun, mpirun_command  # no
 KIB = 1024
 SIZES = [4 * KIB * 4**i for i in range(9)]  # 4 KiB .. 256 MiB
 TENSOR_BYTES = 2**20
+TRANSPORTS = {"sm": {"OMPI_MCA_pml": "ob1", "OMPI_MCA_btl": "self,sm"},
+              "tcp": {"OMPI_MCA_pml": "ob1", "OMPI_MCA_btl": "self,tcp"}}
 
 
 def parse():
@@ -47,14 +54,18 @@ def parse():
     p.add_argument("--bucket-cap-mb", type=float, default=25)
     p.add_argument("--min-time", type=float, default=0.2, help="seconds per timed repetition (about)")
     p.add_argument("--bf16", action="store_true", help="also time the bf16-compressed bucketed path")
+    p.add_argument("--transport", choices=sorted(TRANSPORTS), default=None,
+                   help="force Open MPI's shared-memory or TCP transport (default: MPI's choice)")
     return p.parse_args()
 
 
 def relaunch(args):
     """Run this script under mpirun with one thread per rank; return its exit code."""
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    forced = TRANSPORTS.get(args.transport, {})
+    env = dict(os.environ, OMP_NUM_THREADS="1", **forced)
     cmd = mpirun_command(args.np, [os.path.abspath(__file__)] + sys.argv[1:])
-    print("launching:", " ".join(cmd), "(OMP_NUM_THREADS=1 per rank)", flush=True)
+    print("launching:", " ".join(cmd), "(OMP_NUM_THREADS=1 per rank"
+          + "".join(f", {k}={v}" for k, v in forced.items()) + ")", flush=True)
     return subprocess.run(cmd, env=env).returncode
 
 
@@ -147,8 +158,10 @@ def worker(args):
                ("copies_us", "+copies us", "{:.1f}"), ("ratio_copies", "+copies ratio", "{:.3f}")]
     if args.bf16:
         columns += [("bf16_us", "bf16 us", "{:.1f}"), ("bf16_busbw", "bf16 busbw (fp32 bytes)", "{:.2f}")]
-    title = (f"allreduce, float32, {n} ranks ({world.local_size} on this host), OMP_NUM_THREADS="
-             f"{os.environ.get('OMP_NUM_THREADS', 'unset')}, {MPI.Get_library_version().splitlines()[0].strip()}; "
+    transport = args.transport or f"MPI's choice (btl {os.environ.get('OMPI_MCA_btl', 'default')})"
+    title = (f"allreduce, float32, {n} ranks ({world.local_size} on this host), transport {transport}, "
+             f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, "
+             f"{MPI.Get_library_version().splitlines()[0].strip()}; "
              f"bucket cap {args.bucket_cap_mb:g} MiB; busbw = algbw * 2(n-1)/n; ratio = raw time / bucketed time")
     report(rows, columns, args, title, plot=_plot)
 
@@ -172,6 +185,12 @@ def main():
     args = parse()
     if not launched_by_mpirun():
         raise SystemExit(relaunch(args))
+    forced = TRANSPORTS.get(args.transport, {})
+    unmet = {k: v for k, v in forced.items() if os.environ.get(k) != v}
+    if unmet:
+        raise SystemExit(f"bench/allreduce.py: --transport {args.transport} needs Open MPI's "
+                         + " ".join(f"--mca {k[len('OMPI_MCA_'):]} {v}" for k, v in unmet.items())
+                         + " from your launcher (or let this script launch mpirun itself)")
     worker(args)
 
 
