@@ -6,6 +6,7 @@ the measured rows, never typed by hand.
 """
 import argparse
 import json
+import textwrap
 import time
 
 
@@ -48,7 +49,8 @@ def report(rows, columns, args, title, plot=None):
         fig, ax = plt.subplots(figsize=(8, 5))
         if plot is not None:
             plot(rows, ax)
-        ax.set_title(title)
+        # a long title wrapped to the figure's width, so tight_layout keeps all of it inside the picture
+        ax.set_title("\n".join(textwrap.wrap(title, 110)), fontsize=8)
         fig.tight_layout()
         fig.savefig(args.plot, dpi=120)
         print(f"wrote {args.plot}")

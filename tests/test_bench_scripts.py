@@ -1,0 +1,59 @@
+"""Every script in bench/ runs as the README shows it, with its quickest options, from a directory
+outside the checkout and against the pyneural this test imports (the installed package in CI, whose
+source tree has no compiled _C: a script that put the tree first on sys.path would fail here).
+Each must exit 0, print its table (the reference's column beside ours) and write its --json rows;
+with matplotlib installed, its --plot PNG too. Speed is not checked: these are smoke runs."""
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from conftest import subprocess_env
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCH = os.path.join(REPO, "bench")
+HAVE_MPI = importlib.util.find_spec("mpi4py") is not None
+HAVE_PLOT = importlib.util.find_spec("matplotlib") is not None
+
+# script, quickest arguments, a column header its table must print, needs (mpi / emulated cuda)
+SCRIPTS = [
+    ("gemm.py", ["--quick", "--sizes", "96", "--rounds", "1", "--min-time", "0.01"], "numpy GFLOP/s", None),
+    ("conv.py", ["--set", "tiny", "--rounds", "1", "--min-time", "0.01"], "bwd-weight", None),
+    ("train.py", ["--quick", "--models", "mlp", "--batches", "32", "--threads", "1"], "ours img/s", None),
+    ("recsys.py", ["--sizes", "2000", "--epochs", "1", "--torch-epochs", "1"], "s/epoch", None),
+    ("allreduce.py", ["--max-mb", "0.02", "--min-time", "0.01", "--repeat", "1"], "bucketed us", "mpi"),
+    ("scaling.py", ["--ranks", "2", "--model", "mlp", "--steps", "2", "--warmup", "1", "--rounds", "1",
+                    "--repeat", "1", "--bucket-cap-mb", "25"], "images/s", "mpi"),
+    ("cuda_kernels.py", ["--sizes", "32", "--batches", "1", "--repeat", "1"], "cuBLAS/cuDNN TFLOP/s", "cuda"),
+    ("cuda_tc.py", ["--sizes", "64", "--iters", "1", "--repeat", "1"], "cuBLAS TFLOP/s", "cuda"),
+]
+
+
+def test_every_bench_script_is_listed():
+    scripts = {f for f in os.listdir(BENCH) if f.endswith(".py") and f not in ("common.py", "scaling_model.py",
+                                                                              "torch_models.py")}
+    assert scripts == {s[0] for s in SCRIPTS}, "a bench script without a smoke run here (or a stale entry)"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script,args,header,needs", SCRIPTS, ids=[s[0] for s in SCRIPTS])
+def test_bench_script_runs_outside_the_checkout(tmp_path, script, args, header, needs):
+    if needs == "mpi" and not HAVE_MPI:
+        pytest.skip("needs mpi4py and mpirun")
+    env = subprocess_env()  # the package under test first on the path; never the checkout's source tree
+    env.pop("PYNEURAL_CUDA_EMULATE", None)
+    if needs == "cuda":
+        env["PYNEURAL_CUDA_EMULATE"] = "1"  # real GPU or not, the emulated device runs everywhere
+    out_json = tmp_path / "rows.json"
+    cmd = [sys.executable, os.path.join(BENCH, script), *args, "--json", str(out_json)]
+    if HAVE_PLOT:
+        cmd += ["--plot", str(tmp_path / "plot.png")]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed (exit {proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+    assert header in proc.stdout, f"{script}: no '{header}' column in its table:\n{proc.stdout}"
+    rows = json.loads(out_json.read_text())["rows"]
+    assert rows, f"{script}: --json wrote no rows"
+    if HAVE_PLOT:
+        assert (tmp_path / "plot.png").stat().st_size > 1000
