@@ -1,0 +1,131 @@
+"""The direct depthwise convolution (csrc/cpu/conv_depthwise*.cpp: groups == C, any depth multiplier),
+which conv2d takes automatically for those shapes: forward (bias, ReLU), backward-data and
+backward-weight against float64 numpy within the summation's rounding bound, on every SIMD path,
+outputs poisoned with NaN; the same bits at 1 and 2 threads; and the same answers as the GEMM path
+it replaced (parallel="gemm" still forces that one)."""
+import numpy as np
+import pytest
+from conftest import assert_close_bound, poisoned, subprocess_env
+
+from pyneural import _C
+from pyneural.kernels import conv
+
+
+def _case(N, C, H, W, m, kh, kw, stride=1, padding=0, dilation=1):
+    pair = lambda v: (v, v) if isinstance(v, int) else tuple(v)  # noqa: E731
+    return dict(N=N, C=C, H=H, W=W, Co=C * m, kh=kh, kw=kw, stride=pair(stride), padding=pair(padding),
+                dilation=pair(dilation), groups=C)
+
+
+# Odd widths (vector tails of 8 and 16 lanes), taps that hang over every edge, strides that skip.
+CASES = {
+    "3x3-s1-p1": _case(3, 7, 13, 19, 1, 3, 3, 1, 1),
+    "3x3-s2-p1": _case(2, 6, 15, 14, 1, 3, 3, 2, 1),
+    "3x3-s2-p1-x3": _case(2, 4, 9, 11, 3, 3, 3, 2, 1),
+    "5x5-s1-p2": _case(2, 5, 12, 37, 1, 5, 5, 1, 2),
+    "5x3-s2x1-p0x2-d1x2": _case(2, 3, 13, 8, 2, 5, 3, (2, 1), (0, 2), (1, 2)),
+    "3x3-d2-p2": _case(2, 4, 11, 10, 1, 3, 3, 1, 2, 2),
+    "7x7-s3-p3": _case(2, 3, 17, 23, 1, 7, 7, 3, 3),
+    "1x1": _case(3, 5, 6, 7, 2, 1, 1),
+    "kernel-wider-than-padding": _case(2, 2, 4, 3, 1, 3, 3, 1, 2),
+    "many-small-planes": _case(33, 9, 3, 4, 1, 3, 3, 1, 1),
+    "mobilenet-14x14-s2": _case(2, 24, 14, 14, 1, 3, 3, 2, 1),
+}
+
+
+def _hyper(c):
+    return c["stride"], c["padding"], c["dilation"], c["groups"]
+
+
+def _out_hw(c):
+    return tuple((size + 2 * p - d * (k - 1) - 1) // s + 1
+                 for size, k, s, p, d in zip((c["H"], c["W"]), (c["kh"], c["kw"]), c["stride"], c["padding"],
+                                             c["dilation"]))
+
+
+def _operands(rng, c):
+    x = rng.standard_normal((c["N"], c["C"], c["H"], c["W"])).astype(np.float32)
+    w = rng.standard_normal((c["Co"], 1, c["kh"], c["kw"])).astype(np.float32)
+    dy = rng.standard_normal((c["N"], c["Co"], *_out_hw(c))).astype(np.float32)
+    bias = rng.standard_normal(c["Co"]).astype(np.float32)
+    return x, w, dy, bias
+
+
+def _run(x, w, dy, bias, c, relu, parallel="auto"):
+    y = poisoned(dy.shape)
+    _C.conv2d_forward(x, w, bias, y, *_hyper(c), relu, parallel)
+    dx = poisoned(x.shape)
+    _C.conv2d_backward_data(dy, w, dx, *_hyper(c), parallel)
+    dw = poisoned(w.shape)
+    _C.conv2d_backward_weight(dy, x, dw, *_hyper(c), parallel)
+    return y, dx, dw
+
+
+@pytest.fixture(params=["generic", "avx2", "avx512"])
+def isa(request):
+    before = _C.active_isa()
+    try:
+        _C.set_isa(request.param)
+    except ValueError:
+        pytest.skip(f"this CPU has no {request.param} path")
+    yield request.param
+    _C.set_isa(before)
+
+
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_matches_float64(isa, rng, name, relu):
+    c = CASES[name]
+    x, w, dy, bias = _operands(rng, c)
+    y, dx, dw = _run(x, w, dy, bias, c, relu)
+    x64, w64, dy64 = (a.astype(np.float64) for a in (x, w, dy))
+    taps = c["kh"] * c["kw"]
+    Ho, Wo = _out_hw(c)
+    m = c["Co"] // c["C"]
+    pre = conv.forward_numpy(x64, w64, *_hyper(c)) + bias[None, :, None, None]
+    y_ref = np.maximum(pre, 0) if relu else pre
+    y_mag = conv.forward_numpy(np.abs(x64), np.abs(w64), *_hyper(c)) + np.abs(bias)[None, :, None, None]
+    assert_close_bound(y, y_ref, taps + 1, y_mag, what=f"forward ({name}, {isa})")
+    assert_close_bound(dx, conv.backward_data_numpy(dy64, w64, x.shape, *_hyper(c)), m * taps,
+                       conv.backward_data_numpy(np.abs(dy64), np.abs(w64), x.shape, *_hyper(c)),
+                       what=f"backward-data ({name}, {isa})")
+    assert_close_bound(dw, conv.backward_weight_numpy(dy64, x64, w.shape, *_hyper(c)), c["N"] * Ho * Wo,
+                       conv.backward_weight_numpy(np.abs(dy64), np.abs(x64), w.shape, *_hyper(c)),
+                       what=f"backward-weight ({name}, {isa})")
+
+
+@pytest.mark.parametrize("name", ["3x3-s2-p1-x3", "5x5-s1-p2", "many-small-planes"])
+def test_agrees_with_the_gemm_path(rng, name):
+    c = CASES[name]
+    x, w, dy, bias = _operands(rng, c)
+    direct = _run(x, w, dy, bias, c, True, "auto")
+    gemm = _run(x, w, dy, bias, c, True, "gemm")
+    for what, a, b in zip(("forward", "backward-data", "backward-weight"), direct, gemm):
+        scale = np.abs(b).max()
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-5 * scale, err_msg=what)
+
+
+THREADS_SCRIPT = """
+import sys, numpy as np
+from pyneural import _C
+rng = np.random.default_rng(int(sys.argv[1]))
+x = rng.standard_normal((5, 16, 21, 19)).astype(np.float32)
+w = rng.standard_normal((32, 1, 3, 3)).astype(np.float32)
+dy = rng.standard_normal((5, 32, 11, 10)).astype(np.float32)
+y = np.empty(dy.shape, np.float32); dx = np.empty(x.shape, np.float32); dw = np.empty(w.shape, np.float32)
+hyper = ((2, 2), (1, 1), (1, 1), 16)
+_C.conv2d_forward(x, w, None, y, *hyper, False, "auto")
+_C.conv2d_backward_data(dy, w, dx, *hyper, "auto")
+_C.conv2d_backward_weight(dy, x, dw, *hyper, "auto")
+sys.stdout.buffer.write(y.tobytes() + dx.tobytes() + dw.tobytes())
+"""
+
+
+def test_same_bits_at_one_and_two_threads(rng, tmp_path):
+    """Each output element is summed by one thread in one order, whatever the thread count."""
+    import subprocess
+    import sys
+    seed = str(int(rng.integers(2**31)))
+    outs = [subprocess.run([sys.executable, "-c", THREADS_SCRIPT, seed], cwd=tmp_path, capture_output=True,
+                           env=subprocess_env(OMP_NUM_THREADS=str(t)), check=True).stdout for t in (1, 2)]
+    assert len(outs[0]) > 0 and outs[0] == outs[1]
