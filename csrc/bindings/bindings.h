@@ -30,6 +30,13 @@ T* mutable_data_ptr(py::array& a, const char* name) {
   return static_cast<T*>(a.mutable_data());
 }
 
+// Two arrays one kernel writes and reads must not share memory (a step would read what it wrote).
+inline void require_disjoint(const char* fn, const py::array& a, const py::array& b) {
+  const char* ab = static_cast<const char*>(a.data());
+  const char* bb = static_cast<const char*>(b.data());
+  PN_CHECK(ab + a.nbytes() <= bb || bb + b.nbytes() <= ab, fn, ": output overlaps an input");
+}
+
 inline std::vector<int64_t> shape_of(const py::array& a) {
   return std::vector<int64_t>(a.shape(), a.shape() + a.ndim());
 }
@@ -43,5 +50,6 @@ void bind_embedding(py::module_& m);
 void bind_batchnorm(py::module_& m);
 void bind_layernorm(py::module_& m);
 void bind_bf16(py::module_& m);
+void bind_optim(py::module_& m);
 
 }  // namespace pn

@@ -19,12 +19,6 @@ int64_t checked_width(const char* fn, const py::array& rows, const char* name, i
   return rows.shape(1);
 }
 
-void require_disjoint(const char* fn, const py::array& a, const py::array& b) {
-  const char* ab = static_cast<const char*>(a.data());
-  const char* bb = static_cast<const char*>(b.data());
-  PN_CHECK(ab + a.nbytes() <= bb || bb + b.nbytes() <= ab, fn, ": output overlaps an input");
-}
-
 // out is the (n, D) flat view of the indices.shape + (D,) result.
 void forward_binding(const py::array& weight, const py::array& indices, py::array out) {
   const char* fn = "embedding_forward";

@@ -12,6 +12,8 @@ Functions ask ``backend.of(array)`` for their kernels instead of importing the C
 ``backend.xp(array)`` for the array module of the whole-array code in between (the array's own:
 numpy, cupy or the emulated device's namespace).
 """
+import math
+
 import numpy as np
 
 _ndarray = np.ndarray
@@ -218,6 +220,38 @@ def update_running_stats(running_mean, running_var, mean, var, count, momentum):
     running_mean += momentum * mean.astype(running_mean.dtype)
     running_var *= 1.0 - momentum
     running_var += (momentum * count / (count - 1)) * var.astype(running_var.dtype)
+
+
+def sgd_step_reference(param, grad, buf, lr, momentum, dampening, weight_decay, nesterov, first_step):
+    """One torch.optim.SGD step in place with array ops (any dtype, layout or device): what the fused
+    kernels compute, for the arrays they do not take. ``buf``: the momentum buffer (None without
+    momentum); ``first_step``: it starts at the gradient."""
+    g = grad + weight_decay * param if weight_decay != 0 else grad
+    if buf is not None:
+        if first_step:
+            buf[...] = g
+        else:
+            buf *= momentum
+            buf += g if dampening == 0 else g * (1.0 - dampening)
+        g = buf * momentum + g if nesterov else buf
+    param += g * -lr
+
+
+def adam_step_reference(param, grad, exp_avg, exp_avg_sq, step, lr, betas, eps, weight_decay, decoupled):
+    """One Adam (decoupled: AdamW) step in place with array ops; ``step`` counts from 1."""
+    b1, b2 = betas
+    g = grad
+    if weight_decay != 0:
+        if decoupled:
+            param *= 1.0 - lr * weight_decay
+        else:
+            g = param * weight_decay + grad
+    exp_avg *= b1
+    exp_avg += g * (1.0 - b1)
+    exp_avg_sq *= b2
+    exp_avg_sq += (g * g) * (1.0 - b2)
+    denom = xp(param).sqrt(exp_avg_sq) / math.sqrt(1.0 - b2 ** step) + eps
+    param += (exp_avg / denom) * -(lr / (1.0 - b1 ** step))
 
 
 from pyneural.backend import cpu, cuda  # noqa: E402,F401  (both backends, importable without CuPy)

@@ -18,6 +18,7 @@ from pyneural.kernels import gemm as _gemm
 from pyneural.kernels import layernorm as _layernorm
 from pyneural.kernels import pool as _pool
 from pyneural.kernels import softmax as _softmax
+from pyneural import _C
 
 name = "cpu"
 
@@ -237,3 +238,50 @@ def embedding_dot_backward_rows(dy, idx, num_rows, groups, other_table, other_id
                                 own_bias):
     return _emb.embedding_dot_backward_rows(dy, idx, num_rows, other_table, other_idx, want_bias, decay, own_table,
                                             own_bias)
+
+
+# ---- optimizer steps -------------------------------------------------------------------------
+def _dense_f32(*arrays):
+    """Flat float32 views of ``arrays`` in one memory order (None entries kept), or None when one
+    is not float32 or not dense in the first array's layout."""
+    views = tuple(None if a is None else _layout.flat(a) if a.dtype == _F32 else None for a in arrays)
+    first = arrays[0]
+    if any(v is None and a is not None for v, a in zip(views, arrays)):
+        return None
+    if any(a is not None and a.strides != first.strides for a in arrays):
+        return None
+    return views
+
+
+def sgd_update(param, grad, buf, lr, momentum, dampening, weight_decay, nesterov, first_step):
+    """One torch.optim.SGD step in place: one fused pass (csrc/cpu/optim_update.cpp) over float32
+    arrays of the parameter's layout, array ops otherwise (see backend.sgd_step_reference)."""
+    grad = _layout.same_layout(grad, param)
+    views = _dense_f32(param, grad, buf)
+    if views is None:
+        return _layout.sgd_step_reference(param, grad, buf, lr, momentum, dampening, weight_decay, nesterov,
+                                          first_step)
+    p, g, b = views
+    _C.sgd_update(p, g, b, lr, momentum, dampening, weight_decay, nesterov, first_step)
+
+
+def adam_update(param, grad, exp_avg, exp_avg_sq, step, lr, betas, eps, weight_decay, decoupled):
+    """One Adam / AdamW step in place, fused like ``sgd_update``."""
+    grad = _layout.same_layout(grad, param)
+    views = _dense_f32(param, grad, exp_avg, exp_avg_sq)
+    if views is None:
+        return _layout.adam_step_reference(param, grad, exp_avg, exp_avg_sq, step, lr, betas, eps, weight_decay,
+                                           decoupled)
+    b1, b2 = betas
+    _C.adam_update(*views, lr, b1, b2, eps, weight_decay, decoupled, 1.0 - b1 ** step, 1.0 - b2 ** step)
+
+
+def sparse_sgd_update(param, rows, grads, lr, weight_decay=0.0, momentum=0.0, dampening=0.0, nesterov=False, buf=None):
+    """SGD on the distinct ascending ``rows`` of an embedding table, one fused pass over them."""
+    _emb.sparse_sgd_update(param, rows, grads, lr, weight_decay, momentum, dampening, nesterov, buf)
+
+
+def sparse_adam_update(param, rows, grads, exp_avg, exp_avg_sq, step, lr, betas, eps, weight_decay=0.0,
+                       decoupled=False):
+    """Lazy Adam on the distinct ascending ``rows`` of an embedding table (moments of other rows kept)."""
+    _emb.sparse_adam_update(param, rows, grads, exp_avg, exp_avg_sq, step, lr, betas, eps, weight_decay, decoupled)

@@ -417,3 +417,37 @@ def embedding_dot_backward_rows(dy, idx, num_rows, groups, other_table, other_id
     grads, bias = _k.embedding_dot_backward_rows(dy, groups, other_table, other_idx, want_bias, decay, own_table,
                                                  own_bias)
     return groups.rows, grads, bias
+
+
+# ---- optimizer steps -------------------------------------------------------------------------
+def sgd_update(param, grad, buf, lr, momentum, dampening, weight_decay, nesterov, first_step):
+    """One torch.optim.SGD step in place: one fused kernel over float32 arrays (the kernel runs over
+    memory in order: every array in the parameter's layout, channels_last too), array ops otherwise."""
+    flat = _layout.flat
+    if param.dtype != _F32 or flat(param) is None:
+        return _layout.sgd_step_reference(param, grad, buf, lr, momentum, dampening, weight_decay, nesterov,
+                                          first_step)
+    _ew.sgd_update(flat(param), flat(_layout.same_layout(grad, param)), lr, momentum, dampening, weight_decay,
+                   nesterov, None if buf is None else flat(buf), first_step=first_step)
+
+
+def adam_update(param, grad, exp_avg, exp_avg_sq, step, lr, betas, eps, weight_decay, decoupled):
+    flat = _layout.flat
+    if param.dtype != _F32 or flat(param) is None:
+        return _layout.adam_step_reference(param, grad, exp_avg, exp_avg_sq, step, lr, betas, eps, weight_decay,
+                                           decoupled)
+    _ew.adam_update(flat(param), flat(_layout.same_layout(grad, param)), flat(exp_avg), flat(exp_avg_sq), step, lr,
+                    betas, eps, weight_decay, decoupled=decoupled)
+
+
+def sparse_sgd_update(param, rows, grads, lr, weight_decay=0.0, momentum=0.0, dampening=0.0, nesterov=False, buf=None):
+    """SGD on the distinct ascending ``rows`` of an embedding table, one fused pass over them."""
+    from pyneural.cuda import embedding as _k
+    _k.sparse_sgd_update(param, rows, grads, lr, weight_decay, momentum, dampening, nesterov, buf)
+
+
+def sparse_adam_update(param, rows, grads, exp_avg, exp_avg_sq, step, lr, betas, eps, weight_decay=0.0,
+                       decoupled=False):
+    """Lazy Adam on the distinct ascending ``rows`` of an embedding table (moments of other rows kept)."""
+    from pyneural.cuda import embedding as _k
+    _k.sparse_adam_update(param, rows, grads, exp_avg, exp_avg_sq, step, lr, betas, eps, weight_decay, decoupled)

@@ -12,8 +12,9 @@ adaptive denominator then rescales per coordinate); AdamW decays the weights dir
 ``p *= 1 - lr * weight_decay``, before the step (Loshchilov & Hutter, "Decoupled Weight Decay").
 The order of operations follows ``torch.optim.Adam``/``AdamW`` so float32 results agree closely.
 
-All arithmetic writes into the state arrays, the parameter or two scratch views (``out=``): no
-allocation per step.
+Each dense step is one fused pass over the parameter, its gradient and its moments (the backend's
+``adam_update``: csrc/cpu/optim_update.cpp on the CPU, a kernel on the CUDA device; array ops for
+other dtypes), with the float32 operations of the formulas above in that order: no allocation.
 
 Row-sparse gradients (nn.Embedding(sparse=True)) take the lazy step of ``torch.optim.SparseAdam``:
 the moments and weights of the touched rows are updated with the formulas above (the same float32
@@ -22,13 +23,10 @@ same bits); untouched rows keep their moments (no decay towards zero) and their 
 count ``t`` of the bias corrections is the parameter's global count. Weight decay, L2 or decoupled,
 acts on the touched rows only.
 """
-import math
-
 import numpy as np
 
 from pyneural import backend
 
-from pyneural.kernels import embedding as _emb_kernels
 
 from .optimizer import Optimizer
 
@@ -64,54 +62,17 @@ class Adam(Optimizer):
 
     def _sparse_update(self, param, grad, state, group):
         self._next_step(param, state)
-        kernels = _emb_kernels
-        if backend.is_device_array(param):  # one fused pass over the touched rows on the GPU
-            from pyneural.cuda import embedding as kernels
-        kernels.sparse_adam_update(param, grad.indices, grad.values, state["exp_avg"], state["exp_avg_sq"],
+        backend.of(param).sparse_adam_update(param, grad.indices, grad.values, state["exp_avg"], state["exp_avg_sq"],
                                    state["step"], group["lr"], group["betas"], group["eps"], group["weight_decay"],
                                    self._decoupled)
 
     def _update(self, param, grad, state, group):
-        lr, eps, wd = group["lr"], group["eps"], group["weight_decay"]
-        b1, b2 = group["betas"]
         self._next_step(param, state)
-        t = state["step"]
-        m, v = state["exp_avg"], state["exp_avg_sq"]
-        if backend.is_device_array(param) and param.dtype == np.float32:  # one fused kernel on the GPU
-            from pyneural.cuda import elementwise as _ew
-            # the kernel runs over memory in order: every array in the parameter's layout (channels_last too)
-            m = state["exp_avg"] = backend.same_layout(m, param)
-            v = state["exp_avg_sq"] = backend.same_layout(v, param)
-            flat = backend.flat
-            _ew.adam_update(flat(param), flat(backend.same_layout(grad, param)), flat(m), flat(v), t, lr, (b1, b2), eps,
-                            wd, decoupled=self._decoupled)
-            return
-        work = self._scratch_like(param, 0)
-
-        g = grad
-        if wd != 0:
-            if self._decoupled:
-                param *= 1.0 - lr * wd
-            else:
-                g = self._scratch_like(param, 1)
-                np.multiply(param, wd, out=g)
-                g += grad
-
-        m *= b1
-        np.multiply(g, 1.0 - b1, out=work)
-        m += work
-        v *= b2
-        np.multiply(g, g, out=work)
-        work *= 1.0 - b2
-        v += work
-
-        step_size = lr / (1.0 - b1 ** t)
-        np.sqrt(v, out=work)
-        work /= math.sqrt(1.0 - b2 ** t)
-        work += eps
-        np.divide(m, work, out=work)
-        work *= -step_size
-        param += work
+        # the fused step runs over memory in order: the moments in the parameter's layout
+        m = state["exp_avg"] = backend.same_layout(state["exp_avg"], param)
+        v = state["exp_avg_sq"] = backend.same_layout(state["exp_avg_sq"], param)
+        backend.of(param).adam_update(param, grad, m, v, state["step"], group["lr"], group["betas"], group["eps"],
+                                      group["weight_decay"], self._decoupled)
 
 
 class AdamW(Adam):

@@ -16,7 +16,6 @@ import numpy as np
 
 from pyneural import backend
 
-from pyneural.kernels import embedding as _emb_kernels
 
 from .optimizer import Optimizer
 
@@ -39,49 +38,15 @@ class SGD(Optimizer):
                              f"momentum={group['momentum']}, dampening={group['dampening']}")
 
     def _update(self, param, grad, state, group):
-        lr, momentum, wd = group["lr"], group["momentum"], group["weight_decay"]
-        if backend.is_device_array(param) and param.dtype == np.float32:  # one fused kernel on the GPU
-            from pyneural.cuda import elementwise as _ew
-            buf, first = None, False
-            if momentum != 0:
-                buf = state.get("momentum_buffer")
-                if buf is None:
-                    buf = state["momentum_buffer"] = backend.xp(param).zeros_like(param)
-                    first = True
-                buf = state["momentum_buffer"] = backend.same_layout(buf, param)
-            # the kernel runs over memory in order: every array in the parameter's layout (channels_last too)
-            flat = backend.flat
-            _ew.sgd_update(flat(param), flat(backend.same_layout(grad, param)), lr, momentum, group["dampening"], wd,
-                           group["nesterov"], None if buf is None else flat(buf), first_step=first)
-            return
-        if wd != 0:
-            g = self._scratch_like(param, 0)
-            np.multiply(param, wd, out=g)
-            g += grad
-        else:
-            g = grad
+        momentum, buf, first = group["momentum"], None, False
         if momentum != 0:
             buf = state.get("momentum_buffer")
             if buf is None:
-                buf = state["momentum_buffer"] = g.astype(param.dtype, copy=True)
-            else:
-                buf *= momentum
-                if group["dampening"] == 0:
-                    buf += g
-                else:
-                    step = self._scratch_like(param, 1)
-                    np.multiply(g, 1.0 - group["dampening"], out=step)
-                    buf += step
-            if group["nesterov"]:
-                step = self._scratch_like(param, 1)
-                np.multiply(buf, momentum, out=step)
-                step += g
-                g = step
-            else:
-                g = buf
-        step = self._scratch_like(param, 1)
-        np.multiply(g, -lr, out=step)
-        param += step
+                buf, first = backend.xp(param).zeros_like(param), True
+            # the fused step runs over memory in order: the buffer in the parameter's layout
+            buf = state["momentum_buffer"] = backend.same_layout(buf, param)
+        backend.of(param).sgd_update(param, grad, buf, group["lr"], momentum, group["dampening"],
+                                     group["weight_decay"], group["nesterov"], first)
 
     def _sparse_update(self, param, grad, state, group):
         momentum = group["momentum"]
@@ -90,8 +55,5 @@ class SGD(Optimizer):
             buf = state.get("momentum_buffer")
             if buf is None:
                 buf = state["momentum_buffer"] = backend.xp(param).zeros_like(param)
-        kernels = _emb_kernels
-        if backend.is_device_array(param):  # one fused pass over the touched rows on the GPU
-            from pyneural.cuda import embedding as kernels
-        kernels.sparse_sgd_update(param, grad.indices, grad.values, group["lr"], group["weight_decay"], momentum,
-                                  group["dampening"], group["nesterov"], buf)
+        backend.of(param).sparse_sgd_update(param, grad.indices, grad.values, group["lr"], group["weight_decay"],
+                                            momentum, group["dampening"], group["nesterov"], buf)
