@@ -43,12 +43,14 @@ def _require_bf16(fn, name, a):
         raise ValueError(f"{fn}: {name} has a zero-size dimension, shape {a.shape}")
 
 
-def _activation(fn, name, a, channels_last=None):
+def _activation(fn, name, a, channels_last=None, like=None):
     """``(array for the kernel, channels_last)``: NCHW as is, channels_last as its NHWC view, anything
-    else copied to NCHW. ``channels_last`` given: that layout, converting if needed."""
+    else copied to NCHW. ``channels_last`` given: that layout, converting if needed. An array that is
+    both (one pixel, or one channel) takes the layout of ``like`` (the output, or the other operand)."""
     _require_bf16(fn, name, a)
     if channels_last is None:
-        channels_last = _layout.is_channels_last(a)
+        both = a.flags.c_contiguous and a.transpose(0, 2, 3, 1).flags.c_contiguous
+        channels_last = _layout.is_channels_last(like if both and isinstance(like, np.ndarray) else a)
     if channels_last:
         return _layout.nhwc(a), True
     return np.ascontiguousarray(a), False
@@ -106,7 +108,7 @@ def conv2d_bf16_forward(x, w, bias=None, stride=1, padding=0, dilation=1, groups
                         out_dtype=None, isa=None):
     """y = relu?(conv2d(x, w) + bias) for bf16 ``x`` and ``w``, float32 sums; y in x's layout."""
     fn = "conv2d_bf16"
-    xk, channels_last = _activation(fn, "input", x)
+    xk, channels_last = _activation(fn, "input", x, like=out)
     wk = _weight(fn, w)
     if bias is not None:
         if not isinstance(bias, np.ndarray) or bias.dtype != _F32:
@@ -127,7 +129,7 @@ def conv2d_bf16_backward_data(dy, w, x_shape, stride=1, padding=0, dilation=1, g
                               out_dtype=None, isa=None):
     """dx (x_shape, in dy's layout) = gradient of sum(conv2d(x, w) * dy) with respect to x."""
     fn = "conv2d_bf16_backward_data"
-    dyk, channels_last = _activation(fn, "dy", dy)
+    dyk, channels_last = _activation(fn, "dy", dy, like=out)
     wk = _weight(fn, w)
     x_shape = _check_shape4(fn, "x_shape", x_shape, "(N, C, H, W)")
     stride, padding, dilation, groups = _hyper(fn, stride, padding, dilation, groups)
@@ -144,7 +146,7 @@ def conv2d_bf16_backward_weight(dy, x, w_shape, stride=1, padding=0, dilation=1,
     """dw (w_shape, float32) = gradient of sum(conv2d(x, w) * dy) with respect to w; dy is taken in
     x's layout (converted if it is in the other)."""
     fn = "conv2d_bf16_backward_weight"
-    xk, channels_last = _activation(fn, "input", x)
+    xk, channels_last = _activation(fn, "input", x, like=dy)
     dyk, _ = _activation(fn, "dy", dy, channels_last)
     w_shape = _check_shape4(fn, "w_shape", w_shape, "(Co, C/groups, kh, kw)")
     stride, padding, dilation, groups = _hyper(fn, stride, padding, dilation, groups)
