@@ -32,12 +32,13 @@
 // 128 with Zen 5's two ports). A packed im2col element feeds 2 * Co/g FLOPs of the block it sits in
 // (B of the NCHW forward: every row of W) and costs ~2-3 cycles through the scalar gather (index
 // tables, a bounds test, one 2-byte load and store) plus the packer's pass over the L1 tile. At
-// Co/g = 64 that is 128 FLOP per ~3 cycles against 128 FLOP/cycle of vdpbf16ps: packing dominates
-// the small-channel layers (ResNet-50 conv2_x) unless it is reused across the M blocks (it is: the
-// B panel is packed once per thread's rectangle, A blocks stream past it), and at Co/g = 512 the
-// gather is ~10% of the vdpbf16ps time. On AMX (8x the rate) the gather is the bottleneck at every
-// ResNet-50 layer: a vectorised gather (16 pixels per masked load where the tap rows are in range)
-// is the next step there, written only once it can be measured (no AMX machine at hand).
+// Co/g = 64 that is 128 FLOP per ~3 cycles against 128 FLOP/cycle of vdpbf16ps: the gather takes
+// 2-3x the multiply time on the small-channel layers (ResNet-50 conv2_x; the B panel is packed once
+// per thread's rectangle and every A block streams past it, so this is its only cost), and still a
+// quarter to a third at Co/g = 512 (1024 FLOP, 8 cycles). On AMX (8x the rate) the gather is the
+// bottleneck at every ResNet-50 layer: a vectorised gather (16 pixels per masked load where the tap
+// rows are in range) is the next step there, written only once it can be measured (no AMX machine
+// at hand).
 #include "cpu/conv_bf16.h"
 
 #include <omp.h>
