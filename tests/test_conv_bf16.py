@@ -309,7 +309,8 @@ def operands(rng):
 
 def test_rejects_float32_input(operands):
     x, w, _ = operands
-    with pytest.raises(TypeError, match=r"input must have dtype bfloat16, got float32 \(shape \(2, 4, 7, 6\)\).*to_bf16"):
+    shape = r"\(shape \(2, 4, 7, 6\)\)"
+    with pytest.raises(TypeError, match=rf"input must have dtype bfloat16, got float32 {shape}.*to_bf16"):
         conv2d_bf16_forward(x.astype(np.float32), w, groups=2)
 
 

@@ -61,7 +61,9 @@ Conv2dShape shape_from(const std::vector<int64_t>& x, const py::array& w, Pair s
 
 ConvLayout layout_of(bool channels_last) { return channels_last ? ConvLayout::nhwc : ConvLayout::nchw; }
 
-Bf16GemmIsa isa_of(const std::string& isa) { return isa.empty() ? bf16_gemm_active_isa() : bf16_gemm_isa_from_name(isa); }
+Bf16GemmIsa isa_of(const std::string& isa) {
+  return isa.empty() ? bf16_gemm_active_isa() : bf16_gemm_isa_from_name(isa);
+}
 
 void forward(const py::array& x, const py::array& w, const std::optional<py::array>& bias, py::array& y, Pair stride,
              Pair padding, Pair dilation, int64_t groups, bool relu, bool channels_last, const std::string& isa) {
@@ -69,7 +71,8 @@ void forward(const py::array& x, const py::array& w, const std::optional<py::arr
   const uint16_t* xp = data_ptr<uint16_t>(x, "conv2d_bf16_forward: x (bf16 bits)");
   const uint16_t* wp = data_ptr<uint16_t>(w, "conv2d_bf16_forward: w (bf16 bits)");
   const auto [yp, y_bf16] = output(y, "conv2d_bf16_forward: y");
-  const Conv2dShape s = shape_from(logical(x, "conv2d_bf16_forward: x", layout), w, stride, padding, dilation, groups);
+  const Conv2dShape s =
+      shape_from(logical(x, "conv2d_bf16_forward: x", layout), w, stride, padding, dilation, groups);
   check_logical(y, "conv2d_bf16_forward: y", layout, {s.N, s.Co, s.Ho, s.Wo});
   check_disjoint(y, "conv2d_bf16_forward: y", x, "x");
   check_disjoint(y, "conv2d_bf16_forward: y", w, "w");
