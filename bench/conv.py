@@ -10,6 +10,14 @@ The three libraries take turns, --rounds rounds of --repeat timing windows each,
 fastest window (bench/common.py: best_interleaved): the machine is shared, so only ratios from one
 run mean much. vs numpy = ours / numpy, vs torch = ours / torch.
 
+    python bench/conv.py --dtype bf16 [--channels-last] [--quick] [--set r50]
+
+bf16 on the CPU: pyneural's bf16 convolution (pyneural.kernels.conv_bf16, on the bf16 GEMM's active
+path: AMX, AVX512-BF16 or portable, named in the title) against torch's bf16 CPU convolution in the
+same layout (NCHW, or channels_last with --channels-last), bf16 in and bf16 out (the weight gradient
+float32 in ours) on the ResNet-50 layers at batch 8; each pass is checked against float64 first.
+vs torch = ours / torch, from the same interleaved run.
+
     python bench/conv.py --device cuda --dtype bf16 [--layout NHWC,NCHW] [--batch 32] [--quick]
 
 On the GPU (`--device cuda`, bf16 or fp16): the tensor-core kernels (pyneural.cuda.conv_tc, 16-bit in,
@@ -35,7 +43,7 @@ if glob.glob(os.path.join(_REPO, "pyneural", "_C*.so")):
 from common import best_interleaved, parser, report  # noqa: E402
 
 from pyneural import _C  # noqa: E402
-from pyneural.kernels import conv  # noqa: E402
+from pyneural.kernels import bf16, conv, conv_bf16  # noqa: E402
 
 try:
     import torch
@@ -97,7 +105,8 @@ def main():
     p.add_argument("--batch", type=int, help="batch of the ResNet-50 layers (default 8 on the CPU, 32 on cuda)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default=None,
-                   help="fp32 on the CPU; bf16 (default) or fp16 on cuda (the tensor-core kernels)")
+                   help="fp32 (default) or bf16 on the CPU; bf16 (default) or fp16 on cuda (the tensor-core kernels)")
+    p.add_argument("--channels-last", action="store_true", help="CPU bf16: NHWC activations for both libraries")
     p.add_argument("--layout", default="NHWC,NCHW", help="cuda: layouts to time (comma-separated)")
     p.add_argument("--peak", type=float, default=H200_BF16_PEAK, help="cuda: TFLOP/s for the %% peak column")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds per pass (best is kept)")
@@ -109,14 +118,18 @@ def main():
     args = p.parse_args()
     if args.device == "cuda":
         return cuda_main(args)
-    if args.dtype not in (None, "fp32"):
-        raise SystemExit(f"bench/conv.py: --dtype {args.dtype} runs on --device cuda (the CPU kernels are fp32)")
-    args.set, args.batch = args.set or "r50,digits", args.batch or 8
+    if args.dtype == "fp16":
+        raise SystemExit("bench/conv.py: --dtype fp16 runs on --device cuda (the CPU kernels are fp32 and bf16)")
     if args.quick:
         args.rounds, args.repeat = 2, 2
     threads = int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count())
     if torch is not None:
         torch.set_num_threads(threads)
+    if args.dtype == "bf16":
+        return cpu_bf16_main(args, threads)
+    if args.channels_last:
+        raise SystemExit("bench/conv.py: --channels-last is for --dtype bf16 on the CPU (the fp32 kernels are NCHW)")
+    args.set, args.batch = args.set or "r50,digits", args.batch or 8
     sets = args.set.split(",")
     layers = _layers(sets)
     rng = np.random.default_rng(0)
@@ -152,6 +165,80 @@ def main():
                ("ratio", "vs numpy", "{:.2f}x"), ("ratio_torch", "vs torch", "{:.2f}x")]
     title = (f"conv2d float32 NCHW (isa {_C.active_isa()}, {threads} threads for ours and torch; numpy's OpenBLAS "
              f"its default), vs numpy = ours / numpy, vs torch = ours / torch")
+    report(rows, columns, args, title, plot=_plot)
+
+
+# ---- the CPU bf16 rows: the bf16 convolution against torch's ------------------------------------
+def _bf16_passes(x, w, dy, pad, channels_last):
+    """For each pass: (ours, torch or None, float64 reference) as zero-argument callables; x and dy are
+    bf16 in the layout asked for."""
+    BF16 = bf16.bfloat16
+    ours = {
+        "forward": lambda: conv_bf16.conv2d_bf16_forward(x, w, None, 1, pad, out_dtype=BF16),
+        "bwd-data": lambda: conv_bf16.conv2d_bf16_backward_data(dy, w, x.shape, 1, pad, out_dtype=BF16),
+        "bwd-weight": lambda: conv_bf16.conv2d_bf16_backward_weight(dy, x, w.shape, 1, pad),
+    }
+    hyper = ((1, 1), (pad, pad), (1, 1), 1)
+    x64, w64, dy64 = (a.astype(np.float64) for a in (x, w, dy))
+    ref = {
+        "forward": lambda: conv.forward_numpy(x64, w64, *hyper),
+        "bwd-data": lambda: conv.backward_data_numpy(dy64, w64, x.shape, *hyper),
+        "bwd-weight": lambda: conv.backward_weight_numpy(dy64, x64, w.shape, *hyper),
+    }
+    theirs = dict.fromkeys(ours)
+    if torch is not None:
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        tx, tw, tdy = (torch.from_numpy(a.astype(np.float32)).bfloat16().contiguous(memory_format=fmt)
+                       for a in (x, w, dy))
+        back = torch.ops.aten.convolution_backward
+
+        def grad(mask):
+            return lambda: back(tdy, tx, tw, None, [1, 1], [pad, pad], [1, 1], False, [0, 0], 1, mask)
+
+        theirs = {"forward": lambda: F.conv2d(tx, tw, None, 1, pad), "bwd-data": grad([True, False, False]),
+                  "bwd-weight": grad([False, True, False])}
+    return ours, theirs, ref
+
+
+def cpu_bf16_main(args, threads):
+    """The --dtype bf16 CPU rows: ours (conv_bf16) vs torch's bf16 conv, one layout, per layer and pass."""
+    BF16 = bf16.bfloat16
+    batch = args.batch or 8
+    layout = "NHWC" if args.channels_last else "NCHW"
+    rng = np.random.default_rng(0)
+    rows = []
+
+    def place(a):
+        return np.ascontiguousarray(a.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2) if args.channels_last else a
+
+    with torch.inference_mode() if torch is not None else _nullcontext():
+        for name, N, C, H, Co, k, pad in _layers((args.set or "r50").split(",")):
+            if args.quick and name not in QUICK:
+                continue
+            N = batch if name.startswith("r50") else N
+            Ho = H + 2 * pad - k + 1
+            x = place(rng.standard_normal((N, C, H, H), dtype=np.float32).astype(BF16))
+            w = (rng.standard_normal((Co, C, k, k), dtype=np.float32) / np.float32(np.sqrt(C * k * k))).astype(BF16)
+            dy = place(rng.standard_normal((N, Co, Ho, Ho), dtype=np.float32).astype(BF16))
+            gflop = 2.0 * N * Co * Ho * Ho * C * k * k / 1e9
+            ours, theirs, ref = _bf16_passes(x, w, dy, pad, args.channels_last)
+            for pass_name in ours:
+                want = ref[pass_name]()
+                err = float(np.linalg.norm(ours[pass_name]().astype(np.float64) - want) / np.linalg.norm(want))
+                if not err < 1e-2:  # a bf16 output: half a bf16 ulp, relative
+                    raise SystemExit(f"{name} {layout} {pass_name}: relative error {err:.2e} against float64")
+                times = best_interleaved([ours[pass_name], theirs[pass_name]], rounds=args.rounds, repeat=args.repeat,
+                                         min_time=args.min_time, settle=args.settle, idle_limit=args.wait_idle)
+                row = {"layer": name, "layout": layout, "pass": pass_name, "batch": N, "gflop": gflop, "err": err,
+                       "ours": gflop / times[0], "torch": gflop / times[1] if times[1] else None}
+                row["ratio_torch"] = row["ours"] / row["torch"] if row["torch"] else None
+                rows.append(row)
+                print(f"  {name:24s} {layout} {pass_name:10s} {row['ours']:7.1f} GFLOP/s", file=sys.stderr)
+    columns = [("layer", "layer", "{}"), ("batch", "batch", "{}"), ("layout", "layout", "{}"), ("pass", "pass", "{}"),
+               ("ours", "ours GFLOP/s", "{:.1f}"), ("torch", "torch bf16 GFLOP/s", "{:.1f}"),
+               ("ratio_torch", "vs torch", "{:.2f}x"), ("err", "rel err", "{:.1e}")]
+    title = (f"conv2d bf16 {layout} on the CPU (pyneural bf16 GEMM path {bf16.gemm_isa()}, {threads} threads for "
+             f"ours and torch), bf16 in/out (dW fp32 in ours), vs torch = ours / torch")
     report(rows, columns, args, title, plot=_plot)
 
 
@@ -298,7 +385,7 @@ def _plot(rows, ax):
     labels = [f"{r['layer']} N={r['batch']}\n{r['pass']}" for r in rows]
     pos = np.arange(len(rows))
     for i, (key, label) in enumerate((("ours", "pyneural"), ("numpy", "numpy im2col+matmul"), ("torch", "torch"))):
-        vals = [r[key] or 0.0 for r in rows]
+        vals = [r.get(key) or 0.0 for r in rows]
         if any(vals):
             ax.barh(pos + (i - 1) * 0.27, vals, height=0.27, label=label)
     ax.set_yticks(pos)

@@ -19,4 +19,5 @@ PYBIND11_MODULE(_C, m) {
   pn::bind_layernorm(m);
   pn::bind_bf16(m);
   pn::bind_optim(m);
+  pn::bind_conv_bf16(m);
 }

@@ -179,10 +179,21 @@ class GrowBuffer {
 thread_local GrowBuffer<uint16_t> tl_a_block;
 thread_local GrowBuffer<uint16_t> tl_b_panel;
 
+// A dense operand's source: the path's own packer on the matrix in place.
+void pack_dense_a(const void* self, const Bf16GemmKernel& kernel, int64_t i0, int64_t mc, int64_t k0, int64_t kc,
+                  uint16_t* dst) {
+  kernel.pack_a(*static_cast<const Bf16Operand*>(self), i0, mc, k0, kc, dst);
+}
+
+void pack_dense_b(const void* self, const Bf16GemmKernel& kernel, int64_t j0, int64_t nc, int64_t k0, int64_t kc,
+                  uint16_t* dst) {
+  kernel.pack_b(*static_cast<const Bf16Operand*>(self), k0, kc, j0, nc, dst);
+}
+
 struct Problem {
   const Bf16GemmArgs& g;
   const Bf16GemmKernel& kernel;
-  Bf16Operand a, b;
+  Bf16OperandSource a, b;
   int64_t kc, k_blocks;  // K in k_blocks blocks of kc (a multiple of k_step; the last may be short)
   float* workspace;      // float32 running sum (M x N) for a bf16 C over several K blocks, else null
 };
@@ -236,11 +247,12 @@ void compute_block(const Problem& p, int64_t kb, int64_t jc, int64_t nc, int64_t
   const Bf16GemmArgs& g = p.g;
   const Bf16GemmKernel& kn = p.kernel;
   const int64_t pc = kb * p.kc, kcur = std::min(p.kc, g.K - pc);
-  kn.pack_a(p.a, ic, mc, pc, kcur, a_block);
+  p.a.pack(p.a.self, kn, ic, mc, pc, kcur, a_block);
   Bf16Epilogue ep;
   ep.alpha = g.alpha;
   ep.beta = g.beta;
   ep.bias = g.bias ? g.bias + jc : nullptr;
+  ep.row_bias = g.row_bias ? g.row_bias + ic : nullptr;
   ep.relu = g.relu;
   ep.first = kb == 0;
   ep.last = kb == p.k_blocks - 1;
@@ -269,7 +281,7 @@ void run_rect(const Problem& p, int64_t i0, int64_t i1, int64_t j0, int64_t j1) 
     const int64_t ncur = std::min(nc, j1 - jc);
     for (int64_t kb = 0; kb < p.k_blocks; ++kb) {
       const int64_t pc = kb * p.kc;
-      p.kernel.pack_b(p.b, pc, std::min(p.kc, p.g.K - pc), jc, ncur, b_panel);
+      p.b.pack(p.b.self, p.kernel, jc, ncur, pc, std::min(p.kc, p.g.K - pc), b_panel);
       for (int64_t b = 0; b < rows.blocks; ++b) {
         const int64_t ic = rows.begin(p, b), mc = std::min(i1, rows.begin(p, b + 1)) - ic;
         if (mc > 0) compute_block(p, kb, jc, ncur, ic, mc, b_panel, a_block);
@@ -302,16 +314,19 @@ class TeamFailure {
   std::exception_ptr first_;
 };
 
-// alpha == 0 or K == 0: C = relu?(beta * C + bias), A and B never read (the BLAS convention).
+// alpha == 0 or K == 0: C = relu?(beta * C + bias + row_bias), A and B never read (the BLAS convention).
 void epilogue_only(const Bf16GemmArgs& g) {
   const std::vector<float> zeros(static_cast<size_t>(g.N), 0.f);
-  Bf16Epilogue ep{g.alpha, g.beta, g.bias, g.relu, true, true, g.c, g.ldc, g.c_bf16, nullptr, 0};
+  Bf16Epilogue ep{g.alpha, g.beta, g.bias, g.relu, true, true, g.c, g.ldc, g.c_bf16, nullptr, 0, g.row_bias};
   for (int64_t i = 0; i < g.M; ++i) epilogue_row_scalar(ep, i, 0, zeros.data(), static_cast<int>(g.N));
 }
 
 }  // namespace
 
-void gemm_bf16(const Bf16GemmArgs& g, Bf16GemmIsa isa) {
+void gemm_bf16(const Bf16GemmArgs& g, Bf16GemmIsa isa) { gemm_bf16_from_sources(g, nullptr, nullptr, isa); }
+
+void gemm_bf16_from_sources(const Bf16GemmArgs& g, const Bf16OperandSource* a_source,
+                            const Bf16OperandSource* b_source, Bf16GemmIsa isa) {
   PN_CHECK(bf16_gemm_isa_available(isa), "bf16 GEMM: path '", bf16_gemm_isa_name(isa),
            "' is not available: ", why_unavailable(isa));
   if (g.M <= 0 || g.N <= 0) return;
@@ -322,10 +337,11 @@ void gemm_bf16(const Bf16GemmArgs& g, Bf16GemmIsa isa) {
   const int64_t kc = round_up(ceil_div(g.K, k_blocks), kernel.k_step);
   std::unique_ptr<float[]> workspace;
   if (g.c_bf16 && ceil_div(g.K, kc) > 1) workspace.reset(new float[static_cast<size_t>(g.M * g.N)]);
-  const Problem p{g, kernel,
-                  g.trans_a ? Bf16Operand{g.a, 1, g.lda} : Bf16Operand{g.a, g.lda, 1},
-                  g.trans_b ? Bf16Operand{g.b, 1, g.ldb} : Bf16Operand{g.b, g.ldb, 1},
-                  kc, ceil_div(g.K, kc), workspace.get()};
+  const Bf16Operand a = g.trans_a ? Bf16Operand{g.a, 1, g.lda} : Bf16Operand{g.a, g.lda, 1};
+  const Bf16Operand b = g.trans_b ? Bf16Operand{g.b, 1, g.ldb} : Bf16Operand{g.b, g.ldb, 1};
+  const Problem p{g, kernel, a_source ? *a_source : Bf16OperandSource{&pack_dense_a, &a},
+                  b_source ? *b_source : Bf16OperandSource{&pack_dense_b, &b}, kc, ceil_div(g.K, kc),
+                  workspace.get()};
 
   const double flops = 2.0 * static_cast<double>(g.M) * static_cast<double>(g.N) * static_cast<double>(g.K);
   const bool serial = omp_get_level() > 0 || flops < kParallelFlops || omp_get_max_threads() == 1;

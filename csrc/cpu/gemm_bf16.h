@@ -36,6 +36,7 @@ struct Bf16GemmArgs {
   int64_t ldc = 0;
   bool c_bf16 = false;
   const float* bias = nullptr;  // N floats added to every row after the product, or null
+  const float* row_bias = nullptr;  // M floats added to every column (an NCHW convolution's bias), or null
   bool relu = false;            // then max(0, .) (NaN stays NaN)
 };
 
@@ -43,6 +44,23 @@ struct Bf16GemmArgs {
 // lacks it). Runs on the OpenMP threads; from inside a parallel region, on the calling thread.
 // alpha == 0 or K == 0 never reads A or B (BLAS convention).
 void gemm_bf16(const Bf16GemmArgs& args, Bf16GemmIsa isa);
+
+struct Bf16GemmKernel;  // gemm_bf16_kernel.h: a path's packers, block loop and cache blocks
+
+// An operand that packs itself instead of being read from a matrix (the convolution's implicit
+// im2col, csrc/cpu/conv_bf16.cpp): pack(self, kernel, x0, xn, k0, kc, dst) writes exactly what
+// kernel.pack_a (x: rows of A) or kernel.pack_b (x: columns of B) would write for op(A)[x0:x0+xn,
+// k0:k0+kc] or op(B)[k0:k0+kc, x0:x0+xn]. Called from the GEMM's threads, so it must be reentrant.
+struct Bf16OperandSource {
+  void (*pack)(const void* self, const Bf16GemmKernel& kernel, int64_t x0, int64_t xn, int64_t k0, int64_t kc,
+               uint16_t* dst);
+  const void* self;
+};
+
+// gemm_bf16 with A and/or B from a source (null: the matrix in args, as gemm_bf16 reads it). The
+// same driver, blocking, threads and epilogue; only the packing of that operand changes.
+void gemm_bf16_from_sources(const Bf16GemmArgs& args, const Bf16OperandSource* a, const Bf16OperandSource* b,
+                            Bf16GemmIsa isa);
 
 // Measured peak of one path's multiply instruction on resident operands: every OpenMP thread runs a
 // loop of independent _tile_dpbf16ps (amx) or vdpbf16ps (avx512bf16) for about `seconds`; returns

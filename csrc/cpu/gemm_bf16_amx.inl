@@ -47,7 +47,7 @@ void amx_tile(int64_t kc_padded, const uint16_t* a, const uint16_t* b, const flo
 // Whether a full tile's epilogue is a plain copy, so the tiles can start from and go straight to
 // the float32 accumulator or C (alpha 1; no beta, bias, ReLU or rounding in this stage).
 inline bool direct_epilogue(const Bf16Epilogue& ep) {
-  return ep.alpha == 1.f && (!ep.first || ep.beta == 0.f) && (!ep.last || (!ep.c_bf16 && !ep.bias && !ep.relu));
+  return ep.alpha == 1.f && (!ep.first || ep.beta == 0.f) && (!ep.last || (!ep.c_bf16 && !ep.bias && !ep.row_bias && !ep.relu));
 }
 
 // jr outer, ir inner, as in the other paths: the B sliver stays in L1 while A slivers stream past.

@@ -30,6 +30,7 @@ inline void epilogue_row_scalar(const Bf16Epilogue& ep, int64_t row, int64_t col
       continue;
     }
     if (ep.bias) v += ep.bias[col + j];
+    if (ep.row_bias) v += ep.row_bias[row];
     if (ep.relu && v < 0.f) v = 0.f;  // NaN < 0 is false: NaN stays
     if (ep.c_bf16)
       c16[j] = float_to_bf16(v);
@@ -52,6 +53,7 @@ inline void epilogue_vec16(const Bf16Epilogue& ep, int64_t row, int64_t col, __m
   }
   if (!ep.last) return _mm512_mask_storeu_ps(ep.acc + row * ep.ldacc + col, live, v);
   if (ep.bias) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(live, ep.bias + col));
+  if (ep.row_bias) v = _mm512_add_ps(v, _mm512_set1_ps(ep.row_bias[row]));
   if (ep.relu) v = _mm512_max_ps(_mm512_setzero_ps(), v);  // max(0, NaN) is the second operand: NaN
   if (ep.c_bf16)
     _mm256_mask_storeu_epi16(c16, live, bf16_round(v));

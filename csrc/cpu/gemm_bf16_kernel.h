@@ -22,7 +22,7 @@ struct Bf16Operand {
 // the stages differ:
 //   prior = first ? (beta != 0 ? beta * C : 0) : acc
 //   v     = prior + alpha * s
-//   last  ? C = relu?(v + bias) (rounded to bf16 when c_bf16)  :  acc = v
+//   last  ? C = relu?(v + bias + row_bias) (rounded to bf16 when c_bf16)  :  acc = v
 // acc is float32 and is C itself when C is float32; a bf16 C summed over several K blocks gets an
 // fp32 workspace, so the running sum is never rounded to bf16 before the end.
 // Pointers are at the block's top-left element (bias at its first column).
@@ -36,6 +36,7 @@ struct Bf16Epilogue {
   bool c_bf16;
   float* acc;
   int64_t ldacc;
+  const float* row_bias = nullptr;  // at the block's first row, or null
 };
 
 struct Bf16GemmKernel {

@@ -2,9 +2,9 @@
 
 16-bit operands (bfloat16, float16: autocast's lower-precision ops) multiply as 16-bit values with
 float32 accumulation and give float32 results; a float32 operand met by a 16-bit one is rounded to
-16 bits first, as tensor cores would see it. bf16 GEMMs run on pyneural's bf16 kernel (AMX tiles
-or AVX512-BF16) where the CPU has one; otherwise, and for float16 and convolutions, the 16-bit
-values are widened and the fp32 kernels accumulate them.
+16 bits first, as tensor cores would see it. bf16 GEMMs and convolutions (forward and both
+backwards) run on pyneural's bf16 kernels (AMX tiles or AVX512-BF16) where the CPU has one;
+otherwise, and for float16, the 16-bit values are widened and the fp32 kernels accumulate them.
 """
 import numpy as np
 
@@ -13,6 +13,7 @@ from pyneural import backend as _layout
 from pyneural.kernels import activation as _act
 from pyneural.kernels import batchnorm as _bn
 from pyneural.kernels import conv as _conv
+from pyneural.kernels import conv_bf16 as _conv_bf16
 from pyneural.kernels import embedding as _emb
 from pyneural.kernels import gemm as _gemm
 from pyneural.kernels import layernorm as _layernorm
@@ -64,7 +65,17 @@ def _conv_operands(*arrays):
     return tuple(np.ascontiguousarray(a) for a in arrays)
 
 
+def _on_bf16_conv(*arrays):
+    """Whether a conv of these operands runs on the bf16 convolution kernel: autocast's bf16 ones, where
+    the bf16 GEMM beats the fp32 one. The kernel takes NCHW and channels_last as they are."""
+    return _low_dtype(*arrays) == _amp.bfloat16 and _bf16_kernel()
+
+
 def conv2d_forward(x, w, bias=None, stride=1, padding=0, dilation=1, groups=1, relu=False):
+    if _on_bf16_conv(x, w):
+        low = _amp.bfloat16
+        return _conv_bf16.conv2d_bf16_forward(to_low(x, low), to_low(w, low), _f32(bias), stride, padding, dilation,
+                                              groups, relu=relu)
     if _low_dtype(x, w, bias) is not None:
         bias = _f32(bias)
     x, w = _conv_operands(x, w)
@@ -72,11 +83,19 @@ def conv2d_forward(x, w, bias=None, stride=1, padding=0, dilation=1, groups=1, r
 
 
 def conv2d_backward_data(dy, w, x_shape, stride=1, padding=0, dilation=1, groups=1):
+    if _on_bf16_conv(dy, w):  # the incoming fp32 gradient is rounded, as tensor cores would see it
+        low = _amp.bfloat16
+        return _conv_bf16.conv2d_bf16_backward_data(to_low(dy, low), to_low(w, low), x_shape, stride, padding,
+                                                    dilation, groups)
     dy, w = _conv_operands(dy, w)
     return _conv.conv2d_backward_data(dy, w, x_shape, stride, padding, dilation, groups)
 
 
 def conv2d_backward_weight(dy, x, w_shape, stride=1, padding=0, dilation=1, groups=1):
+    if _on_bf16_conv(dy, x):
+        low = _amp.bfloat16
+        return _conv_bf16.conv2d_bf16_backward_weight(to_low(dy, low), to_low(x, low), w_shape, stride, padding,
+                                                      dilation, groups)
     dy, x = _conv_operands(dy, x)
     return _conv.conv2d_backward_weight(dy, x, w_shape, stride, padding, dilation, groups)
 
