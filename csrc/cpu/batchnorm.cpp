@@ -14,12 +14,13 @@
 //
 // inner == 1 is channels_last (NHWC as (N*H*W, C)) and BatchNorm1d's (N, C): each row holds every
 // channel, so channel-parallel loops would stride by C per element. These shapes run row-wise
-// instead: the reductions cut the rows into fixed blocks of kRowBlock, each block's per-channel
-// partial sums (double, vectors along C) land in their own slot, and the slots are added in block
-// order afterwards (the same bits at any thread count); the elementwise passes take rows, the
-// channel constants streamed beside them. Napkin math: (32*32*32, 64) is 8 MiB per array; the
-// statistics read x once, the backward reads dy, x (and y) twice: ~40 MiB of traffic, ~3 ms at the
-// ~15 GB/s two busy cores stream; the partials are 2 * 64 doubles per 512 rows, 1/256 of x.
+// instead: the reductions cut the rows into fixed blocks of kRowBlock (256) rows, each block's
+// per-channel partial sums (float vectors along C, as the NCHW path's 256-element blocks) land in
+// their own slot, and the slots are added in double in block order afterwards (the same bits at any
+// thread count); the elementwise passes take rows, the channel constants streamed beside them.
+// Napkin math: (32*32*32, 16) is 2 MiB per array; the statistics read x once, the backward reads
+// dy, x and y twice and writes dx: ~14 MiB, ~1 ms at the ~15 GB/s two busy cores stream; the
+// partials are 2 * C floats per 256 rows, 1/128 of x.
 #include "cpu/batchnorm.h"
 
 #include <omp.h>
@@ -32,34 +33,35 @@ namespace {
 
 constexpr int64_t kParallelMin = 1 << 15;
 constexpr int64_t kBlock = 256;
-constexpr int64_t kRowBlock = 512;
+constexpr int64_t kRowBlock = 256;
 
-// total[0:width] = sum over fixed blocks of kRowBlock rows of what block(r0, r1, acc) adds into its
-// zeroed acc[0:width], blocks added in order.
+// total[0:width] = the sum over fixed blocks of kRowBlock rows of what block(r0, r1, acc) adds into
+// its zeroed float acc[0:width]: float within a block (GCC vectorises float sums along C, not
+// mixed float/double ones), each block's sums widened to double and added in block order.
 template <typename Block>
 void row_block_sums(int64_t rows, int64_t width, int64_t elements, double* total, Block&& block) {
   const int64_t blocks = (rows + kRowBlock - 1) / kRowBlock;
-  std::vector<double> partial(blocks * width, 0.0);
+  std::vector<float> partial(blocks * width, 0.f);
 #pragma omp parallel for schedule(static) if (elements >= kParallelMin)
   for (int64_t b = 0; b < blocks; ++b)
     block(b * kRowBlock, b * kRowBlock + kRowBlock < rows ? b * kRowBlock + kRowBlock : rows,
           partial.data() + b * width);
   for (int64_t i = 0; i < width; ++i) total[i] = 0.0;
   for (int64_t b = 0; b < blocks; ++b)
-    for (int64_t i = 0; i < width; ++i) total[i] += partial[b * width + i];
+    for (int64_t i = 0; i < width; ++i) total[i] += static_cast<double>(partial[b * width + i]);
 }
 
-// channel_stats for inner == 1: x is (rows, channels).
+// channel_stats for inner == 1: x is (rows, channels), shifted by its first row.
 void channel_stats_rows(const float* x, float* mean, float* var, int64_t rows, int64_t C) {
   std::vector<double> sums(2 * C);
-  row_block_sums(rows, 2 * C, rows * C, sums.data(), [&](int64_t r0, int64_t r1, double* acc) {
-    double* s1 = acc;
-    double* s2 = acc + C;
+  row_block_sums(rows, 2 * C, rows * C, sums.data(), [&](int64_t r0, int64_t r1, float* acc) {
+    float* s1 = acc;
+    float* s2 = acc + C;
     for (int64_t r = r0; r < r1; ++r) {
       const float* xr = x + r * C;
 #pragma omp simd
       for (int64_t c = 0; c < C; ++c) {
-        const double d = static_cast<double>(xr[c]) - static_cast<double>(x[c]);  // shift: the first row
+        const float d = xr[c] - x[c];
         s1[c] += d;
         s2[c] += d * d;
       }
@@ -95,19 +97,27 @@ void channel_affine_rows(const float* x, const float* scale, const float* shift,
 void backward_reduce_rows(const float* dy, const float* y, const float* x, const float* mean, const float* invstd,
                           float* sum_g, float* sum_gx, int64_t rows, int64_t C) {
   std::vector<double> sums(2 * C);
-  row_block_sums(rows, 2 * C, rows * C, sums.data(), [&](int64_t r0, int64_t r1, double* acc) {
-    double* sg = acc;
-    double* sgx = acc + C;
+  row_block_sums(rows, 2 * C, rows * C, sums.data(), [&](int64_t r0, int64_t r1, float* acc) {
+    float* sg = acc;
+    float* sgx = acc + C;
     for (int64_t r = r0; r < r1; ++r) {
       const float* gr = dy + r * C;
       const float* xr = x + r * C;
-      const float* yr = y ? y + r * C : nullptr;
+      if (y) {
+        const float* yr = y + r * C;
 #pragma omp simd
-      for (int64_t c = 0; c < C; ++c) {
-        const float gv = gr[c];
-        const float g = yr && !(yr[c] > 0.f) ? 0.f : gv;
-        sg[c] += g;
-        sgx[c] += static_cast<double>(g * (xr[c] - mean[c]));
+        for (int64_t c = 0; c < C; ++c) {
+          const float gv = gr[c];  // read unconditionally: a load inside the select stays scalar
+          const float g = yr[c] > 0.f ? gv : 0.f;
+          sg[c] += g;
+          sgx[c] += g * (xr[c] - mean[c]);
+        }
+      } else {
+#pragma omp simd
+        for (int64_t c = 0; c < C; ++c) {
+          sg[c] += gr[c];
+          sgx[c] += gr[c] * (xr[c] - mean[c]);
+        }
       }
     }
   });
@@ -124,13 +134,19 @@ void backward_apply_rows(const float* dy, const float* y, const float* x, const 
   for (int64_t r = 0; r < rows; ++r) {
     const float* gr = dy + r * C;
     const float* xr = x + r * C;
-    const float* yr = y ? y + r * C : nullptr;
     float* dr = dx + r * C;
+    if (y) {
+      const float* yr = y + r * C;
 #pragma omp simd
-    for (int64_t c = 0; c < C; ++c) {
-      const float gv = gr[c];
-      const float g = yr && !(yr[c] > 0.f) ? 0.f : gv;
-      dr[c] = scale[c] * (g - mean_g[c] - (xr[c] - mean[c]) * invstd[c] * mean_gx[c]);
+      for (int64_t c = 0; c < C; ++c) {
+        const float gv = gr[c];
+        const float g = yr[c] > 0.f ? gv : 0.f;
+        dr[c] = scale[c] * (g - mean_g[c] - (xr[c] - mean[c]) * invstd[c] * mean_gx[c]);
+      }
+    } else {
+#pragma omp simd
+      for (int64_t c = 0; c < C; ++c)
+        dr[c] = scale[c] * (gr[c] - mean_g[c] - (xr[c] - mean[c]) * invstd[c] * mean_gx[c]);
     }
   }
 }
