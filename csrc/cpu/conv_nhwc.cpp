@@ -20,12 +20,11 @@
 //                  memcpys of C/g floats. Every dx element is written once: no scatter-add, no zeroing.
 //
 // backward-weight  dW[g] (Co/g x K) = sum over pixels of dy[:, g]^T (Co/g x pixels) @ im2col(x) (pixels x K):
-//                  the pixels are the GEMM's K, so the batch sum happens in its registers. Here B's
-//                  packer (NhwcRowsB) gathers straight into the column slivers, since a pixel's
-//                  columns are contiguous there (a block buffer first, then DenseB's packing, copied
-//                  every element twice and ran 16-channel layers at a third of NCHW's speed). Threads
-//                  take slices of the pixels and sum their partial dW in a fixed order (conv.cpp's
-//                  rule), or whole groups.
+//                  the pixels are the GEMM's K, gathered block by block; each block's GEMM adds into
+//                  the thread's dW (beta = 1 after its first). Threads take slices of the pixels
+//                  and sum their partial dW in a fixed order (conv.cpp's rule), or whole groups.
+//                  (A B packer gathering straight into the column slivers, one copy per element
+//                  instead of two, timed 0.7-0.9x of this: bench/NOTES.md.)
 //
 // Blocks. A gathered block is kBlockFloats (64 Ki floats, 256 KiB: L2-resident beside the GEMM's
 // packed panels) of rows: 113 pixels for 64 channels at 3x3, 512 (the cap) for the 27-column stem.
@@ -85,12 +84,6 @@ struct NhwcGather {
     return taps() == 1 && off_h[0] == 0 && off_w[0] == 0 && sh == 1 && sw == 1 && Ho == Hs && Wo == Ws;
   }
 
-  // The source pixel of tap (th, tw) for output pixel (n, a, b), or null in the padding.
-  const float* tap_src(int64_t n, int64_t a, int64_t b, int64_t th, int64_t tw) const {
-    const int64_t ih = a * sh + off_h[th], iw = b * sw + off_w[tw];
-    return ih < 0 || ih >= Hs || iw < 0 || iw >= Ws ? nullptr : src + ((n * Hs + ih) * Ws + iw) * pixel_stride;
-  }
-
   // dst (count x cols(), row-major) = rows q0 .. q0+count.
   void rows(int64_t q0, int64_t count, float* dst) const {
     const int64_t ntw = static_cast<int64_t>(off_w.size()), K = cols();
@@ -112,40 +105,6 @@ struct NhwcGather {
       if (++b == Wo) {
         b = 0;
         if (++a == Ho) a = 0, ++n;
-      }
-    }
-  }
-};
-
-// B = the im2col matrix with K = its rows (pixels from q0) and N = its columns: backward-weight's
-// dW (Co/g x K) = dy^T @ B. The packer gathers straight into the GEMM's column slivers: within a
-// sliver a pixel's nr columns are contiguous, so each tap's run of channels lands as one or two
-// contiguous copies (split where a sliver ends), and no element is copied twice.
-struct NhwcRowsB final : PackB {
-  const NhwcGather& gather;
-  int64_t q0;
-  NhwcRowsB(const NhwcGather& g, int64_t q) : gather(g), q0(q) {}
-
-  void pack(int64_t k0, int64_t kc, int64_t j0, int64_t nc, int nr, float* dst) const override {
-    const int64_t run = gather.run, ntw = static_cast<int64_t>(gather.off_w.size());
-    const int64_t first_tap = j0 / run, last_tap = (j0 + nc - 1) / run, tail = nc % nr;
-    float* last = dst + (nc / nr) * nr * kc;  // the sliver with columns past nc, if any
-    const int64_t q = q0 + k0, P = gather.pixels();
-    int64_t n = q / P, a = q % P / gather.Wo, b = q % gather.Wo;
-    for (int64_t k = 0; k < kc; ++k) {
-      for (int64_t t = first_tap; t <= last_tap; ++t) {
-        const float* from = gather.tap_src(n, a, b, t / ntw, t % ntw);
-        const int64_t lo = std::max(t * run, j0), hi = std::min((t + 1) * run, j0 + nc);
-        for (int64_t j = lo; j < hi;) {
-          const int64_t s = (j - j0) / nr, c = (j - j0) % nr, len = std::min(hi - j, nr - c);
-          copy_run(from ? from + (j - t * run) : nullptr, len, dst + s * nr * kc + k * nr + c);
-          j += len;
-        }
-      }
-      if (tail) std::fill(last + k * nr + tail, last + (k + 1) * nr, 0.f);
-      if (++b == gather.Wo) {
-        b = 0;
-        if (++a == gather.Ho) a = 0, ++n;
       }
     }
   }
@@ -327,17 +286,18 @@ void conv2d_backward_weight_nhwc(const Conv2dShape& s, const float* dy, const fl
   const int64_t Cog = s.Cog(), P = s.N * s.Ho * s.Wo;
   std::vector<NhwcGather> gathers;
   for (int64_t g = 0; g < s.groups; ++g) gathers.push_back(forward_gather(s, x + g * s.Cg()));
-  const int64_t K = gathers[0].cols(), block = Cog * K;
+  const int64_t K = gathers[0].cols(), rows = block_rows(K), block = Cog * K;
   const int threads = omp_get_max_threads();
+  const int64_t buffer = gathers[0].is_identity() ? 0 : rows * K;
 
-  // out = dy[q0:q1, g]^T @ im2col(x)[q0:q1, g]: one GEMM whose K runs over the pixels (the batch sum
-  // happens in its registers), B gathered by its packer (1x1 unstrided: x read in place).
-  auto gemm_slice = [&](int64_t g, int64_t q0, int64_t q1, float* out) {
-    const DenseA a(dy + q0 * s.Co + g * Cog, 1, s.Co);
-    if (gathers[g].is_identity())
-      gemm_packed(Cog, K, q1 - q0, 1.f, a, DenseB(x + q0 * s.C + g * s.Cg(), s.C, 1), 0.f, out, K);
-    else
-      gemm_packed(Cog, K, q1 - q0, 1.f, a, NhwcRowsB(gathers[g], q0), 0.f, out, K);
+  // out (+)= dy[q0:q1, g]^T @ im2col(x)[q0:q1, g], block by block (the first block overwrites).
+  auto accumulate = [&](int64_t g, int64_t q0, int64_t q1, float* out, float* buf) {
+    for (int64_t q = q0; q < q1; q += rows) {
+      const int64_t count = std::min(rows, q1 - q);
+      const Rows b = gathered(gathers[g], q, count, buf);
+      gemm_packed(Cog, K, count, 1.f, DenseA(dy + q * s.Co + g * Cog, 1, s.Co), DenseB(b.data, b.ld, 1),
+                  q == q0 ? 0.f : 1.f, out, K);
+    }
   };
 
   bool images;
@@ -346,15 +306,16 @@ void conv2d_backward_weight_nhwc(const Conv2dShape& s, const float* dy, const fl
   else
     images = par == ConvParallel::images;
   if (!images) {
-    for (int64_t g = 0; g < s.groups; ++g) gemm_slice(g, 0, P, dw + g * block);
+    std::vector<float> buf(buffer);
+    for (int64_t g = 0; g < s.groups; ++g) accumulate(g, 0, P, dw + g * block, buf.data());
     return;
   }
   const int64_t slices = s.groups >= threads ? 1 : std::min<int64_t>((threads + s.groups - 1) / s.groups, P);
-  std::vector<float> partial((slices - 1) * s.groups * block);
-  parallel_tasks(s.groups * slices, [&](int64_t task, int) {
+  std::vector<float> partial((slices - 1) * s.groups * block), buffers(buffer * threads);
+  parallel_tasks(s.groups * slices, [&](int64_t task, int thread) {
     const int64_t g = task / slices, slice = task % slices;
     float* out = slice == 0 ? dw + g * block : partial.data() + (g * (slices - 1) + slice - 1) * block;
-    gemm_slice(g, P * slice / slices, P * (slice + 1) / slices, out);
+    accumulate(g, P * slice / slices, P * (slice + 1) / slices, out, buffers.data() + thread * buffer);
   });
   if (slices == 1) return;
 #pragma omp parallel for schedule(static)
