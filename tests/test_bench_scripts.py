@@ -21,6 +21,7 @@ HAVE_PLOT = importlib.util.find_spec("matplotlib") is not None
 SCRIPTS = [
     ("gemm.py", ["--quick", "--sizes", "96", "--rounds", "1", "--min-time", "0.01"], "numpy GFLOP/s", None),
     ("conv.py", ["--set", "tiny", "--rounds", "1", "--min-time", "0.01"], "bwd-weight", None),
+    ("conv.py", ["--channels-last", "--set", "tiny", "--rounds", "1", "--min-time", "0.01"], "vs nchw", None),
     ("train.py", ["--quick", "--models", "mlp", "--batches", "32", "--threads", "1"], "ours img/s", None),
     ("recsys.py", ["--sizes", "2000", "--epochs", "1", "--torch-epochs", "1"], "s/epoch", None),
     ("allreduce.py", ["--max-mb", "0.02", "--min-time", "0.01", "--repeat", "1"], "bucketed us", "mpi"),
