@@ -2,7 +2,7 @@
 // backward-data and backward-weight, as GEMMs whose pixel dimension is the GEMM's M (or K).
 //
 // In NHWC one pixel's channels are contiguous, so a row of the im2col matrix (one output pixel;
-// columns (tap h, tap w, channel)) is kh*kw runs of C/g floats: the gather is one memcpy of C/g
+// columns (tap h, tap w, channel)) is kh*kw runs of C/g floats: the gather is one copy of C/g
 // floats per tap (a zero fill for a tap in the padding), never an element-wise walk. And the GEMM
 // result y (pixels x Co) is NHWC itself, so no pass writes through a strided view:
 //
@@ -11,6 +11,9 @@
 //                  weight as stored (W[g] is Co/g x K row-major, read transposed). 1x1 unstrided
 //                  unpadded: A is x itself, the (N*H*W, C) matrix, read in place (no gather).
 //                  Bias and ReLU run over each block's rows right after its GEMM (vectors along Co).
+//                  (An A packer gathering straight into the row slivers timed 0.8-0.9x of this. On
+//                  AVX2, DenseA's packing of a row-major block is a scalar transpose: the cost that
+//                  keeps 3- and 16-channel layers below NCHW speed; bench/NOTES.md.)
 //
 // backward-data    the stride-phase split of conv.cpp: dx at ih = rh + sh*a (iw likewise) is an
 //                  unstrided convolution of dy with the phase's flipped taps, so each phase is
