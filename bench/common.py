@@ -77,25 +77,26 @@ def wait_idle(limit, threshold=0.9, window=0.3):
             return
 
 
-def _window(fn, min_time):
+def _window(fn, min_time, clock=time.perf_counter):
     """Seconds per call of ``fn()``, looping it until ``min_time`` has passed (one timing window)."""
-    n, start = 0, time.perf_counter()
+    n, start = 0, clock()
     while True:
         fn()
         n += 1
-        elapsed = time.perf_counter() - start
+        elapsed = clock() - start
         if elapsed >= min_time:
             return elapsed / n
 
 
-def best_interleaved(fns, rounds=3, repeat=3, min_time=0.05, settle=0.3, idle_limit=0.0):
+def best_interleaved(fns, rounds=3, repeat=3, min_time=0.05, settle=0.3, idle_limit=0.0, clock=time.perf_counter):
     """Fastest seconds per call of each of ``fns`` (None entries give None), the functions taking
     turns for ``rounds`` rounds of ``repeat`` timing windows each (a window loops the call until
     ``min_time`` has passed). Before each round: wait for idle CPUs (``idle_limit`` s at most), then
     sleep ``settle`` s so the previous library's worker threads (OpenBLAS, OpenMP) have stopped
     spinning on the cores. On a shared machine other work only ever slows a window down, so the
     fastest window is the least disturbed estimate (short windows, many of them, are likelier to
-    find a quiet moment), and alternating exposes every library to the same conditions."""
+    find a quiet moment), and alternating exposes every library to the same conditions. ``clock``
+    is wall time unless told (``time.process_time``: this process's CPU seconds, every thread's)."""
     live = [fn for fn in fns if fn is not None]
     for fn in live:
         fn()
@@ -106,5 +107,5 @@ def best_interleaved(fns, rounds=3, repeat=3, min_time=0.05, settle=0.3, idle_li
             time.sleep(settle)
             fn()  # warm caches and wake this library's threads
             for _ in range(repeat):
-                best[id(fn)] = min(best[id(fn)], _window(fn, min_time))
+                best[id(fn)] = min(best[id(fn)], _window(fn, min_time, clock))
     return [best[id(fn)] if fn is not None else None for fn in fns]

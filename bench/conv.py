@@ -4,7 +4,13 @@ the ResNet-50 3x3 and 1x1 layer shapes (batch 8) and the digits-CNN layers (1->3
 pyneural.kernels.conv, on numpy's BLAS) and torch's CPU convolution when torch is installed, on the
 same number of threads as ours. Every pass is checked against numpy before it is timed.
 
-    python bench/conv.py [--quick] [--set r50,digits] [--batch N] [--json out.json] [--plot out.png]
+    python bench/conv.py [--quick] [--set r50,digits,resnet] [--batch N] [--json out.json] [--plot out.png]
+    python bench/conv.py --channels-last [--set resnet,r50]
+
+--channels-last times our NHWC kernels (NHWC x and dy, OHWI weights: csrc/cpu/conv_nhwc.cpp) against
+torch's CPU convolution on channels_last tensors, with our NCHW kernels beside them (vs nchw = NHWC
+time / NCHW time, > 1 when NHWC is faster). `--set resnet` is the small ResNet's stride-1 3x3 layers
+(pyneural/models.py resnet_small, CIFAR's 32x32) at --batch.
 
 The three libraries take turns, --rounds rounds of --repeat timing windows each, and each keeps its
 fastest window (bench/common.py: best_interleaved): the machine is shared, so only ratios from one
@@ -64,18 +70,37 @@ R50_LAYERS = [
 DIGITS_LAYERS = [(f"digits 8x8 {c}->{co} 3x3", n, c, 8, co, 3, 1)
                  for n in (32, 128, 512) for c, co in ((1, 32), (32, 64))]
 TINY_LAYERS = [("tiny 8x8 16->16 3x3", 2, 16, 8, 16, 3, 1)]
-QUICK = {"r50 56x56 64->64 3x3", "r50 7x7 512->512 3x3", "digits 8x8 32->64 3x3"}
+# The small ResNet's stride-1 layers (the stem and each stage's 3x3) on 32x32 input.
+RESNET_LAYERS = [("resnet 32x32 3->16 3x3", None, 3, 32, 16, 3, 1), ("resnet 32x32 16->16 3x3", None, 16, 32, 16, 3, 1),
+                 ("resnet 16x16 32->32 3x3", None, 32, 16, 32, 3, 1), ("resnet 8x8 64->64 3x3", None, 64, 8, 64, 3, 1)]
+QUICK = {"r50 56x56 64->64 3x3", "r50 7x7 512->512 3x3", "digits 8x8 32->64 3x3", "resnet 32x32 16->16 3x3"}
 H200_BF16_PEAK = 989.0  # TFLOP/s, dense bf16 (H100 SXM: the same)
 
 
-def passes(x, w, dy, pad):
-    """For each pass: (ours, numpy, torch or None) as zero-argument callables."""
-    hyper = ((1, 1), (pad, pad), (1, 1), 1)
-    ours = {
-        "forward": lambda: conv.conv2d_forward(x, w, None, 1, pad),
-        "bwd-data": lambda: conv.conv2d_backward_data(dy, w, x.shape, 1, pad),
-        "bwd-weight": lambda: conv.conv2d_backward_weight(dy, x, w.shape, 1, pad),
+def _nhwc(a):
+    return np.ascontiguousarray(a.transpose(0, 2, 3, 1))
+
+
+def _ours(x, w, dy, pad, layout):
+    """Our three passes on NCHW arrays, or (layout NHWC) on NHWC copies of them made here, untimed."""
+    if layout == "NHWC":
+        x, w, dy = _nhwc(x), _nhwc(w), _nhwc(dy)
+    return {
+        "forward": lambda: conv.conv2d_forward(x, w, None, 1, pad, layout=layout),
+        "bwd-data": lambda: conv.conv2d_backward_data(dy, w, x.shape, 1, pad, layout=layout),
+        "bwd-weight": lambda: conv.conv2d_backward_weight(dy, x, w.shape, 1, pad, layout=layout),
     }
+
+
+def _as_nchw(a, layout):
+    return a.transpose(0, 3, 1, 2) if layout == "NHWC" else a
+
+
+def passes(x, w, dy, pad, layout="NCHW"):
+    """For each pass: (ours, numpy, torch or None) as zero-argument callables; channels_last torch
+    tensors for layout NHWC."""
+    hyper = ((1, 1), (pad, pad), (1, 1), 1)
+    ours = _ours(x, w, dy, pad, layout)
     ref = {
         "forward": lambda: conv.forward_numpy(x, w, *hyper),
         "bwd-data": lambda: conv.backward_data_numpy(dy, w, x.shape, *hyper),
@@ -83,7 +108,8 @@ def passes(x, w, dy, pad):
     }
     theirs = dict.fromkeys(ours)
     if torch is not None:
-        tx, tw, tdy = (torch.from_numpy(a) for a in (x, w, dy))
+        fmt = torch.channels_last if layout == "NHWC" else torch.contiguous_format
+        tx, tw, tdy = (torch.from_numpy(a).contiguous(memory_format=fmt) for a in (x, w, dy))
         back = torch.ops.aten.convolution_backward
 
         def grad(mask):
@@ -106,8 +132,10 @@ def main():
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default=None,
                    help="fp32 (default) or bf16 on the CPU; bf16 (default) or fp16 on cuda (the tensor-core kernels)")
-    p.add_argument("--channels-last", action="store_true", help="CPU bf16: NHWC activations for both libraries")
     p.add_argument("--layout", default="NHWC,NCHW", help="cuda: layouts to time (comma-separated)")
+    p.add_argument("--channels-last", action="store_true",
+                   help="CPU: NHWC activations for both libraries (fp32: our NHWC kernels and torch on channels_last "
+                        "tensors, our NCHW kernels beside them; bf16: the bf16 convolution in NHWC)")
     p.add_argument("--peak", type=float, default=H200_BF16_PEAK, help="cuda: TFLOP/s for the %% peak column")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds per pass (best is kept)")
     p.add_argument("--min-time", type=float, default=0.02, help="seconds per timing window")
@@ -127,9 +155,8 @@ def main():
         torch.set_num_threads(threads)
     if args.dtype == "bf16":
         return cpu_bf16_main(args, threads)
-    if args.channels_last:
-        raise SystemExit("bench/conv.py: --channels-last is for --dtype bf16 on the CPU (the fp32 kernels are NCHW)")
-    args.set, args.batch = args.set or "r50,digits", args.batch or 8
+    args.set, args.batch = args.set or ("resnet,r50" if args.channels_last else "r50,digits"), args.batch or 8
+    layout = "NHWC" if args.channels_last else "NCHW"
     sets = args.set.split(",")
     layers = _layers(sets)
     rng = np.random.default_rng(0)
@@ -144,18 +171,22 @@ def main():
             Ho = H + 2 * pad - k + 1
             dy = rng.standard_normal((N, Co, Ho, Ho), dtype=np.float32)
             gflop = 2.0 * N * Co * Ho * Ho * C * k * k / 1e9
-            ours, ref, theirs = passes(x, w, dy, pad)
+            ours, ref, theirs = passes(x, w, dy, pad, layout)
+            nchw = _ours(x, w, dy, pad, "NCHW") if layout == "NHWC" else None
             for pass_name in ours:
-                got, want = ours[pass_name](), ref[pass_name]()
+                got, want = _as_nchw(ours[pass_name](), layout), ref[pass_name]()
                 err = np.linalg.norm(got - want) / np.linalg.norm(want)
                 if not err < 1e-4:
                     raise SystemExit(f"{name} {pass_name}: relative error {err:.2e} against numpy")
                 row = {"layer": name, "pass": pass_name, "batch": N, "gflop": gflop}
-                times = best_interleaved([ours[pass_name], ref[pass_name], theirs[pass_name]], rounds=args.rounds,
+                times = best_interleaved([ours[pass_name], ref[pass_name], theirs[pass_name]]
+                                         + ([nchw[pass_name]] if nchw else []), rounds=args.rounds,
                                          repeat=args.repeat, min_time=args.min_time, settle=args.settle,
                                          idle_limit=args.wait_idle)
                 row["ours"], row["numpy"] = gflop / times[0], gflop / times[1]
                 row["torch"] = gflop / times[2] if times[2] else None
+                if nchw:
+                    row["nchw"], row["ratio_nchw"] = gflop / times[3], times[3] / times[0]
                 row["ratio"] = row["ours"] / row["numpy"]
                 row["ratio_torch"] = row["ours"] / row["torch"] if row["torch"] else None
                 rows.append(row)
@@ -163,8 +194,12 @@ def main():
     columns = [("layer", "layer", "{}"), ("batch", "batch", "{}"), ("pass", "pass", "{}"), ("ours", "ours GFLOP/s", "{:.1f}"),
                ("numpy", "numpy GFLOP/s", "{:.1f}"), ("torch", "torch GFLOP/s", "{:.1f}"),
                ("ratio", "vs numpy", "{:.2f}x"), ("ratio_torch", "vs torch", "{:.2f}x")]
-    title = (f"conv2d float32 NCHW (isa {_C.active_isa()}, {threads} threads for ours and torch; numpy's OpenBLAS "
-             f"its default), vs numpy = ours / numpy, vs torch = ours / torch")
+    if layout == "NHWC":
+        columns[4:4] = [("nchw", "ours NCHW GFLOP/s", "{:.1f}")]
+        columns.append(("ratio_nchw", "vs nchw", "{:.2f}x"))
+    title = (f"conv2d float32 {layout}{' (torch channels_last)' if layout == 'NHWC' else ''} (isa "
+             f"{_C.active_isa()}, {threads} threads for ours and torch; numpy's OpenBLAS its default), "
+             f"vs numpy = ours / numpy, vs torch = ours / torch")
     report(rows, columns, args, title, plot=_plot)
 
 
@@ -243,11 +278,12 @@ def cpu_bf16_main(args, threads):
 
 
 def _layers(sets):
-    unknown = set(sets) - {"r50", "digits", "tiny"}
+    unknown = set(sets) - {"r50", "digits", "tiny", "resnet"}
     if unknown:
-        raise SystemExit(f"bench/conv.py: unknown layer set(s) {sorted(unknown)}; choose from r50, digits, tiny")
-    return ((R50_LAYERS if "r50" in sets else []) + (DIGITS_LAYERS if "digits" in sets else [])
-            + (TINY_LAYERS if "tiny" in sets else []))
+        raise SystemExit(f"bench/conv.py: unknown layer set(s) {sorted(unknown)}; choose from r50, digits, resnet, "
+                         f"tiny")
+    return ((RESNET_LAYERS if "resnet" in sets else []) + (R50_LAYERS if "r50" in sets else [])
+            + (DIGITS_LAYERS if "digits" in sets else []) + (TINY_LAYERS if "tiny" in sets else []))
 
 
 # ---- the GPU rows: the tensor-core kernels against cuDNN ------------------------------------------

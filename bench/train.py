@@ -16,6 +16,12 @@ faster than PyTorch).
     python bench/train.py --quick              # fewer repetitions, smaller ResNet batches
     python bench/train.py --models cnn --batches 32 --profile 15   # where does a step go?
     python bench/train.py --device cuda [--amp bf16]              # on the GPU, vs PyTorch there
+    python bench/train.py --models resnet --channels-last --threads 1 --clock cpu   # a busy machine
+
+--clock cpu times CPU seconds of the process (time.process_time) instead of wall time: on a machine
+shared past its cores, wall time measures the other jobs (two runs minutes apart differed 2x), CPU
+time mostly the work. With --threads 1 it is a step's work; with more threads it also counts
+OpenMP's spinning. The table then reads images per CPU-second.
 """
 import cProfile
 import io
@@ -134,14 +140,14 @@ def omp_threads(n):
     return gomp.omp_get_max_threads()
 
 
-def time_interleaved(steps, repeat, warmup, min_time, settle, idle_limit):
+def time_interleaved(steps, repeat, warmup, min_time, settle, idle_limit, clock=time.perf_counter):
     """Seconds per call of each function in ``steps``: the fastest of ``repeat`` windows each,
     the functions taking turns."""
     for step in steps:
         for _ in range(warmup):
             step()
     return best_interleaved(steps, rounds=repeat, repeat=1, min_time=min_time, settle=settle,
-                            idle_limit=idle_limit)
+                            idle_limit=idle_limit, clock=clock)
 
 
 def profile_steps(step, seconds_per_step, top):
@@ -189,6 +195,8 @@ def main():
     p.add_argument("--channels-last", action="store_true",
                    help="both libraries' convolutional models and batches in channels_last (NHWC memory; the "
                         "fastest GPU layout; default on for --device cuda)")
+    p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                   help="time wall seconds, or CPU seconds of the process (busy machines; see above)")
     p.add_argument("--profile", type=int, default=0, metavar="N",
                    help="cProfile our steps where ratio < 1 and print the top N functions by own time")
     args = p.parse_args()
@@ -227,7 +235,8 @@ def main():
             if torch is not None:
                 torch.manual_seed(0)
                 steps.append(torch_step_fn(name, data, args.device, args.amp, channels_last))
-            times = time_interleaved(steps, repeat, warmup, min_time, args.settle, args.wait_idle)
+            times = time_interleaved(steps, repeat, warmup, min_time, args.settle, args.wait_idle,
+                                     time.process_time if args.clock == "cpu" else time.perf_counter)
             ours_step, ours_t, torch_t = steps[0], times[0], (times[1] if torch is not None else None)
             row = {"model": name, "batch": batch, "ours": batch / ours_t,
                    "torch": batch / torch_t if torch_t else None,
@@ -245,7 +254,8 @@ def main():
     where = "" if args.device == "cpu" else f" on {_device_name(args.device)}"
     precision = f", autocast {args.amp}" if args.amp else ""
     layout = ", channels_last" if channels_last else ""
-    title = (f"training throughput{where}, SGD momentum{precision} (images/s, best of {repeat} windows; "
+    unit = "images per CPU-second" if args.clock == "cpu" else "images/s"
+    title = (f"training throughput{where}, SGD momentum{precision} ({unit}, best of {repeat} windows; "
              f"{threads}{layout})")
 
     def plot(rows, ax):

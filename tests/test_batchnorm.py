@@ -7,8 +7,11 @@ from conftest import poisoned, rel_err
 from pyneural import _C
 from pyneural.kernels.batchnorm import batch_norm_backward, channel_affine, channel_stats
 
-# (N, C) after Linear, (N, C, L), NCHW with odd and 1x1 planes, and one large enough for threads.
-SHAPES = [(7, 13), (4, 6, 5), (3, 5, 7, 9), (2, 3, 1, 1), (16, 8, 33, 17)]
+# (N, C) after Linear, (N, C, L), NCHW with odd and 1x1 planes, and one large enough for threads;
+# channels_last x reaches the kernels as the (N*H*W, C) rows of its memory: (2*9*7, 69) and
+# (8*17*19, 67) take the row-wise kernels (inner == 1), with rows that do not divide their
+# 512-row blocks and, the second, several blocks over the threads.
+SHAPES = [(7, 13), (4, 6, 5), (3, 5, 7, 9), (2, 3, 1, 1), (16, 8, 33, 17), (126, 69), (2584, 67)]
 
 
 def axes(x):
@@ -83,6 +86,24 @@ def test_batch_norm_backward(rng, shape, relu):
     for got, ref in zip(got32, got64):
         assert got.dtype == np.float32
         assert rel_err(got, ref) < 1e-5
+
+
+def test_rows_of_channels_last_memory_match_nchw(rng):
+    """The (N*H*W, C) rows of an NHWC array give NCHW's statistics, affine map and gradients."""
+    x = (3.0 + rng.standard_normal((4, 19, 13, 11))).astype(np.float32)
+    dy = rng.standard_normal(x.shape).astype(np.float32)
+    rows = lambda a: np.ascontiguousarray(a.transpose(0, 2, 3, 1)).reshape(-1, a.shape[1])  # noqa: E731
+    mean, var = channel_stats(x)
+    mean_r, var_r = channel_stats(rows(x))
+    assert rel_err(mean_r, mean) < 1e-6 and rel_err(var_r, var) < 1e-5
+    invstd = (1 / np.sqrt(var + 1e-5)).astype(np.float32)
+    y = channel_affine(x, invstd, -mean * invstd, relu=True)
+    y_r = channel_affine(rows(x), invstd, -mean * invstd, relu=True)
+    assert rel_err(y_r, rows(y)) < 1e-6
+    got, got_r = batch_norm_backward(dy, x, mean, invstd, invstd, y), batch_norm_backward(rows(dy), rows(x), mean,
+                                                                                          invstd, invstd, rows(y))
+    assert rel_err(got_r[0], rows(got[0])) < 1e-5
+    assert rel_err(got_r[1], got[1]) < 1e-5 and rel_err(got_r[2], got[2]) < 1e-5
 
 
 def test_batch_norm_backward_in_place_dx(rng):

@@ -23,6 +23,7 @@ SCRIPTS = [
     ("conv.py", ["--set", "tiny", "--rounds", "1", "--min-time", "0.01"], "bwd-weight", None),
     ("conv.py", ["--dtype", "bf16", "--channels-last", "--set", "tiny", "--rounds", "1", "--min-time", "0.01"],
      "torch bf16 GFLOP/s", None),
+    ("conv.py", ["--channels-last", "--set", "tiny", "--rounds", "1", "--min-time", "0.01"], "vs nchw", None),
     ("train.py", ["--quick", "--models", "mlp", "--batches", "32", "--threads", "1"], "ours img/s", None),
     ("recsys.py", ["--sizes", "2000", "--epochs", "1", "--torch-epochs", "1"], "s/epoch", None),
     ("allreduce.py", ["--max-mb", "0.02", "--min-time", "0.01", "--repeat", "1"], "bucketed us", "mpi"),

@@ -1,7 +1,7 @@
 """2-D convolution kernels (pyneural.kernels.conv): float32 C++ against the float64 numpy path on
-every ISA path and every way of sharing the threads; the numpy path itself against a naive direct
-convolution, finite differences and the adjoint identity; torch when it is installed; and one test
-per kind of bad input."""
+every ISA path and every way of sharing the threads, in NCHW and in channels_last (NHWC memory, OHWI
+weights); the numpy path itself against a naive direct convolution, finite differences and the
+adjoint identity; torch when it is installed (channels_last too); and one test per kind of bad input."""
 import itertools
 
 import numpy as np
@@ -272,6 +272,98 @@ def test_against_torch(rng, name):
     assert rel_err(conv2d_forward(x, w, bias, *_hyper(c)), ty.detach().numpy()) < TOL
     assert rel_err(conv2d_backward_data(dy, w, x.shape, *_hyper(c)), tx.grad.numpy()) < TOL
     assert rel_err(conv2d_backward_weight(dy, x, w.shape, *_hyper(c)), tw.grad.numpy()) < TOL
+
+
+# ---- channels_last: NHWC tensors, OHWI weights ------------------------------------------------
+
+def _nhwc(a):
+    """NCHW (OIHW) -> the C-contiguous NHWC (OHWI) array of the same values."""
+    return np.ascontiguousarray(a.transpose(0, 2, 3, 1))
+
+
+def _nchw(a):
+    return a.transpose(0, 3, 1, 2)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_nhwc_kernels_match_the_nchw_reference(isa, rng, name):
+    """The NHWC kernels against the float64 NCHW reference: every pass, every thread-sharing
+    strategy, the bias + ReLU epilogue, outputs poisoned with NaN before the call."""
+    c = CASES[name]
+    x, w = _inputs(rng, c)
+    Ho, Wo = _out_hw(c)
+    dy = rng.standard_normal((c["N"], c["Co"], Ho, Wo)).astype(np.float32)
+    bias = rng.standard_normal(c["Co"]).astype(np.float32)
+    y_ref, dx_ref, dw_ref = _references(x, w, dy, c)
+    y_mag, dx_mag, dw_mag = _references(np.abs(x), np.abs(w), np.abs(dy), c)
+    k_y, k_dx, k_dw = _term_counts(c)
+    b = bias[None, :, None, None].astype(np.float64)
+    yb_ref, yb_mag = np.maximum(y_ref + b, 0), y_mag + np.abs(b)  # ReLU is 1-Lipschitz: the bound holds
+    xn, wn, dyn = _nhwc(x), _nhwc(w), _nhwc(dy)
+    for parallel in PARALLEL:
+        y = poisoned((c["N"], Ho, Wo, c["Co"]))
+        _C.conv2d_forward(xn, wn, None, y, *_hyper(c), False, parallel, nhwc=True)
+        assert_close_bound(_nchw(y), y_ref, k_y, y_mag, what=f"NHWC forward ({parallel})")
+        y = poisoned((c["N"], Ho, Wo, c["Co"]))
+        _C.conv2d_forward(xn, wn, bias, y, *_hyper(c), True, parallel, nhwc=True)
+        assert_close_bound(_nchw(y), yb_ref, k_y + 1, yb_mag, what=f"NHWC forward + bias + ReLU ({parallel})")
+        dx = poisoned(xn.shape)
+        _C.conv2d_backward_data(dyn, wn, dx, *_hyper(c), parallel, nhwc=True)
+        assert_close_bound(_nchw(dx), dx_ref, k_dx, dx_mag, what=f"NHWC backward_data ({parallel})")
+        dw = poisoned(wn.shape)
+        _C.conv2d_backward_weight(dyn, xn, dw, *_hyper(c), parallel, nhwc=True)
+        assert_close_bound(_nchw(dw), dw_ref, k_dw, dw_mag, what=f"NHWC backward_weight ({parallel})")
+
+
+@pytest.mark.parametrize("name", ["3x3-s2-p1", "groups3-s2", "1x1", "5x3-s2x1-p0x2-d1x2"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_nhwc_public_functions(rng, name, dtype):
+    """layout="NHWC" through pyneural.kernels.conv, float32 (the kernels) and float64 (numpy on NCHW views)."""
+    c = CASES[name]
+    x, w = (a.astype(dtype) for a in _inputs(rng, c))
+    dy = rng.standard_normal((c["N"], c["Co"], *_out_hw(c))).astype(dtype)
+    tol = TOL if dtype == np.float32 else 1e-12
+    y = conv2d_forward(_nhwc(x), _nhwc(w), None, *_hyper(c), layout="NHWC")
+    assert y.dtype == dtype and y.flags.c_contiguous
+    assert rel_err(_nchw(y), conv2d_forward(x, w, None, *_hyper(c))) < tol
+    dx = conv2d_backward_data(_nhwc(dy), _nhwc(w), _nhwc(x).shape, *_hyper(c), layout="NHWC")
+    assert rel_err(_nchw(dx), conv2d_backward_data(dy, w, x.shape, *_hyper(c))) < tol
+    dw = conv2d_backward_weight(_nhwc(dy), _nhwc(x), _nhwc(w).shape, *_hyper(c), layout="NHWC")
+    assert rel_err(_nchw(dw), conv2d_backward_weight(dy, x, w.shape, *_hyper(c))) < tol
+
+
+@pytest.mark.parametrize("name", ["3x3-s2-p1", "groups2", "1x1-s2"])
+def test_nhwc_against_torch_channels_last(rng, name):
+    torch = pytest.importorskip("torch")
+    c = CASES[name]
+    x, w = _inputs(rng, c)
+    bias = rng.standard_normal(c["Co"]).astype(np.float32)
+    dy = rng.standard_normal((c["N"], c["Co"], *_out_hw(c))).astype(np.float32)
+    cl = torch.channels_last
+    tx = torch.tensor(x, dtype=torch.float64).to(memory_format=cl).requires_grad_()
+    tw = torch.tensor(w, dtype=torch.float64).to(memory_format=cl).requires_grad_()
+    ty = torch.nn.functional.conv2d(tx, tw, torch.tensor(bias, dtype=torch.float64), c["stride"], c["padding"],
+                                    c["dilation"], c["groups"])
+    ty.backward(torch.tensor(dy, dtype=torch.float64).to(memory_format=cl))
+    y = conv2d_forward(_nhwc(x), _nhwc(w), bias, *_hyper(c), layout="NHWC")
+    assert rel_err(_nchw(y), ty.detach().numpy()) < TOL
+    dx = conv2d_backward_data(_nhwc(dy), _nhwc(w), _nhwc(x).shape, *_hyper(c), layout="NHWC")
+    assert rel_err(_nchw(dx), tx.grad.numpy()) < TOL
+    dw = conv2d_backward_weight(_nhwc(dy), _nhwc(x), _nhwc(w).shape, *_hyper(c), layout="NHWC")
+    assert rel_err(_nchw(dw), tw.grad.numpy()) < TOL
+
+
+def test_nhwc_rejects_bad_layout_and_shapes(xw):
+    x, w = xw
+    with pytest.raises(ValueError, match="layout must be 'NCHW' or 'NHWC'"):
+        conv2d_forward(x, w, layout="NWHC")
+    with pytest.raises(ValueError, match="input has 6 channels, weight expects 4"):  # NCHW x read as NHWC
+        conv2d_forward(x, _nhwc(w), layout="NHWC")
+    with pytest.raises(ValueError, match=r"expected shape \(2, 4, 4, 5\)"):
+        _C.conv2d_forward(_nhwc(x), _nhwc(w), None, np.empty((2, 5, 4, 4), np.float32), (1, 1), (0, 0), (1, 1), 1,
+                          nhwc=True)
+    with pytest.raises(ValueError, match="dy must have shape"):
+        conv2d_backward_data(np.zeros((2, 5, 4, 4), np.float32), _nhwc(w), (2, 6, 6, 4), layout="NHWC")
 
 
 # ---- bad input: one test per case ------------------------------------------------------------

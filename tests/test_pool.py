@@ -1,5 +1,6 @@
-"""2-D max and average pooling: float32 C++ on every SIMD path against the float64 numpy path, and
-the float64 path against plain loops written straight from the definitions (small sizes)."""
+"""2-D max and average pooling: float32 C++ on every SIMD path against the float64 numpy path, in NCHW
+and in channels_last (NHWC memory), and the float64 path against plain loops written straight from
+the definitions (small sizes)."""
 import numpy as np
 import pytest
 
@@ -146,6 +147,77 @@ def test_avg_pool_float32_matches_float64(isa, rng, shape, k, s, p, count_includ
     _C.avg_pool2d_backward(dy, dx, kp, sp, pp, count_include_pad)
     assert rel_err(dx, ref_dx) < 1e-6
     assert rel_err(avg_pool2d_backward(dy, shape, k, s, p, count_include_pad), ref_dx) < 1e-6
+
+
+# ---- channels_last: the NHWC kernels against the float64 NCHW path ----------------------------------
+
+def nhwc(a):
+    return np.ascontiguousarray(a.transpose(0, 2, 3, 1))
+
+
+def nchw(a):
+    return a.transpose(0, 3, 1, 2)
+
+
+@pytest.mark.parametrize("shape,k,s,p", CASES + LARGER + [((3, 67, 9, 11), 3, 2, 1)])
+def test_max_pool_nhwc_matches_nchw_float64(isa, rng, shape, k, s, p):
+    x = rng.standard_normal(shape).astype(np.float32)
+    ref_y, ref_am = max_pool2d_forward(x.astype(np.float64), k, s, p)
+    y, am = poisoned(nhwc(ref_y).shape), np.full(nhwc(ref_y).shape, -7, np.int32)
+    _C.max_pool2d_forward(nhwc(x), y, am, *geometry(shape, k, s, p)[:3], nhwc=True)
+    assert np.array_equal(nchw(y), ref_y) and np.array_equal(nchw(am), ref_am)  # the same max, the same index
+
+    dy = rng.standard_normal(ref_y.shape).astype(np.float32)
+    ref_dx = max_pool2d_backward(dy.astype(np.float64), ref_am, shape)
+    dx = poisoned(nhwc(x).shape)
+    _C.max_pool2d_backward(nhwc(dy), am, dx, nhwc=True)
+    assert rel_err(nchw(dx), ref_dx) < 1e-6
+    got = max_pool2d_backward(nhwc(dy), am, nhwc(x).shape, layout="NHWC")
+    assert rel_err(nchw(got), ref_dx) < 1e-6
+    y64, am64 = max_pool2d_forward(nhwc(x.astype(np.float64)), k, s, p, layout="NHWC")  # the float64 NHWC path
+    assert np.array_equal(nchw(y64), ref_y) and np.array_equal(nchw(am64), ref_am)
+
+
+@pytest.mark.parametrize("shape,k,s,p", CASES + LARGER + [((3, 67, 9, 11), 3, 2, 1)])
+@pytest.mark.parametrize("count_include_pad", [True, False])
+def test_avg_pool_nhwc_matches_nchw_float64(isa, rng, shape, k, s, p, count_include_pad):
+    x = rng.standard_normal(shape).astype(np.float32)
+    ref_y = avg_pool2d_forward(x.astype(np.float64), k, s, p, count_include_pad)
+    kp, sp, pp, _ = geometry(shape, k, s, p)
+    y = poisoned(nhwc(ref_y).shape)
+    _C.avg_pool2d_forward(nhwc(x), y, kp, sp, pp, count_include_pad, nhwc=True)
+    assert rel_err(nchw(y), ref_y) < 1e-6
+
+    dy = rng.standard_normal(ref_y.shape).astype(np.float32)
+    ref_dx = avg_pool2d_backward(dy.astype(np.float64), shape, k, s, p, count_include_pad)
+    dx = poisoned(nhwc(x).shape)
+    _C.avg_pool2d_backward(nhwc(dy), dx, kp, sp, pp, count_include_pad, nhwc=True)
+    assert rel_err(nchw(dx), ref_dx) < 1e-6
+    got = avg_pool2d_backward(nhwc(dy), nhwc(x).shape, k, s, p, count_include_pad, layout="NHWC")
+    assert rel_err(nchw(got), ref_dx) < 1e-6
+    got64 = avg_pool2d_backward(nhwc(dy.astype(np.float64)), nhwc(x).shape, k, s, p, count_include_pad,
+                                layout="NHWC")
+    assert rel_err(nchw(got64), ref_dx) < 1e-14
+
+
+def test_max_pool_nhwc_ties_inf_and_nan_as_nchw(isa, rng):
+    x = rng.integers(0, 2, (2, 5, 7, 8)).astype(np.float32)  # many equal maxima per window
+    x[0, 1] = -np.inf
+    x[1, 2, 0, 1] = x[1, 2, 1, 0] = np.nan
+    for k, s, p in ((3, 2, 1), (2, 2, 0)):
+        y, am = max_pool2d_forward(x, k, s, p)
+        yn, amn = max_pool2d_forward(nhwc(x), k, s, p, layout="NHWC")
+        assert np.array_equal(nchw(yn), y, equal_nan=True) and np.array_equal(nchw(amn), am)
+
+
+def test_pool_nhwc_rejects_bad_layout_and_shapes():
+    x = np.zeros((2, 6, 6, 3), np.float32)
+    with pytest.raises(ValueError, match="layout must be 'NCHW' or 'NHWC'"):
+        max_pool2d_forward(x, 2, layout="nhwc")
+    with pytest.raises(ValueError, match=r"must have shape \(2, 3, 3, 3\)"):
+        _C.avg_pool2d_forward(x, np.empty((2, 3, 3, 3 + 1), np.float32), (2, 2), (2, 2), (0, 0), True, nhwc=True)
+    with pytest.raises(ValueError, match="dy has shape"):
+        avg_pool2d_backward(np.zeros((2, 3, 3, 4), np.float32), x.shape, 2, layout="NHWC")
 
 
 # ---- ties, -inf, NaN: both paths must agree on which element is the max --------------------------

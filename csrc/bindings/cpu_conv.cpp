@@ -1,6 +1,7 @@
 // Bindings of the 2-D convolution kernels (csrc/cpu/conv.h). Every array is checked here against the
 // shape the others imply, so no combination of arguments can make a kernel read or write out of
 // bounds; the outputs are allocated by the caller (pyneural/kernels/conv.py) and written in place.
+// nhwc=True takes channels_last memory: NHWC tensors and OHWI weights.
 #include <pybind11/stl.h>
 
 #include <optional>
@@ -37,22 +38,33 @@ void check_disjoint(const py::array& out, const char* out_name, const py::array&
   PN_CHECK(o + out.nbytes() <= i || i + in.nbytes() <= o, out_name, " must not overlap ", in_name);
 }
 
-Conv2dShape shape_from(const std::vector<int64_t>& x, const std::vector<int64_t>& w, Pair stride, Pair padding,
-                       Pair dilation, int64_t groups) {
+// NCHW / OIHW shapes as they are, NHWC / OHWI ones permuted to the logical order.
+std::vector<int64_t> logical(std::vector<int64_t> shape, bool nhwc) {
+  return nhwc ? std::vector<int64_t>{shape[0], shape[3], shape[1], shape[2]} : shape;
+}
+
+// The array shape of logical (N, C, H, W) in the layout.
+std::vector<int64_t> in_layout(int64_t n, int64_t c, int64_t h, int64_t w, bool nhwc) {
+  return nhwc ? std::vector<int64_t>{n, h, w, c} : std::vector<int64_t>{n, c, h, w};
+}
+
+Conv2dShape shape_from(const std::vector<int64_t>& xa, const std::vector<int64_t>& wa, Pair stride, Pair padding,
+                       Pair dilation, int64_t groups, bool nhwc) {
+  const std::vector<int64_t> x = logical(xa, nhwc), w = logical(wa, nhwc);
   return make_conv2d_shape(x[0], x[1], x[2], x[3], w[0], w[1], w[2], w[3], stride.first, stride.second,
                            padding.first, padding.second, dilation.first, dilation.second, groups);
 }
 
 void forward(const py::array& x, const py::array& w, const std::optional<py::array>& bias, py::array& y, Pair stride,
-             Pair padding, Pair dilation, int64_t groups, bool relu, const std::string& parallel) {
+             Pair padding, Pair dilation, int64_t groups, bool relu, const std::string& parallel, bool nhwc) {
   const float* xp = data_ptr<float>(x, "conv2d_forward: x");
   const float* wp = data_ptr<float>(w, "conv2d_forward: w");
   float* yp = mutable_data_ptr<float>(y, "conv2d_forward: y");
   check_ndim(x, "conv2d_forward: x", 4);
   check_ndim(w, "conv2d_forward: w", 4);
   check_ndim(y, "conv2d_forward: y", 4);
-  const Conv2dShape s = shape_from(shape_of(x), shape_of(w), stride, padding, dilation, groups);
-  check_shape(y, "conv2d_forward: y", {s.N, s.Co, s.Ho, s.Wo});
+  const Conv2dShape s = shape_from(shape_of(x), shape_of(w), stride, padding, dilation, groups, nhwc);
+  check_shape(y, "conv2d_forward: y", in_layout(s.N, s.Co, s.Ho, s.Wo, nhwc));
   check_disjoint(y, "conv2d_forward: y", x, "x");
   check_disjoint(y, "conv2d_forward: y", w, "w");
   const float* bp = nullptr;
@@ -63,41 +75,41 @@ void forward(const py::array& x, const py::array& w, const std::optional<py::arr
   }
   const ConvParallel par = conv_parallel_from_name(parallel.c_str());
   py::gil_scoped_release release;
-  conv2d_forward(s, xp, wp, bp, relu, yp, par);
+  (nhwc ? conv2d_forward_nhwc : conv2d_forward)(s, xp, wp, bp, relu, yp, par);
 }
 
 void backward_data(const py::array& dy, const py::array& w, py::array& dx, Pair stride, Pair padding, Pair dilation,
-                   int64_t groups, const std::string& parallel) {
+                   int64_t groups, const std::string& parallel, bool nhwc) {
   const float* dyp = data_ptr<float>(dy, "conv2d_backward_data: dy");
   const float* wp = data_ptr<float>(w, "conv2d_backward_data: w");
   float* dxp = mutable_data_ptr<float>(dx, "conv2d_backward_data: dx");
   check_ndim(dy, "conv2d_backward_data: dy", 4);
   check_ndim(w, "conv2d_backward_data: w", 4);
   check_ndim(dx, "conv2d_backward_data: dx", 4);
-  const Conv2dShape s = shape_from(shape_of(dx), shape_of(w), stride, padding, dilation, groups);
-  check_shape(dy, "conv2d_backward_data: dy", {s.N, s.Co, s.Ho, s.Wo});
+  const Conv2dShape s = shape_from(shape_of(dx), shape_of(w), stride, padding, dilation, groups, nhwc);
+  check_shape(dy, "conv2d_backward_data: dy", in_layout(s.N, s.Co, s.Ho, s.Wo, nhwc));
   check_disjoint(dx, "conv2d_backward_data: dx", dy, "dy");
   check_disjoint(dx, "conv2d_backward_data: dx", w, "w");
   const ConvParallel par = conv_parallel_from_name(parallel.c_str());
   py::gil_scoped_release release;
-  conv2d_backward_data(s, dyp, wp, dxp, par);
+  (nhwc ? conv2d_backward_data_nhwc : conv2d_backward_data)(s, dyp, wp, dxp, par);
 }
 
 void backward_weight(const py::array& dy, const py::array& x, py::array& dw, Pair stride, Pair padding,
-                     Pair dilation, int64_t groups, const std::string& parallel) {
+                     Pair dilation, int64_t groups, const std::string& parallel, bool nhwc) {
   const float* dyp = data_ptr<float>(dy, "conv2d_backward_weight: dy");
   const float* xp = data_ptr<float>(x, "conv2d_backward_weight: x");
   float* dwp = mutable_data_ptr<float>(dw, "conv2d_backward_weight: dw");
   check_ndim(dy, "conv2d_backward_weight: dy", 4);
   check_ndim(x, "conv2d_backward_weight: x", 4);
   check_ndim(dw, "conv2d_backward_weight: dw", 4);
-  const Conv2dShape s = shape_from(shape_of(x), shape_of(dw), stride, padding, dilation, groups);
-  check_shape(dy, "conv2d_backward_weight: dy", {s.N, s.Co, s.Ho, s.Wo});
+  const Conv2dShape s = shape_from(shape_of(x), shape_of(dw), stride, padding, dilation, groups, nhwc);
+  check_shape(dy, "conv2d_backward_weight: dy", in_layout(s.N, s.Co, s.Ho, s.Wo, nhwc));
   check_disjoint(dw, "conv2d_backward_weight: dw", dy, "dy");
   check_disjoint(dw, "conv2d_backward_weight: dw", x, "x");
   const ConvParallel par = conv_parallel_from_name(parallel.c_str());
   py::gil_scoped_release release;
-  conv2d_backward_weight(s, dyp, xp, dwp, par);
+  (nhwc ? conv2d_backward_weight_nhwc : conv2d_backward_weight)(s, dyp, xp, dwp, par);
 }
 
 }  // namespace
@@ -105,14 +117,18 @@ void backward_weight(const py::array& dy, const py::array& x, py::array& dw, Pai
 void bind_conv(py::module_& m) {
   m.def("conv2d_forward", &forward, py::arg("x"), py::arg("w"), py::arg("bias"), py::arg("y"), py::arg("stride"),
         py::arg("padding"), py::arg("dilation"), py::arg("groups"), py::arg("relu") = false,
-        py::arg("parallel") = "auto",
-        "y = conv2d(x, w) (+ bias, then ReLU if relu), written into y (N, Co, Ho, Wo). float32, NCHW.");
+        py::arg("parallel") = "auto", py::arg("nhwc") = false,
+        "y = conv2d(x, w) (+ bias, then ReLU if relu), written into y (N, Co, Ho, Wo). float32, NCHW; "
+        "nhwc=True: x (N, H, W, C), w (Co, kh, kw, C/groups), y (N, Ho, Wo, Co).");
   m.def("conv2d_backward_data", &backward_data, py::arg("dy"), py::arg("w"), py::arg("dx"), py::arg("stride"),
         py::arg("padding"), py::arg("dilation"), py::arg("groups"), py::arg("parallel") = "auto",
-        "dx = gradient of conv2d with respect to its input, written into dx (N, C, H, W).");
+        py::arg("nhwc") = false,
+        "dx = gradient of conv2d with respect to its input, written into dx (N, C, H, W; nhwc: N, H, W, C).");
   m.def("conv2d_backward_weight", &backward_weight, py::arg("dy"), py::arg("x"), py::arg("dw"), py::arg("stride"),
         py::arg("padding"), py::arg("dilation"), py::arg("groups"), py::arg("parallel") = "auto",
-        "dw = gradient of conv2d with respect to its weight, written into dw (Co, C/groups, kh, kw).");
+        py::arg("nhwc") = false,
+        "dw = gradient of conv2d with respect to its weight, written into dw (Co, C/groups, kh, kw; nhwc: "
+        "Co, kh, kw, C/groups).");
 }
 
 }  // namespace pn

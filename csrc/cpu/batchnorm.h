@@ -1,5 +1,6 @@
 // Batch normalisation over the channel axis of x viewed as (outer, channels, inner): per-channel
 // statistics, the per-channel affine map, and the two passes of the training backward. See batchnorm.cpp.
+// channels_last (NHWC) memory is (N*H*W, C, 1): inner == 1 runs row-wise kernels.
 #pragma once
 #include <cstdint>
 

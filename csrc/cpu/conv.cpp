@@ -52,12 +52,12 @@
 
 #include <algorithm>
 #include <cstring>
-#include <exception>
 #include <limits>
 #include <vector>
 
 #include "common/check.h"
 #include "cpu/conv_pack.h"
+#include "cpu/conv_tasks.h"
 #include "cpu/gemm.h"
 
 namespace pn {
@@ -100,11 +100,6 @@ ConvParallel conv_parallel_from_name(const char* name) {
 
 namespace {
 
-// Tasks can be dealt to the threads whole when there are enough of them to come out even.
-bool tasks_balance(int64_t tasks, int threads) {
-  return threads == 1 || (tasks >= threads && (tasks % threads == 0 || tasks >= 4 * threads));
-}
-
 // GEMMs narrower than this many columns lose speed to edge slivers and per-call packing of the
 // weights, so small images are batched: one GEMM covers several images' pixels.
 constexpr int64_t kWideGemm = 1024;
@@ -127,30 +122,6 @@ Chunking plan_chunks(ConvParallel par, int64_t N, int64_t groups, int64_t pixels
   for (int64_t chunks = fewest; chunks <= N; ++chunks)
     if (tasks_balance(chunks * groups, threads)) return Chunking{true, chunks};
   return whole_gemm;
-}
-
-// Runs body(task, thread) for every task on the OpenMP threads. An exception (bad_alloc in a pack
-// buffer) must not leave the parallel region: the first one is carried out and rethrown.
-template <typename Body>
-void parallel_tasks(int64_t tasks, Body&& body) {
-  std::exception_ptr error;
-#pragma omp parallel for schedule(static)
-  for (int64_t task = 0; task < tasks; ++task) {
-    try {
-      body(task, omp_get_thread_num());
-    } catch (...) {
-#pragma omp critical(pn_conv_error)
-      if (!error) error = std::current_exception();
-    }
-  }
-  if (error) std::rethrow_exception(error);
-}
-
-// Input offsets of the forward taps: kernel index k reads input position o*stride + k*dil - pad.
-std::vector<int64_t> forward_taps(int64_t k, int64_t dil, int64_t pad) {
-  std::vector<int64_t> off(k);
-  for (int64_t i = 0; i < k; ++i) off[i] = i * dil - pad;
-  return off;
 }
 
 Im2colGrid forward_grid(const Conv2dShape& s) {
@@ -241,18 +212,6 @@ struct DataPhase {
   int64_t K() const { return grid.rows(); }
   int64_t pixels() const { return Ha * Wb; }
 };
-
-// Kernel indices whose input offset lands on phase r, and the dy offset each reads from.
-void phase_taps(int64_t r, int64_t stride, int64_t pad, int64_t dil, int64_t k, std::vector<int64_t>& taps,
-                std::vector<int64_t>& offsets) {
-  for (int64_t i = 0; i < k; ++i) {
-    const int64_t shift = r + pad - i * dil;  // = stride * (oh - a)
-    const int64_t rem = ((shift % stride) + stride) % stride;
-    if (rem != 0) continue;
-    taps.push_back(i);
-    offsets.push_back((shift - rem) / stride);
-  }
-}
 
 std::vector<DataPhase> data_phases(const Conv2dShape& s, const float* w) {
   std::vector<DataPhase> phases;

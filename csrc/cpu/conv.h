@@ -1,6 +1,7 @@
-// 2-D convolution on the CPU (NCHW, float32): forward, backward-data and backward-weight, with
-// stride, padding, dilation and groups, all running on the packed GEMM of gemm.h. The strategy of
-// each pass is described at the top of conv.cpp; the implicit-im2col packers are in conv_pack.h.
+// 2-D convolution on the CPU (float32): forward, backward-data and backward-weight, with stride,
+// padding, dilation and groups, all running on the packed GEMM of gemm.h. NCHW tensors with OIHW
+// weights: the strategy of each pass is at the top of conv.cpp, the implicit-im2col packers in
+// conv_pack.h. channels_last (NHWC tensors, OHWI weights): conv_nhwc.cpp.
 #pragma once
 #include <cstdint>
 
@@ -43,5 +44,15 @@ void conv2d_backward_data(const Conv2dShape& s, const float* dy, const float* w,
 // dw (Co, C/groups, kh, kw) = gradient of sum(conv(x, w) * dy) with respect to w.
 void conv2d_backward_weight(const Conv2dShape& s, const float* dy, const float* x, float* dw,
                             ConvParallel par = ConvParallel::automatic);
+
+// The same three passes on channels_last memory: x (N, H, W, C), w (Co, kh, kw, C/groups) (OHWI),
+// y and dy (N, Ho, Wo, Co), dx (N, H, W, C), dw (Co, kh, kw, C/groups). The Conv2dShape is the
+// logical one (make_conv2d_shape with N, C, H, W and Co, C/groups, kh, kw), as for NCHW.
+void conv2d_forward_nhwc(const Conv2dShape& s, const float* x, const float* w, const float* bias, bool relu,
+                         float* y, ConvParallel par = ConvParallel::automatic);
+void conv2d_backward_data_nhwc(const Conv2dShape& s, const float* dy, const float* w, float* dx,
+                               ConvParallel par = ConvParallel::automatic);
+void conv2d_backward_weight_nhwc(const Conv2dShape& s, const float* dy, const float* x, float* dw,
+                                 ConvParallel par = ConvParallel::automatic);
 
 }  // namespace pn

@@ -1,4 +1,5 @@
-// 2-D max and average pooling over NCHW planes (float32). See pool.cpp.
+// 2-D max and average pooling (float32) over NCHW planes, or NHWC images (the _nhwc functions:
+// x, y, dx, dy and argmax laid out (N, H, W, C), argmax still the in-plane index h*W + w). See pool.cpp.
 #pragma once
 #include <cstdint>
 
@@ -29,5 +30,14 @@ void avg_pool2d_forward(const float* x, float* y, const Pool2dShape& s, bool cou
 
 // dx = each output's dy, divided like the forward, spread over its window; overlaps add up.
 void avg_pool2d_backward(const float* dy, float* dx, const Pool2dShape& s, bool count_include_pad);
+
+// The same four on NHWC memory; `channels` is C (s.planes = N*C). Same results, ties and NaN rule.
+void max_pool2d_forward_nhwc(const float* x, float* y, int32_t* argmax, const Pool2dShape& s, int64_t channels);
+void max_pool2d_backward_nhwc(const float* dy, const int32_t* argmax, float* dx, const Pool2dShape& s,
+                              int64_t channels);
+void avg_pool2d_forward_nhwc(const float* x, float* y, const Pool2dShape& s, bool count_include_pad,
+                             int64_t channels);
+void avg_pool2d_backward_nhwc(const float* dy, float* dx, const Pool2dShape& s, bool count_include_pad,
+                              int64_t channels);
 
 }  // namespace pn

@@ -57,12 +57,35 @@ def gemm(a, b, *, trans_a=False, trans_b=False, alpha=1.0, beta=0.0, out=None):
     return _gemm.gemm(a, b, trans_a=trans_a, trans_b=trans_b, alpha=alpha, beta=beta, out=out)
 
 
-def _conv_operands(*arrays):
-    """C-contiguous NCHW operands for the kernels (channels_last ones are copied: no NHWC CPU kernels
-    yet), 16-bit ones widened."""
+# ---- layouts: a channels_last activation runs the NHWC kernels in place, and results stay channels_last ----
+def _layout_of(a, depthwise=False):
+    """'NHWC' for a channels_last activation (the NHWC kernels read its memory in place), else 'NCHW'.
+    Depthwise convolutions stay on their direct NCHW kernel (conv_depthwise.h), run on copies."""
+    return "NHWC" if _layout.is_channels_last(a) and not depthwise else "NCHW"
+
+
+def _depthwise(groups, channels):
+    return 1 < groups == channels
+
+
+def _in(a, layout):
+    return _layout.nhwc(a) if layout == "NHWC" else np.ascontiguousarray(a)
+
+
+def _out(a, layout):
+    return _layout.from_nhwc(a) if layout == "NHWC" else a
+
+
+def _stored_shape(shape, layout):
+    n, c, h, w = shape
+    return (n, h, w, c) if layout == "NHWC" else tuple(shape)
+
+
+def _conv_operands(layout, *arrays):
+    """The kernels' operands: NHWC (OHWI weights) or C-contiguous NCHW, 16-bit ones widened."""
     low = _low_dtype(*arrays)
     arrays = arrays if low is None else _widened(low, *arrays)
-    return tuple(np.ascontiguousarray(a) for a in arrays)
+    return tuple(_in(a, layout) for a in arrays)
 
 
 def _on_bf16_conv(*arrays):
@@ -78,8 +101,9 @@ def conv2d_forward(x, w, bias=None, stride=1, padding=0, dilation=1, groups=1, r
                                               groups, relu=relu)
     if _low_dtype(x, w, bias) is not None:
         bias = _f32(bias)
-    x, w = _conv_operands(x, w)
-    return _conv.conv2d_forward(x, w, bias, stride, padding, dilation, groups, relu=relu)
+    layout = _layout_of(x, _depthwise(groups, x.shape[1]))
+    x, w = _conv_operands(layout, x, w)
+    return _out(_conv.conv2d_forward(x, w, bias, stride, padding, dilation, groups, relu=relu, layout=layout), layout)
 
 
 def conv2d_backward_data(dy, w, x_shape, stride=1, padding=0, dilation=1, groups=1):
@@ -87,8 +111,10 @@ def conv2d_backward_data(dy, w, x_shape, stride=1, padding=0, dilation=1, groups
         low = _amp.bfloat16
         return _conv_bf16.conv2d_bf16_backward_data(to_low(dy, low), to_low(w, low), x_shape, stride, padding,
                                                     dilation, groups)
-    dy, w = _conv_operands(dy, w)
-    return _conv.conv2d_backward_data(dy, w, x_shape, stride, padding, dilation, groups)
+    layout = _layout_of(dy, _depthwise(groups, x_shape[1]))
+    dy, w = _conv_operands(layout, dy, w)
+    return _out(_conv.conv2d_backward_data(dy, w, _stored_shape(x_shape, layout), stride, padding, dilation, groups,
+                                           layout=layout), layout)
 
 
 def conv2d_backward_weight(dy, x, w_shape, stride=1, padding=0, dilation=1, groups=1):
@@ -96,8 +122,10 @@ def conv2d_backward_weight(dy, x, w_shape, stride=1, padding=0, dilation=1, grou
         low = _amp.bfloat16
         return _conv_bf16.conv2d_bf16_backward_weight(to_low(dy, low), to_low(x, low), w_shape, stride, padding,
                                                       dilation, groups)
-    dy, x = _conv_operands(dy, x)
-    return _conv.conv2d_backward_weight(dy, x, w_shape, stride, padding, dilation, groups)
+    layout = _layout_of(x, _depthwise(groups, x.shape[1]))
+    dy, x = _conv_operands(layout, dy, x)
+    return _out(_conv.conv2d_backward_weight(dy, x, _stored_shape(w_shape, layout), stride, padding, dilation, groups,
+                                             layout=layout), layout)
 
 
 def bias_relu(x, bias=None, relu=True, out=None):
@@ -121,16 +149,22 @@ def relu_backward(dy, y, out=None):
 
 
 def max_pool2d_forward(x, kernel_size, stride=None, padding=0):
-    return _pool.max_pool2d_forward(np.ascontiguousarray(x), kernel_size, stride, padding)
+    """``(y, argmax)``; a channels_last x runs the NHWC kernel and both results stay channels_last."""
+    layout = _layout_of(x)
+    y, argmax = _pool.max_pool2d_forward(_in(x, layout), kernel_size, stride, padding, layout=layout)
+    return _out(y, layout), _out(argmax, layout)
 
 
 def avg_pool2d_forward(x, kernel_size, stride=None, padding=0, count_include_pad=True):
-    return _pool.avg_pool2d_forward(np.ascontiguousarray(x), kernel_size, stride, padding, count_include_pad)
+    layout = _layout_of(x)
+    return _out(_pool.avg_pool2d_forward(_in(x, layout), kernel_size, stride, padding, count_include_pad,
+                                         layout=layout), layout)
 
 
 def avg_pool2d_backward(dy, x_shape, kernel_size, stride=None, padding=0, count_include_pad=True):
-    return _pool.avg_pool2d_backward(np.ascontiguousarray(dy), x_shape, kernel_size, stride, padding,
-                                     count_include_pad)
+    layout = _layout_of(dy)
+    return _out(_pool.avg_pool2d_backward(_in(dy, layout), _stored_shape(x_shape, layout), kernel_size, stride,
+                                          padding, count_include_pad, layout=layout), layout)
 
 
 norm_rows_forward = _layernorm.norm_rows_forward          # LayerNorm / GroupNorm -> (y, mean, rstd)
@@ -142,19 +176,35 @@ cross_entropy_backward = _softmax.softmax_cross_entropy_backward
 
 
 def max_pool2d_backward(dy, argmax, x_shape, kernel_size, stride, padding):
-    return _pool.max_pool2d_backward(np.ascontiguousarray(dy), argmax, x_shape)
+    layout = _layout_of(argmax)  # the layout the forward ran in
+    return _out(_pool.max_pool2d_backward(_in(dy, layout), _in(argmax, layout), _stored_shape(x_shape, layout),
+                                          layout=layout), layout)
 
 
 def from_host(a):
     return a
 
 
-# ---- batch normalisation (channel axis 1; a channels_last x runs on an NCHW copy) -------------------
+# ---- batch normalisation (channel axis 1; a channels_last x as the (N*H*W, C) matrix of its memory) ----
+def _channel_rows(a, rows):
+    """The kernels' view of ``a``: for ``rows`` (a channels_last x) the (N*H*W, C) matrix of the NHWC
+    memory (a view when ``a`` is channels_last), else ``a`` C-contiguous."""
+    return _layout.nhwc(a).reshape(-1, a.shape[1]) if rows else np.ascontiguousarray(a)
+
+
+def _from_rows(a, like):
+    """A result of the kernels in ``like``'s shape and layout (a view of the rows)."""
+    if a.ndim == like.ndim:
+        return a
+    n, c, h, w = like.shape
+    return _layout.from_nhwc(a.reshape(n, h, w, c))
+
+
 def batch_norm_forward(x, gamma, beta, running_mean, running_var, training, momentum, eps, relu):
     """``(y, saved)``: y = x normalised per channel (batch statistics in training, updating the running
     estimates in place; the running ones otherwise), then the affine map and an optional ReLU."""
     layout = x
-    x = np.ascontiguousarray(x)
+    x = _channel_rows(x, _layout.is_channels_last(x))
     if training:
         mean, var = _bn.channel_stats(x)
         if running_mean is not None:
@@ -165,21 +215,24 @@ def batch_norm_forward(x, gamma, beta, running_mean, running_var, training, mome
     scale = invstd if gamma is None else gamma * invstd
     shift = -mean * scale if beta is None else beta - mean * scale
     y = _bn.channel_affine(x, scale, shift, relu=relu)
-    return _layout.same_layout(y, layout), (x, mean, invstd, scale, y if relu else None, training)
+    return _from_rows(y, layout), (x, mean, invstd, scale, y if relu else None, training)
 
 
 def batch_norm_backward(saved, gy, needs):
-    """``(gx, ggamma, gbeta)`` for the ``saved`` of batch_norm_forward; gx keeps gy's layout."""
+    """``(gx, ggamma, gbeta)`` for the ``saved`` of batch_norm_forward; gx keeps gy's layout (channels_last
+    when the forward ran on rows)."""
     x, mean, invstd, scale, y, training = saved
     layout = gy
-    gy = np.ascontiguousarray(gy)
+    gy = _channel_rows(gy, x.ndim == 2 and gy.ndim == 4)
     if training:
         gx, gbeta, ggamma = _bn.batch_norm_backward(gy, x, mean, invstd, scale, y)
     else:  # fixed statistics: y is an affine map of x, so dx = g * scale; the same parameter sums
         g = gy if y is None else _act.relu_backward(gy, y)
         _, gbeta, ggamma = _bn.batch_norm_backward(g, x, mean, invstd, scale)
         gx = _bn.channel_affine(g, scale, np.zeros_like(scale)) if needs[0] else None
-    return (None if gx is None else _layout.same_layout(gx, layout)), ggamma, gbeta
+    if gx is not None:
+        gx = _from_rows(gx, layout) if gx.ndim != layout.ndim else _layout.same_layout(gx, layout)
+    return gx, ggamma, gbeta
 
 
 # ---- 2-D products for the autograd ops ----------------------------------------------------------------

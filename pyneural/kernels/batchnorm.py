@@ -2,7 +2,8 @@
 affine map (with an optional fused ReLU) and the training backward.
 
 float32 runs the C++ kernels in ``pyneural._C`` (csrc/cpu/batchnorm.cpp) with the GIL released;
-float64 runs plain numpy (the gradient-check and reference path).
+float64 runs plain numpy (the gradient-check and reference path). A channels_last (NHWC) x is
+passed as the (N*H*W, C) rows of its memory: 2-D x runs the row-wise kernels (vectors along C).
 """
 import numpy as np
 

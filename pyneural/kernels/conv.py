@@ -1,5 +1,5 @@
-"""2-D convolution, NCHW: forward, backward-data and backward-weight with stride, padding, dilation
-and groups.
+"""2-D convolution, NCHW or NHWC: forward, backward-data and backward-weight with stride, padding,
+dilation and groups.
 
 float32 runs the C++ kernels of ``pyneural._C`` (implicit-im2col GEMMs, csrc/cpu/conv.cpp). float64
 runs the plain numpy path below (im2col through stride tricks, one matmul per group, col2im as kh*kw
@@ -8,6 +8,10 @@ slice additions): the independent reference that gradient checks and the float32
 The weight is (Co, C/groups, kh, kw); the output is (N, Co, Ho, Wo) with
 ``Ho = (H + 2*ph - dh*(kh-1) - 1) // sh + 1`` (Wo likewise). The bias gradient is
 ``dy.sum((0, 2, 3))`` and is left to the caller.
+
+``layout="NHWC"`` takes channels_last memory as C-contiguous arrays: x and dx (N, H, W, C), the
+weight and dw OHWI (Co, kh, kw, C/groups), y and dy (N, Ho, Wo, Co); float32 runs the NHWC kernels
+(csrc/cpu/conv_nhwc.cpp), float64 the numpy path on NCHW transposes.
 """
 import numpy as np
 
@@ -67,6 +71,33 @@ def _check_shape4(fn, name, shape, dims):
     return shape
 
 
+LAYOUTS = ("NCHW", "NHWC")
+
+
+def _check_layout(fn, layout):
+    if layout not in LAYOUTS:
+        raise ValueError(f"{fn}: layout must be 'NCHW' or 'NHWC', got {layout!r}")
+    return layout == "NHWC"
+
+
+def _logical(shape, nhwc):
+    """An NHWC (or OHWI) shape in the logical NCHW (OIHW) order; NCHW shapes unchanged."""
+    return (shape[0], shape[3], shape[1], shape[2]) if nhwc else tuple(shape)
+
+
+def _stored(shape, nhwc):
+    """A logical NCHW (OIHW) shape in the layout's order."""
+    return (shape[0], shape[2], shape[3], shape[1]) if nhwc else tuple(shape)
+
+
+def _to_nchw(a, nhwc):
+    return a.transpose(0, 3, 1, 2) if nhwc else a
+
+
+def _from_nchw(a, nhwc):
+    return np.ascontiguousarray(a.transpose(0, 2, 3, 1)) if nhwc else a
+
+
 def _check_dy(fn, dy, expected):
     if dy.shape != expected:
         raise ValueError(f"{fn}: dy must have shape {expected} (the convolution's output), got {dy.shape}")
@@ -74,22 +105,27 @@ def _check_dy(fn, dy, expected):
 
 # ---- public entry points -------------------------------------------------------------------------
 
-def conv2d_forward(x, w, bias=None, stride=1, padding=0, dilation=1, groups=1, relu=False):
-    """y = conv2d(x, w) + bias, then ReLU when ``relu``. x (N, C, H, W), w (Co, C/groups, kh, kw)."""
+def conv2d_forward(x, w, bias=None, stride=1, padding=0, dilation=1, groups=1, relu=False, layout="NCHW"):
+    """y = conv2d(x, w) + bias, then ReLU when ``relu``. x (N, C, H, W), w (Co, C/groups, kh, kw);
+    NHWC: x (N, H, W, C), w (Co, kh, kw, C/groups), y (N, Ho, Wo, Co)."""
     fn = "conv2d"
+    nhwc = _check_layout(fn, layout)
     check_array(fn, "input", x, ndim=4)
     check_array(fn, "weight", w, ndim=4)
     if bias is not None:
         check_array(fn, "bias", bias, ndim=1)
     check_same_dtype(fn, input=x, weight=w, bias=bias)
     stride, padding, dilation, groups = _hyper(fn, stride, padding, dilation, groups)
-    Ho, Wo = _output_size(fn, x.shape, w.shape, stride, padding, dilation, groups)
+    Ho, Wo = _output_size(fn, _logical(x.shape, nhwc), _logical(w.shape, nhwc), stride, padding, dilation, groups)
     if bias is not None and bias.shape != (w.shape[0],):
         raise ValueError(f"{fn}: bias must have shape ({w.shape[0]},) for weight {w.shape}, got {bias.shape}")
     if x.dtype == np.float32:
-        y = np.empty((x.shape[0], w.shape[0], Ho, Wo), dtype=np.float32)
-        _C.conv2d_forward(x, w, bias, y, stride, padding, dilation, groups, bool(relu))
+        y = np.empty(_stored((x.shape[0], w.shape[0], Ho, Wo), nhwc), dtype=np.float32)
+        _C.conv2d_forward(x, w, bias, y, stride, padding, dilation, groups, bool(relu), nhwc=nhwc)
         return y
+    if nhwc:
+        return _from_nchw(conv2d_forward(_to_nchw(x, nhwc).copy(), _to_nchw(w, nhwc).copy(), bias, stride, padding,
+                                         dilation, groups, relu), nhwc)
     y = forward_numpy(x, w, stride, padding, dilation, groups)
     if bias is not None:
         y += bias[None, :, None, None]
@@ -98,38 +134,42 @@ def conv2d_forward(x, w, bias=None, stride=1, padding=0, dilation=1, groups=1, r
     return y
 
 
-def conv2d_backward_data(dy, w, x_shape, stride=1, padding=0, dilation=1, groups=1):
-    """dx (x_shape) = gradient of sum(conv2d(x, w) * dy) with respect to x."""
+def conv2d_backward_data(dy, w, x_shape, stride=1, padding=0, dilation=1, groups=1, layout="NCHW"):
+    """dx (x_shape) = gradient of sum(conv2d(x, w) * dy) with respect to x (x_shape, dy and w in the layout)."""
     fn = "conv2d_backward_data"
+    nhwc = _check_layout(fn, layout)
     check_array(fn, "dy", dy, ndim=4)
     check_array(fn, "weight", w, ndim=4)
     check_same_dtype(fn, dy=dy, weight=w)
-    x_shape = _check_shape4(fn, "x_shape", x_shape, "(N, C, H, W)")
+    x_shape = _check_shape4(fn, "x_shape", x_shape, "(N, H, W, C)" if nhwc else "(N, C, H, W)")
     stride, padding, dilation, groups = _hyper(fn, stride, padding, dilation, groups)
-    Ho, Wo = _output_size(fn, x_shape, w.shape, stride, padding, dilation, groups)
-    _check_dy(fn, dy, (x_shape[0], w.shape[0], Ho, Wo))
+    Ho, Wo = _output_size(fn, _logical(x_shape, nhwc), _logical(w.shape, nhwc), stride, padding, dilation, groups)
+    _check_dy(fn, dy, _stored((x_shape[0], w.shape[0], Ho, Wo), nhwc))
     if dy.dtype == np.float32:
         dx = np.empty(x_shape, dtype=np.float32)
-        _C.conv2d_backward_data(dy, w, dx, stride, padding, dilation, groups)
+        _C.conv2d_backward_data(dy, w, dx, stride, padding, dilation, groups, nhwc=nhwc)
         return dx
-    return backward_data_numpy(dy, w, x_shape, stride, padding, dilation, groups)
+    return _from_nchw(backward_data_numpy(_to_nchw(dy, nhwc), _to_nchw(w, nhwc), _logical(x_shape, nhwc), stride,
+                                          padding, dilation, groups), nhwc)
 
 
-def conv2d_backward_weight(dy, x, w_shape, stride=1, padding=0, dilation=1, groups=1):
-    """dw (w_shape) = gradient of sum(conv2d(x, w) * dy) with respect to w."""
+def conv2d_backward_weight(dy, x, w_shape, stride=1, padding=0, dilation=1, groups=1, layout="NCHW"):
+    """dw (w_shape) = gradient of sum(conv2d(x, w) * dy) with respect to w (w_shape, dy and x in the layout)."""
     fn = "conv2d_backward_weight"
+    nhwc = _check_layout(fn, layout)
     check_array(fn, "dy", dy, ndim=4)
     check_array(fn, "input", x, ndim=4)
     check_same_dtype(fn, dy=dy, input=x)
-    w_shape = _check_shape4(fn, "w_shape", w_shape, "(Co, C/groups, kh, kw)")
+    w_shape = _check_shape4(fn, "w_shape", w_shape, "(Co, kh, kw, C/groups)" if nhwc else "(Co, C/groups, kh, kw)")
     stride, padding, dilation, groups = _hyper(fn, stride, padding, dilation, groups)
-    Ho, Wo = _output_size(fn, x.shape, w_shape, stride, padding, dilation, groups)
-    _check_dy(fn, dy, (x.shape[0], w_shape[0], Ho, Wo))
+    Ho, Wo = _output_size(fn, _logical(x.shape, nhwc), _logical(w_shape, nhwc), stride, padding, dilation, groups)
+    _check_dy(fn, dy, _stored((x.shape[0], w_shape[0], Ho, Wo), nhwc))
     if dy.dtype == np.float32:
         dw = np.empty(w_shape, dtype=np.float32)
-        _C.conv2d_backward_weight(dy, x, dw, stride, padding, dilation, groups)
+        _C.conv2d_backward_weight(dy, x, dw, stride, padding, dilation, groups, nhwc=nhwc)
         return dw
-    return backward_weight_numpy(dy, x, w_shape, stride, padding, dilation, groups)
+    return _from_nchw(backward_weight_numpy(_to_nchw(dy, nhwc), _to_nchw(x, nhwc), _logical(w_shape, nhwc), stride,
+                                            padding, dilation, groups), nhwc)
 
 
 # ---- numpy path (float64 reference; any float dtype) ---------------------------------------------

@@ -1,15 +1,42 @@
-"""2-D max and average pooling of NCHW arrays, forward and backward.
+"""2-D max and average pooling of NCHW arrays (or NHWC ones, ``layout="NHWC"``), forward and backward.
 
 ``kernel_size``, ``stride`` and ``padding`` are ints or (h, w) pairs; ``stride=None`` means the
 kernel size; padding is at most half the kernel (as in PyTorch) and the output size is
 ``(H + 2p - k) // s + 1``. float32 runs the C++ kernels in ``pyneural._C`` (csrc/cpu/pool.cpp) with
 the GIL released; float64 runs plain numpy on a strided window view (the gradient-check and
-reference path).
+reference path). With ``layout="NHWC"`` every array (x, y, argmax, dy, dx) and ``x_shape`` is
+(N, H, W, C), C-contiguous (channels_last memory); argmax keeps the in-plane index ``h*W + w``;
+float32 runs the NHWC kernels (vectors along C), float64 the numpy path on NCHW transposes.
 """
 import numpy as np
 
 from pyneural import _C
 from pyneural.kernels._checks import check_array, pair
+
+
+LAYOUTS = ("NCHW", "NHWC")
+
+
+def _nhwc(fn, layout):
+    if layout not in LAYOUTS:
+        raise ValueError(f"{fn}: layout must be 'NCHW' or 'NHWC', got {layout!r}")
+    return layout == "NHWC"
+
+
+def _logical(shape, nhwc):
+    return (shape[0], shape[3], shape[1], shape[2]) if nhwc else tuple(shape)
+
+
+def _stored(shape, nhwc):
+    return (shape[0], shape[2], shape[3], shape[1]) if nhwc else tuple(shape)
+
+
+def _nchw_copy(a):
+    return np.ascontiguousarray(a.transpose(0, 3, 1, 2))
+
+
+def _nhwc_copy(a):
+    return np.ascontiguousarray(a.transpose(0, 2, 3, 1))
 
 
 def _geometry(fn, x_shape, kernel_size, stride, padding):
@@ -52,20 +79,23 @@ def _window_origins(k, s, p, out):
     return oh, ow
 
 
-def max_pool2d_forward(x, kernel_size, stride=None, padding=0):
+def max_pool2d_forward(x, kernel_size, stride=None, padding=0, layout="NCHW"):
     """Return ``(y, argmax)``: the max of each window and its flat index ``h*W + w`` in the input plane.
 
     Padding never wins; on ties the first element in row-major order wins; NaN propagates (the first
     NaN of a window is its max). ``argmax`` is int32 with the shape of ``y``.
     """
     fn = "max_pool2d_forward"
+    nhwc = _nhwc(fn, layout)
     check_array(fn, "x", x, ndim=4)
-    k, s, p, out = _geometry(fn, x.shape, kernel_size, stride, padding)
-    n, c, h, w = x.shape
-    y = np.empty((n, c) + out, dtype=x.dtype)
-    argmax = np.empty((n, c) + out, dtype=np.int32)
+    k, s, p, out = _geometry(fn, _logical(x.shape, nhwc), kernel_size, stride, padding)
+    if nhwc and x.dtype != np.float32:
+        return tuple(_nhwc_copy(a) for a in max_pool2d_forward(_nchw_copy(x), k, s, p))
+    n, c, h, w = _logical(x.shape, nhwc)
+    y = np.empty(_stored((n, c) + out, nhwc), dtype=x.dtype)
+    argmax = np.empty(_stored((n, c) + out, nhwc), dtype=np.int32)
     if x.dtype == np.float32:
-        _C.max_pool2d_forward(x, y, argmax, k, s, p)
+        _C.max_pool2d_forward(x, y, argmax, k, s, p, nhwc=nhwc)
         return y, argmax
 
     pad = ((0, 0), (0, 0), (p[0], p[0]), (p[1], p[1]))
@@ -81,16 +111,22 @@ def max_pool2d_forward(x, kernel_size, stride=None, padding=0):
     return y, argmax
 
 
-def max_pool2d_backward(dy, argmax, x_shape):
+def max_pool2d_backward(dy, argmax, x_shape, layout="NCHW"):
     """Return ``dx`` of ``x_shape``: zero except ``dx[n, c].flat[argmax[n, c]] += dy[n, c]``."""
     fn = "max_pool2d_backward"
+    nhwc = _nhwc(fn, layout)
     check_array(fn, "dy", dy, ndim=4)
     check_array(fn, "argmax", argmax, ndim=4, dtypes=(np.int32,))
     x_shape = _check_x_shape(fn, x_shape)
     if argmax.shape != dy.shape:
         raise ValueError(f"{fn}: argmax has shape {argmax.shape} but dy has shape {dy.shape}")
-    if dy.shape[:2] != x_shape[:2]:
-        raise ValueError(f"{fn}: dy {dy.shape} and x_shape {x_shape} differ in N or C")
+    stored = x_shape
+    if nhwc:
+        dy_logical, x_shape = _logical(dy.shape, nhwc), _logical(x_shape, nhwc)
+    else:
+        dy_logical = dy.shape
+    if dy_logical[:2] != x_shape[:2]:
+        raise ValueError(f"{fn}: dy {dy.shape} and x_shape {stored} differ in N or C")
     plane = x_shape[2] * x_shape[3]
     if plane > np.iinfo(np.int32).max:
         raise ValueError(f"{fn}: planes of {x_shape[2]}x{x_shape[3]} are too large for int32 argmax indices")
@@ -98,10 +134,12 @@ def max_pool2d_backward(dy, argmax, x_shape):
     if lo < 0 or hi >= plane:
         bad = int(lo) if lo < 0 else int(hi)
         raise ValueError(f"{fn}: argmax holds {bad}, outside [0, {plane}) for input planes of "
-                         f"{x_shape[2]}x{x_shape[3]} (x_shape {x_shape})")
-    dx = np.empty(x_shape, dtype=dy.dtype)
+                         f"{x_shape[2]}x{x_shape[3]} (x_shape {stored})")
+    if nhwc and dy.dtype != np.float32:
+        return _nhwc_copy(max_pool2d_backward(_nchw_copy(dy), _nchw_copy(argmax), x_shape))
+    dx = np.empty(stored, dtype=dy.dtype)
     if dy.dtype == np.float32:
-        _C.max_pool2d_backward(dy, argmax, dx)
+        _C.max_pool2d_backward(dy, argmax, dx, nhwc=nhwc)
         return dx
 
     planes = x_shape[0] * x_shape[1]
@@ -120,14 +158,17 @@ def _avg_divisors(x_shape, k, s, p, out, count_include_pad):
     return (rows * cols).astype(np.float64)
 
 
-def avg_pool2d_forward(x, kernel_size, stride=None, padding=0, count_include_pad=True):
+def avg_pool2d_forward(x, kernel_size, stride=None, padding=0, count_include_pad=True, layout="NCHW"):
     """Return the mean of each window; padding counts as zeros in the divisor if ``count_include_pad``."""
     fn = "avg_pool2d_forward"
+    nhwc = _nhwc(fn, layout)
     check_array(fn, "x", x, ndim=4)
-    k, s, p, out = _geometry(fn, x.shape, kernel_size, stride, padding)
-    y = np.empty(x.shape[:2] + out, dtype=x.dtype)
+    k, s, p, out = _geometry(fn, _logical(x.shape, nhwc), kernel_size, stride, padding)
+    if nhwc and x.dtype != np.float32:
+        return _nhwc_copy(avg_pool2d_forward(_nchw_copy(x), k, s, p, count_include_pad))
+    y = np.empty(_stored(_logical(x.shape, nhwc)[:2] + out, nhwc), dtype=x.dtype)
     if x.dtype == np.float32:
-        _C.avg_pool2d_forward(x, y, k, s, p, bool(count_include_pad))
+        _C.avg_pool2d_forward(x, y, k, s, p, bool(count_include_pad), nhwc=nhwc)
         return y
 
     xp = np.pad(x, ((0, 0), (0, 0), (p[0], p[0]), (p[1], p[1])))
@@ -136,18 +177,22 @@ def avg_pool2d_forward(x, kernel_size, stride=None, padding=0, count_include_pad
     return y
 
 
-def avg_pool2d_backward(dy, x_shape, kernel_size, stride=None, padding=0, count_include_pad=True):
+def avg_pool2d_backward(dy, x_shape, kernel_size, stride=None, padding=0, count_include_pad=True, layout="NCHW"):
     """Return ``dx`` of ``x_shape``: each ``dy`` divided like the forward and spread over its window."""
     fn = "avg_pool2d_backward"
+    nhwc = _nhwc(fn, layout)
     check_array(fn, "dy", dy, ndim=4)
     x_shape = _check_x_shape(fn, x_shape)
-    k, s, p, out = _geometry(fn, x_shape, kernel_size, stride, padding)
-    if dy.shape != x_shape[:2] + out:
+    k, s, p, out = _geometry(fn, _logical(x_shape, nhwc), kernel_size, stride, padding)
+    expected = _stored(_logical(x_shape, nhwc)[:2] + out, nhwc)
+    if dy.shape != expected:
         raise ValueError(f"{fn}: dy has shape {dy.shape} but pooling x_shape {x_shape} with kernel_size {k}, "
-                         f"stride {s}, padding {p} gives {x_shape[:2] + out}")
+                         f"stride {s}, padding {p} gives {expected}")
+    if nhwc and dy.dtype != np.float32:
+        return _nhwc_copy(avg_pool2d_backward(_nchw_copy(dy), _logical(x_shape, nhwc), k, s, p, count_include_pad))
     dx = np.empty(x_shape, dtype=dy.dtype)
     if dy.dtype == np.float32:
-        _C.avg_pool2d_backward(dy, dx, k, s, p, bool(count_include_pad))
+        _C.avg_pool2d_backward(dy, dx, k, s, p, bool(count_include_pad), nhwc=nhwc)
         return dx
 
     n, c, h, w = x_shape
