@@ -43,5 +43,6 @@ void bind_embedding(py::module_& m);
 void bind_batchnorm(py::module_& m);
 void bind_layernorm(py::module_& m);
 void bind_bf16(py::module_& m);
+void bind_parallel(py::module_& m);
 
 }  // namespace pn

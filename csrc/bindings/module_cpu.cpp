@@ -18,4 +18,5 @@ PYBIND11_MODULE(_C, m) {
   pn::bind_batchnorm(m);
   pn::bind_layernorm(m);
   pn::bind_bf16(m);
+  pn::bind_parallel(m);
 }

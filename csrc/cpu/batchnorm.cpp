@@ -12,6 +12,7 @@
 //     its channel's constants in registers.
 // Below kParallelMin elements one thread runs (a team costs more than the loop).
 #include "cpu/batchnorm.h"
+#include "cpu/parallel_team.h"
 
 #include <omp.h>
 
@@ -26,7 +27,7 @@ constexpr int64_t kBlock = 256;
 
 void channel_stats(const float* x, float* mean, float* var, int64_t outer, int64_t channels, int64_t inner) {
   const int64_t count = outer * inner;
-#pragma omp parallel for schedule(static) if (count * channels >= kParallelMin)
+#pragma omp parallel for num_threads(team_threads()) schedule(static) if (count * channels >= kParallelMin)
   for (int64_t c = 0; c < channels; ++c) {
     const double k = x[c * inner];
     double s1 = 0.0, s2 = 0.0;
@@ -49,7 +50,7 @@ void channel_stats(const float* x, float* mean, float* var, int64_t outer, int64
 void channel_affine(const float* x, const float* scale, const float* shift, float* y, int64_t outer,
                     int64_t channels, int64_t inner, bool relu) {
   const int64_t runs = outer * channels;
-#pragma omp parallel for schedule(static) if (runs * inner >= kParallelMin)
+#pragma omp parallel for num_threads(team_threads()) schedule(static) if (runs * inner >= kParallelMin)
   for (int64_t r = 0; r < runs; ++r) {
     const int64_t c = r % channels;
     const float a = scale[c], b = shift[c];
@@ -71,7 +72,7 @@ void channel_affine(const float* x, const float* scale, const float* shift, floa
 void batchnorm_backward_reduce(const float* dy, const float* y, const float* x, const float* mean,
                                const float* invstd, float* sum_g, float* sum_gx, int64_t outer, int64_t channels,
                                int64_t inner) {
-#pragma omp parallel for schedule(static) if (outer * inner * channels >= kParallelMin)
+#pragma omp parallel for num_threads(team_threads()) schedule(static) if (outer * inner * channels >= kParallelMin)
   for (int64_t c = 0; c < channels; ++c) {
     const float m = mean[c];
     double sg = 0.0, sgx = 0.0;
@@ -113,7 +114,7 @@ void batchnorm_backward_apply(const float* dy, const float* y, const float* x, c
                               const float* invstd, const float* scale, const float* mean_g, const float* mean_gx,
                               float* dx, int64_t outer, int64_t channels, int64_t inner) {
   const int64_t runs = outer * channels;
-#pragma omp parallel for schedule(static) if (runs * inner >= kParallelMin)
+#pragma omp parallel for num_threads(team_threads()) schedule(static) if (runs * inner >= kParallelMin)
   for (int64_t r = 0; r < runs; ++r) {
     const int64_t c = r % channels;
     const float m = mean[c], s = invstd[c], a = scale[c], mg = mean_g[c], mgx = mean_gx[c];

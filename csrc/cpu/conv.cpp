@@ -58,6 +58,7 @@
 
 #include "common/check.h"
 #include "cpu/conv_pack.h"
+#include "cpu/parallel_team.h"
 #include "cpu/gemm.h"
 
 namespace pn {
@@ -130,19 +131,28 @@ Chunking plan_chunks(ConvParallel par, int64_t N, int64_t groups, int64_t pixels
 }
 
 // Runs body(task, thread) for every task on the OpenMP threads. An exception (bad_alloc in a pack
-// buffer) must not leave the parallel region: the first one is carried out and rethrown.
+// buffer) must not leave the parallel region: the first one is carried out and rethrown. Tasks go
+// out dynamically to a team that shrinks while helpers arrive late (parallel_team.h): a task's
+// result does not depend on the thread that runs it.
 template <typename Body>
 void parallel_tasks(int64_t tasks, Body&& body) {
   std::exception_ptr error;
-#pragma omp parallel for schedule(static)
-  for (int64_t task = 0; task < tasks; ++task) {
-    try {
-      body(task, omp_get_thread_num());
-    } catch (...) {
+  const int team = team_threads();
+  RegionClock clock;
+#pragma omp parallel num_threads(team)
+  {
+    clock.arrived();
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t task = 0; task < tasks; ++task) {
+      try {
+        body(task, omp_get_thread_num());
+      } catch (...) {
 #pragma omp critical(pn_conv_error)
-      if (!error) error = std::current_exception();
+        if (!error) error = std::current_exception();
+      }
     }
   }
+  clock.finish(team);
   if (error) std::rethrow_exception(error);
 }
 
@@ -398,7 +408,7 @@ void conv2d_backward_weight(const Conv2dShape& s, const float* dy, const float* 
     gemm_slice(g, pixels * slice / slices, pixels * (slice + 1) / slices, out);
   });
   if (slices == 1) return;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for num_threads(team_threads()) schedule(static)
   for (int64_t i = 0; i < s.groups * block; ++i) {
     const int64_t g = i / block, e = i % block;
     float sum = dw[i];

@@ -11,6 +11,7 @@
 #include <cmath>
 
 #include "cpu/embedding.h"
+#include "cpu/parallel_team.h"
 
 namespace pn {
 
@@ -30,7 +31,7 @@ void sparse_sgd_update(float* param, int64_t D, const int64_t* rows, int64_t U, 
   // The constants rounded to float32 from their double expressions, as numpy does with Python floats.
   const float neg_lr = static_cast<float>(-lr), keep = static_cast<float>(1.0 - dampening);
   const float weight_decay = static_cast<float>(weight_decay_), momentum = static_cast<float>(momentum_);
-#pragma omp parallel for schedule(static) if (U * D >= kParallelMin)
+#pragma omp parallel for num_threads(team_threads()) schedule(static) if (U * D >= kParallelMin)
   for (int64_t u = 0; u < U; ++u) {
     if (u + kPrefetch < U) {
       prefetch_row(param + rows[u + kPrefetch] * D, D);
@@ -59,7 +60,7 @@ void sparse_adam_update(float* param, int64_t D, const int64_t* rows, int64_t U,
   const float beta1 = static_cast<float>(beta1_), beta2 = static_cast<float>(beta2_), eps = static_cast<float>(eps_);
   const float one_b1 = static_cast<float>(1.0 - beta1_), one_b2 = static_cast<float>(1.0 - beta2_);
   const float weight_decay = static_cast<float>(weight_decay_), shrink = static_cast<float>(1.0 - lr * weight_decay_);
-#pragma omp parallel for schedule(static) if (U * D >= kParallelMin)
+#pragma omp parallel for num_threads(team_threads()) schedule(static) if (U * D >= kParallelMin)
   for (int64_t u = 0; u < U; ++u) {
     if (u + kPrefetch < U) {
       const int64_t ahead = rows[u + kPrefetch] * D;

@@ -1,0 +1,69 @@
+"""How the OpenMP runtime's idle threads wait, chosen before pyneural._C loads the runtime.
+
+libgomp (GCC's runtime, which _C links) reads its environment once, when it is loaded. By default
+(neither OMP_WAIT_POLICY nor GOMP_SPINCOUNT set) a thread that finds no work, the workers between
+two parallel regions and the team at every barrier, spins 300,000 times before it sleeps: a few
+milliseconds on this CPU, longer than a whole training step's gap between two kernels. On a quiet
+machine that spinning costs nothing, each thread has its own core. With another process on one of
+the cores it is ruinous: the spinning thread takes half of a core from the very thread it waits for
+(a worker descheduled behind the other process, or the Python thread that would issue the next
+kernel), so every barrier lasts a scheduler time slice (bench/NOTES.md, "Busy machine").
+
+So, before the runtime loads, pyneural sets GOMP_SPINCOUNT to SPIN_COUNT: a wait short enough to
+hand the core back within microseconds, long enough to catch the next region of a tight sequence of
+kernels without a futex wake-up. The variable is removed again once the runtime has read it, so
+child processes see the environment the user gave. A setting of the user's own (OMP_WAIT_POLICY or
+GOMP_SPINCOUNT) is left alone, and so is a runtime another library (torch, numpy's BLAS) loaded
+first: it has read its environment already and keeps its default; ``describe()`` says which of
+these happened. torch links the same libgomp (one copy per process), so in a process that imports
+pyneural first torch's threads wait the same way.
+"""
+import os
+
+# Spins before an idle OpenMP thread sleeps (libgomp's default: 300,000). See bench/NOTES.md,
+# "Busy machine", for the measurement that chose it.
+SPIN_COUNT = 10000
+
+USER_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
+_RUNTIMES = ("libgomp", "libomp", "libiomp5")
+
+_outcome = "not configured (pyneural._threads.prepare was not called)"
+
+
+def runtime_loaded(maps="/proc/self/maps"):
+    """True when an OpenMP runtime is already mapped into this process (Linux; False elsewhere)."""
+    try:
+        with open(maps) as f:
+            return any(os.path.basename(line.rsplit(" ", 1)[-1].strip()).startswith(_RUNTIMES) for line in f)
+    except OSError:
+        return False
+
+
+def prepare(environ=None, loaded=None):
+    """Set the spin count in ``environ`` (default: os.environ) unless the user chose a wait policy
+    or a runtime is loaded already (``loaded``: default, look). Returns the names set here, for
+    ``restore``."""
+    global _outcome
+    environ = os.environ if environ is None else environ
+    user = [f"{name}={environ[name]}" for name in USER_VARIABLES if name in environ]
+    if user:
+        _outcome = f"the user's {', '.join(user)}"
+        return []
+    if runtime_loaded() if loaded is None else loaded:
+        _outcome = "the runtime's default (it was loaded before pyneural, e.g. by torch)"
+        return []
+    environ["GOMP_SPINCOUNT"] = str(SPIN_COUNT)
+    _outcome = f"GOMP_SPINCOUNT={SPIN_COUNT} (set by pyneural)"
+    return ["GOMP_SPINCOUNT"]
+
+
+def restore(names, environ=None):
+    """Remove the variables ``prepare`` set, once the runtime has read them."""
+    environ = os.environ if environ is None else environ
+    for name in names:
+        environ.pop(name, None)
+
+
+def describe():
+    """How this process's OpenMP threads wait, in words."""
+    return _outcome
