@@ -2,27 +2,27 @@
 
 libgomp (GCC's runtime, which _C links) reads its environment once, when it is loaded. By default
 (neither OMP_WAIT_POLICY nor GOMP_SPINCOUNT set) a thread that finds no work, the workers between
-two parallel regions and the team at every barrier, spins 300,000 times before it sleeps: a few
-milliseconds on this CPU, longer than a whole training step's gap between two kernels. On a quiet
-machine that spinning costs nothing, each thread has its own core. With another process on one of
+two parallel regions and the team at every barrier, spins 300,000 times before it sleeps: one spin
+(a `pause`) took 35-75 ns here, so that is 10-20 ms, longer than a whole training step. On a quiet
+machine the spinning costs nothing, each thread has its own core. With another process on one of
 the cores it is ruinous: the spinning thread takes half of a core from the very thread it waits for
 (a worker descheduled behind the other process, or the Python thread that would issue the next
-kernel), so every barrier lasts a scheduler time slice (bench/NOTES.md, "Busy machine").
+kernel), and 2 threads train several times slower than 1 (bench/NOTES.md, "Busy machine").
 
-So, before the runtime loads, pyneural sets GOMP_SPINCOUNT to SPIN_COUNT: a wait short enough to
-hand the core back within microseconds, long enough to catch the next region of a tight sequence of
-kernels without a futex wake-up. The variable is removed again once the runtime has read it, so
-child processes see the environment the user gave. A setting of the user's own (OMP_WAIT_POLICY or
-GOMP_SPINCOUNT) is left alone, and so is a runtime another library (torch, numpy's BLAS) loaded
-first: it has read its environment already and keeps its default; ``describe()`` says which of
-these happened. torch links the same libgomp (one copy per process), so in a process that imports
+So, before the runtime loads, pyneural sets GOMP_SPINCOUNT to SPIN_COUNT (1,000 spins, 35-75 us):
+long enough to cover the skew at a region's closing barrier and the gap between back-to-back
+regions, short enough to hand the core back before it matters. The variable is removed again once
+the runtime has read it, so child processes see the environment the user gave. A setting of the
+user's own (OMP_WAIT_POLICY or GOMP_SPINCOUNT) is left alone, and so is a runtime another library
+(torch) loaded first: it has read its environment already and keeps its default; ``describe()``
+says which of these happened. torch links the same libgomp (one copy per process), so in a process that imports
 pyneural first torch's threads wait the same way.
 """
 import os
 
-# Spins before an idle OpenMP thread sleeps (libgomp's default: 300,000). See bench/NOTES.md,
-# "Busy machine", for the measurement that chose it.
-SPIN_COUNT = 10000
+# Spins before an idle OpenMP thread sleeps (libgomp's default: 300,000). bench/NOTES.md, "Busy
+# machine", has the measurements (300,000 / 10,000 / 1,000 / passive) that chose it.
+SPIN_COUNT = 1000
 
 USER_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
 _RUNTIMES = ("libgomp", "libomp", "libiomp5")

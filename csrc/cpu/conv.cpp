@@ -142,7 +142,7 @@ void parallel_tasks(int64_t tasks, Body&& body) {
 #pragma omp parallel num_threads(team)
   {
     clock.arrived();
-#pragma omp for schedule(dynamic, 1)
+#pragma omp for schedule(dynamic, 1) nowait
     for (int64_t task = 0; task < tasks; ++task) {
       try {
         body(task, omp_get_thread_num());
@@ -151,6 +151,7 @@ void parallel_tasks(int64_t tasks, Body&& body) {
         if (!error) error = std::current_exception();
       }
     }
+    clock.done();
   }
   clock.finish(team);
   if (error) std::rethrow_exception(error);

@@ -399,6 +399,7 @@ void run_gemm(const Problem& p) {
       else
         run_shared(p, plan, b_panel, a_block);
     }
+    clock.done();
   }
   clock.finish(team);
   if (failed) throw std::bad_alloc();

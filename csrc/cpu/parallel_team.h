@@ -9,9 +9,12 @@
 // arrives, so the team itself shrinks while helpers arrive late:
 //
 //   - the regions that carry most of the work (GEMM, convolution tasks) time each helper's arrival
-//     from the moment the region starts (RegionClock: one steady_clock read per thread);
-//   - a helper later than kLateNs (250 us; a futex wake-up on an idle core takes ~5-50 us) marks
-//     the region late; the last 16 timed regions are kept as bits;
+//     from the moment the region starts, and how long the starting thread waits at the region's
+//     end for the others once its own share is done (RegionClock: a steady_clock read per thread);
+//   - a helper later than kLateNs (200 us; a futex wake-up on an idle core takes ~5-50 us), or an
+//     end wait longer than that (a helper preempted mid-region: with dynamic chunks the wait is
+//     at most one chunk on a quiet machine), marks the region late; the last 16 timed regions are
+//     kept as bits;
 //   - while 3 or more of them are late, team_threads() answers 1, and every kProbeEvery-th
 //     region is run with the full team again (a probe); a probe whose helpers arrive on time
 //     clears the history (the machine is free again), a late one keeps the team at 1.
@@ -34,7 +37,7 @@ namespace pn {
 
 namespace team_detail {
 
-constexpr int64_t kLateNs = 250000;
+constexpr int64_t kLateNs = 200000;
 constexpr int kLateToShrink = 3;    // late regions among the last 16 that make the team shrink
 constexpr uint32_t kProbeEvery = 32;  // while shrunk, every 32nd region tries the full team
 
@@ -63,10 +66,11 @@ inline int team_threads() {
 }
 
 // Times one parallel region's helpers: construct before the region, call arrived() first thing in
-// every thread of it, finish() after it.
+// every thread of it and done() when the thread's share is done (before the closing barrier),
+// finish() after it.
 class RegionClock {
  public:
-  RegionClock() : start_(team_detail::now_ns()) {}
+  RegionClock() : start_(team_detail::now_ns()), master_done_(start_) {}
   void arrived() {
     if (omp_get_thread_num() == 0) return;
     const int64_t delay = team_detail::now_ns() - start_;
@@ -74,10 +78,14 @@ class RegionClock {
     while (delay > seen && !worst_.compare_exchange_weak(seen, delay, std::memory_order_relaxed)) {
     }
   }
+  void done() {
+    if (omp_get_thread_num() == 0) master_done_ = team_detail::now_ns();
+  }
   void finish(int team) const {
     using namespace team_detail;
     if (team <= 1) return;
-    const bool late = worst_.load(std::memory_order_relaxed) > kLateNs;
+    const int64_t end_wait = now_ns() - master_done_;
+    const bool late = worst_.load(std::memory_order_relaxed) > kLateNs || end_wait > kLateNs;
     // A probe (full team while shrunk) whose helpers came on time: the machine is free again.
     if (!late && loaded()) return late_history.store(0, std::memory_order_relaxed);
     const uint32_t history = late_history.load(std::memory_order_relaxed);
@@ -86,6 +94,7 @@ class RegionClock {
 
  private:
   int64_t start_;
+  int64_t master_done_;  // written by thread 0 only, read after the region's barrier
   std::atomic<int64_t> worst_{0};
 };
 
