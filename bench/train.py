@@ -274,10 +274,10 @@ def contend(args, names, batches, resnet_batches, thread_counts, torch, repeat):
                 data = make_batches(name, batch, rng)
                 warmup, min_time = (2, 0.0) if name == "resnet" else (5, 0.1 if args.quick else 0.25)
                 pn.manual_seed(0)
-                steps = [ours_step_fn(name, data)]
+                steps = [ours_step_fn(name, data, "cpu", args.amp, args.channels_last)]
                 if torch is not None:
                     torch.manual_seed(0)
-                    steps.append(torch_step_fn(name, data))
+                    steps.append(torch_step_fn(name, data, "cpu", args.amp, args.channels_last))
                 t = time_contended(steps, thread_counts, set_threads, busy_core, repeat, warmup, min_time,
                                    args.settle)
                 for threads in thread_counts:

@@ -9,20 +9,24 @@ the cores it is ruinous: the spinning thread takes half of a core from the very 
 (a worker descheduled behind the other process, or the Python thread that would issue the next
 kernel), and 2 threads train several times slower than 1 (bench/NOTES.md, "Busy machine").
 
-So, before the runtime loads, pyneural sets GOMP_SPINCOUNT to SPIN_COUNT (1,000 spins, 35-75 us):
-long enough to cover the skew at a region's closing barrier and the gap between back-to-back
-regions, short enough to hand the core back before it matters. The variable is removed again once
-the runtime has read it, so child processes see the environment the user gave. A setting of the
-user's own (OMP_WAIT_POLICY or GOMP_SPINCOUNT) is left alone, and so is a runtime another library
-(torch) loaded first: it has read its environment already and keeps its default; ``describe()``
-says which of these happened. torch links the same libgomp (one copy per process), so in a process that imports
-pyneural first torch's threads wait the same way.
+So, before the runtime loads, pyneural sets OMP_WAIT_POLICY=passive: an idle thread sleeps at once
+(a futex) and gives the core back. Measured here with other work on the machine, this beat both the
+default and short spins (1,000 spins, 35-75 us; 10,000): 2 threads no longer lose to 1, with our
+busy neighbour stopped or running. Its cost is a wake-up (~10-50 us) at the start and end of each
+parallel region where a spinning thread would have been there already; on an idle machine that is
+predicted to cost some percent of a small training step and has not been measured (no idle machine
+was available; bench/NOTES.md, "Busy machine", says how to check). The variable is removed again
+once the runtime has read it, so child processes see the environment the user gave. A setting of
+the user's own (OMP_WAIT_POLICY or GOMP_SPINCOUNT) is left alone, and so is a runtime another
+library (torch) loaded first: it has read its environment already and keeps its default;
+``describe()`` says which of these happened. torch links the same libgomp (one copy per process),
+so in a process that imports pyneural first torch's threads wait the same way.
 """
 import os
 
-# Spins before an idle OpenMP thread sleeps (libgomp's default: 300,000). bench/NOTES.md, "Busy
-# machine", has the measurements (300,000 / 10,000 / 1,000 / passive) that chose it.
-SPIN_COUNT = 1000
+# What idle OpenMP threads do, set before the runtime loads. bench/NOTES.md, "Busy machine", has
+# the measurements (libgomp's default 300,000 spins / 10,000 / 1,000 / passive) that chose it.
+POLICY = ("OMP_WAIT_POLICY", "passive")
 
 USER_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
 _RUNTIMES = ("libgomp", "libomp", "libiomp5")
@@ -40,7 +44,7 @@ def runtime_loaded(maps="/proc/self/maps"):
 
 
 def prepare(environ=None, loaded=None):
-    """Set the spin count in ``environ`` (default: os.environ) unless the user chose a wait policy
+    """Set the wait policy in ``environ`` (default: os.environ) unless the user chose one
     or a runtime is loaded already (``loaded``: default, look). Returns the names set here, for
     ``restore``."""
     global _outcome
@@ -52,9 +56,10 @@ def prepare(environ=None, loaded=None):
     if runtime_loaded() if loaded is None else loaded:
         _outcome = "the runtime's default (it was loaded before pyneural, e.g. by torch)"
         return []
-    environ["GOMP_SPINCOUNT"] = str(SPIN_COUNT)
-    _outcome = f"GOMP_SPINCOUNT={SPIN_COUNT} (set by pyneural)"
-    return ["GOMP_SPINCOUNT"]
+    name, value = POLICY
+    environ[name] = value
+    _outcome = f"{name}={value} (set by pyneural)"
+    return [name]
 
 
 def restore(names, environ=None):

@@ -19,10 +19,10 @@ from pyneural.kernels.gemm import gemm
 
 # ---- the wait policy (pyneural/_threads.py) ----------------------------------------------------
 
-def test_prepare_sets_the_spin_count_and_restore_removes_it():
+def test_prepare_sets_the_policy_and_restore_removes_it():
     env = {"PATH": "/bin"}
     names = _threads.prepare(env, loaded=False)
-    assert env["GOMP_SPINCOUNT"] == str(_threads.SPIN_COUNT)
+    assert env["OMP_WAIT_POLICY"] == "passive"
     _threads.restore(names, env)
     assert env == {"PATH": "/bin"}
 
@@ -57,7 +57,7 @@ import os, sys
 import pyneural
 from pyneural import _threads
 print(_threads.describe())
-print(os.environ.get("GOMP_SPINCOUNT", "-"))
+print(os.environ.get("OMP_WAIT_POLICY", "-"))
 """
 
 
@@ -76,15 +76,15 @@ def test_import_sets_the_policy_before_the_runtime_loads_and_cleans_up():
     """In a fresh process libgomp is not loaded yet when pyneural prepares (else describe() would
     say so), and the variable is gone from the environment afterwards (children see the user's)."""
     outcome, left = _child()
-    assert outcome == f"GOMP_SPINCOUNT={_threads.SPIN_COUNT} (set by pyneural)"
+    assert outcome == "OMP_WAIT_POLICY=passive (set by pyneural)"
     assert left == "-"
 
 
 def test_import_respects_the_users_policy():
     outcome, left = _child(OMP_WAIT_POLICY="active")
-    assert outcome == "the user's OMP_WAIT_POLICY=active" and left == "-"
+    assert outcome == "the user's OMP_WAIT_POLICY=active" and left == "active"
     outcome, left = _child(GOMP_SPINCOUNT="123")
-    assert outcome == "the user's GOMP_SPINCOUNT=123" and left == "123"
+    assert outcome == "the user's GOMP_SPINCOUNT=123" and left == "-"
 
 
 def test_import_after_torch_keeps_its_runtime():
@@ -204,3 +204,26 @@ def test_conv_same_bits_from_any_team(rng, parallel):
         for out, ref in zip(_with_team(threads, shrunk, passes), full):
             np.testing.assert_array_equal(out, ref)
     assert not np.isnan(full[2]).any()
+
+
+# ---- MPI ranks' wait (pyneural/distributed/_mpi.py) --------------------------------------------
+
+_MPI_CHILD = """
+import os
+from pyneural.distributed._mpi import import_mpi
+import_mpi()
+print(os.environ.get("OMPI_MCA_mpi_yield_when_idle", "-"))
+"""
+
+
+@pytest.mark.parametrize("user,expected", [(None, "1"), ("0", "0")])
+def test_mpi_ranks_yield_while_waiting_unless_told_otherwise(user, expected):
+    pytest.importorskip("mpi4py")
+    env = subprocess_env()
+    env.pop("OMPI_MCA_mpi_yield_when_idle", None)
+    if user is not None:
+        env["OMPI_MCA_mpi_yield_when_idle"] = user
+    done = subprocess.run([sys.executable, "-c", _MPI_CHILD], env=env, capture_output=True, text=True, timeout=120,
+                          cwd=os.path.expanduser("~"))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [expected]
