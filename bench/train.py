@@ -22,11 +22,24 @@ faster than PyTorch).
 shared past its cores, wall time measures the other jobs (two runs minutes apart differed 2x), CPU
 time mostly the work. With --threads 1 it is a step's work; with more threads it also counts
 OpenMP's spinning. The table then reads images per CPU-second.
+
+    python bench/train.py --contend --models cnn --batches 32     # quiet vs one core busy, side by side
+
+--contend: the same comparison on a machine where another program keeps one core busy (the normal
+case on laptops, CI and shared hosts). The script starts that program itself, a child Python
+process in a busy loop, and alternates: each round times ours and torch with the child paused
+(SIGSTOP: "quiet") and again with it running ("busy"), so both conditions see the same other
+load; it reports the median window of each (not the best: under contention the fastest window
+is the lucky one) and kills the child on exit, error or Ctrl-C. --threads takes a list there
+(e.g. 1,2) to check that a second thread never makes a busy run slower.
 """
 import cProfile
 import io
 import os
 import pstats
+import signal
+import statistics
+import subprocess
 import sys
 import time
 
@@ -150,6 +163,77 @@ def time_interleaved(steps, repeat, warmup, min_time, settle, idle_limit, clock=
                             idle_limit=idle_limit, clock=clock)
 
 
+# The busy child: spins, and exits by itself if its parent dies (a SIGKILLed benchmark leaves nothing
+# behind; a stopped child is also killed through PR_SET_PDEATHSIG below where Linux has it).
+_BUSY_LOOP = """
+import os
+parent = os.getppid()
+while os.getppid() == parent:
+    for _ in range(200000):
+        pass
+"""
+
+
+def _die_with_parent():
+    try:
+        import ctypes
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+class BusyCore:
+    """One core's worth of someone else's work: a child Python process in a busy loop, started
+    paused. ``busy(True)`` resumes it (SIGCONT), ``busy(False)`` stops it (SIGSTOP); leaving the
+    ``with`` block kills it, also on an exception or Ctrl-C."""
+
+    def __init__(self):
+        self.proc = None
+
+    def __enter__(self):
+        self.proc = subprocess.Popen([sys.executable, "-c", _BUSY_LOOP], stdin=subprocess.DEVNULL,
+                                     preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+        self.busy(False)
+        return self
+
+    def busy(self, on):
+        self.proc.send_signal(signal.SIGCONT if on else signal.SIGSTOP)
+        if on:
+            time.sleep(0.05)  # let the scheduler place it before the window starts
+
+    def __exit__(self, *exc):
+        self.proc.kill()
+        self.proc.wait()
+        return False
+
+
+def time_contended(steps, thread_counts, set_threads, busy_core, rounds, warmup, min_time, settle):
+    """Median seconds per call of each function in ``steps`` at each thread count, quiet and busy:
+    {(threads, busy, index): seconds}. Every round visits every thread count, quiet then busy,
+    and within each the functions take turns, one window each."""
+    for step in steps:
+        for _ in range(warmup):
+            step()
+    samples = {}
+    try:
+        for _ in range(rounds):
+            for threads in thread_counts:
+                set_threads(threads)
+                for busy in (False, True):
+                    busy_core.busy(busy)
+                    for i, step in enumerate(steps):
+                        time.sleep(settle)
+                        step()  # wake this library's threads
+                        n, start = 0, time.perf_counter()
+                        while time.perf_counter() - start < min_time or n == 0:
+                            step()
+                            n += 1
+                        samples.setdefault((threads, busy, i), []).append((time.perf_counter() - start) / n)
+    finally:
+        busy_core.busy(False)
+    return {key: statistics.median(values) for key, values in samples.items()}
+
+
 def profile_steps(step, seconds_per_step, top):
     """cProfile about half a second of steps; return the top functions by own time."""
     steps = max(3, int(0.5 / max(seconds_per_step, 1e-6)))
@@ -177,6 +261,69 @@ def _device_name(device):
         return f"{device} ({type(e).__name__})"
 
 
+def contend(args, names, batches, resnet_batches, thread_counts, torch, repeat):
+    """--contend: quiet and busy tables side by side, one row per model, batch and thread count."""
+    def set_threads(n):
+        if torch is not None:
+            torch.set_num_threads(n)
+        omp_threads(n)
+
+    try:
+        from pyneural._threads import describe as wait_policy
+    except ImportError:  # a pyneural from before it chose the policy (comparing versions)
+        wait_policy = lambda: "the runtime's default"  # noqa: E731
+    rng = np.random.default_rng(0)
+    rows = []
+    load_before = os.getloadavg()
+    with BusyCore() as busy_core:
+        for name in names:
+            for batch in (resnet_batches if name == "resnet" else batches):
+                data = make_batches(name, batch, rng)
+                warmup, min_time = (2, 0.0) if name == "resnet" else (5, 0.1 if args.quick else 0.25)
+                pn.manual_seed(0)
+                steps = [ours_step_fn(name, data, "cpu", args.amp, args.channels_last)]
+                if torch is not None:
+                    torch.manual_seed(0)
+                    steps.append(torch_step_fn(name, data, "cpu", args.amp, args.channels_last))
+                t = time_contended(steps, thread_counts, set_threads, busy_core, repeat, warmup, min_time,
+                                   args.settle)
+                for threads in thread_counts:
+                    row = {"model": name, "batch": batch, "threads": threads}
+                    for busy, tag in ((False, "quiet"), (True, "busy")):
+                        ours_t, torch_t = t[(threads, busy, 0)], t.get((threads, busy, 1))
+                        row[f"{tag}_ours"] = batch / ours_t
+                        row[f"{tag}_torch"] = batch / torch_t if torch_t else None
+                        row[f"{tag}_ratio"] = torch_t / ours_t if torch_t else None
+                    row["ours_kept"] = row["busy_ours"] / row["quiet_ours"]
+                    row["torch_kept"] = row["busy_torch"] / row["quiet_torch"] if row["busy_torch"] else None
+                    rows.append(row)
+                    print(f"  {name:>6} batch {batch:>4} threads {threads}: quiet ours {row['quiet_ours']:9,.0f} "
+                          f"torch {row['quiet_torch'] or 0:9,.0f} | busy ours {row['busy_ours']:9,.0f} "
+                          f"torch {row['busy_torch'] or 0:9,.0f}", flush=True)
+    load_after = os.getloadavg()
+    columns = [("model", "model", "{}"), ("batch", "batch", "{}"), ("threads", "threads", "{}"),
+               ("quiet_ours", "quiet ours", "{:,.0f}"), ("quiet_torch", "quiet torch", "{:,.0f}"),
+               ("quiet_ratio", "quiet ratio", "{:.2f}"),
+               ("busy_ours", "busy ours", "{:,.0f}"), ("busy_torch", "busy torch", "{:,.0f}"),
+               ("busy_ratio", "busy ratio", "{:.2f}"),
+               ("ours_kept", "ours busy/quiet", "{:.2f}"), ("torch_kept", "torch busy/quiet", "{:.2f}")]
+    title = (f"training throughput, quiet vs one core busy (a child Python busy loop), images/s, median of "
+             f"{repeat} windows; ratio = ours / torch; OpenMP wait: {wait_policy()}; load average "
+             f"{load_before[0]:.2f} before, {load_after[0]:.2f} after (1 min, {os.cpu_count()} cores)")
+
+    def plot(rows, ax):
+        labels = [f"{r['model']}/{r['batch']}/{r['threads']}t" for r in rows]
+        xs = np.arange(len(rows))
+        for k, (key, label) in enumerate((("quiet_ours", "pyneural quiet"), ("quiet_torch", "torch quiet"),
+                                          ("busy_ours", "pyneural busy"), ("busy_torch", "torch busy"))):
+            ax.bar(xs - 0.3 + 0.2 * k, [r[key] or 0 for r in rows], 0.2, label=label)
+        ax.set_xticks(xs, labels, rotation=45)
+        ax.set_ylabel("images/s")
+        ax.legend()
+
+    report(rows, columns, args, title, plot=plot)
+
+
 def main():
     p = parser(__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="3 windows of 0.1 s, ResNet at batch <= 128 only")
@@ -187,7 +334,10 @@ def main():
     p.add_argument("--settle", type=float, default=0.2, help="idle seconds before each timing window")
     p.add_argument("--wait-idle", type=float, default=0.0, metavar="SECONDS",
                    help="before each window wait up to SECONDS for idle CPUs (shared machines; Linux)")
-    p.add_argument("--threads", type=int, default=2, help="OpenMP threads for both libraries (default: 2)")
+    p.add_argument("--threads", default="2",
+                   help="OpenMP threads for both libraries (default: 2; with --contend a comma-separated list)")
+    p.add_argument("--contend", action="store_true",
+                   help="quiet and with one core kept busy by a child process, side by side (median windows)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                    help="where both libraries train (cuda: pyneural's CUDA kernels vs PyTorch on the same GPU)")
     p.add_argument("--amp", choices=tuple(AMP_DTYPES), default=None,
@@ -208,16 +358,23 @@ def main():
     resnet_batches = ([int(b) for b in args.resnet_batches.split(",")] if args.resnet_batches
                       else ([b for b in batches if b <= 128] or batches[:1]) if args.quick else batches)
     repeat = 3 if args.quick else args.repeat
+    thread_counts = [int(t) for t in args.threads.split(",")]
+    if len(thread_counts) > 1 and not args.contend:
+        p.error("--threads: a list only with --contend")
+    if args.contend and args.device != "cpu":
+        p.error("--contend measures the CPU (--device cpu)")
     try:
         import torch
         # pyneural._C and torch share one OpenMP runtime (libgomp, loaded once per process), so
         # this sets both sides' team size; both are read back for the title.
-        torch.set_num_threads(args.threads)
+        torch.set_num_threads(thread_counts[0])
         torch_threads = torch.get_num_threads()
     except ImportError:
         torch = None
         print("torch is not installed: measuring pyneural only")
-    ours_threads = omp_threads(args.threads)
+    ours_threads = omp_threads(thread_counts[0])
+    if args.contend:
+        return contend(args, names, batches, resnet_batches, thread_counts, torch, repeat)
 
     channels_last = args.channels_last or args.device == "cuda"
     if torch is not None and args.device == "cuda" and not torch.cuda.is_available():

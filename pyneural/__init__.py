@@ -5,6 +5,9 @@ from pyneural import _allocator  # noqa: E402
 
 _allocator.tune()  # reuse freed large arrays instead of page-faulting them in every step
 
+from pyneural import _threads  # noqa: E402
+
+_set_for_runtime = _threads.prepare()  # before _C loads libgomp, which reads its environment once
 try:
     from pyneural import _C  # noqa: F401  (the compiled CPU kernels; everything below needs them)
 except ImportError as _error:
@@ -13,6 +16,8 @@ except ImportError as _error:
         f"pyneural's compiled extension pyneural._C could not be imported from {_os.path.dirname(__file__)} "
         f"({_error}). If that is a source checkout, install it with 'pip install .' and run from another "
         f"directory, or build in place (see README, 'Development').") from _error
+finally:
+    _threads.restore(_set_for_runtime)
 
 from pyneural.tensor import (Tensor, enable_grad, get_array_module, is_grad_enabled, no_grad,
                              set_grad_enabled)

@@ -25,6 +25,8 @@ SCRIPTS = [
      "torch bf16 GFLOP/s", None),
     ("conv.py", ["--channels-last", "--set", "tiny", "--rounds", "1", "--min-time", "0.01"], "vs nchw", None),
     ("train.py", ["--quick", "--models", "mlp", "--batches", "32", "--threads", "1"], "ours img/s", None),
+    ("train.py", ["--contend", "--quick", "--models", "mlp", "--batches", "32", "--threads", "1,2"], "busy ratio",
+     None),
     ("recsys.py", ["--sizes", "2000", "--epochs", "1", "--torch-epochs", "1"], "s/epoch", None),
     ("allreduce.py", ["--max-mb", "0.02", "--min-time", "0.01", "--repeat", "1"], "bucketed us", "mpi"),
     ("scaling.py", ["--ranks", "2", "--model", "mlp", "--steps", "2", "--warmup", "1", "--rounds", "1",

@@ -52,5 +52,6 @@ void bind_layernorm(py::module_& m);
 void bind_bf16(py::module_& m);
 void bind_optim(py::module_& m);
 void bind_conv_bf16(py::module_& m);
+void bind_parallel(py::module_& m);
 
 }  // namespace pn

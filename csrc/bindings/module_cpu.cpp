@@ -20,4 +20,5 @@ PYBIND11_MODULE(_C, m) {
   pn::bind_bf16(m);
   pn::bind_optim(m);
   pn::bind_conv_bf16(m);
+  pn::bind_parallel(m);
 }

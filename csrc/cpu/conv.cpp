@@ -58,6 +58,7 @@
 #include "common/check.h"
 #include "cpu/conv_pack.h"
 #include "cpu/conv_tasks.h"
+#include "cpu/parallel_team.h"
 #include "cpu/gemm.h"
 
 namespace pn {
@@ -357,7 +358,7 @@ void conv2d_backward_weight(const Conv2dShape& s, const float* dy, const float* 
     gemm_slice(g, pixels * slice / slices, pixels * (slice + 1) / slices, out);
   });
   if (slices == 1) return;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for num_threads(team_threads()) schedule(static)
   for (int64_t i = 0; i < s.groups * block; ++i) {
     const int64_t g = i / block, e = i % block;
     float sum = dw[i];

@@ -50,6 +50,7 @@
 #include "common/check.h"
 #include "cpu/bf16.h"
 #include "cpu/gemm_bf16_kernel.h"
+#include "cpu/parallel_team.h"
 
 namespace pn {
 namespace {
@@ -200,7 +201,7 @@ void run_tasks(int64_t tasks, Body&& body) {
     return;
   }
   std::exception_ptr error;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for num_threads(team_threads()) schedule(static)
   for (int64_t t = 0; t < tasks; ++t) {
     try {
       body(t, omp_get_thread_num());
@@ -366,7 +367,7 @@ void conv2d_bf16_backward_data(const Conv2dShape& s, ConvLayout layout, const ui
       args.trans_b = true;
       gemm_bf16_from_sources(args, &a_source, nullptr, isa);
       if (unit_stride) continue;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for num_threads(team_threads()) schedule(static)
       for (int64_t r = 0; r < rows; ++r) {
         const int64_t n = r / (ph.Ha * ph.Wb), a = r % (ph.Ha * ph.Wb) / ph.Wb, col = r % ph.Wb;
         const int64_t pixel = (n * s.H + ph.rh + a * s.sh) * s.W + ph.rw + col * s.sw;
@@ -403,7 +404,7 @@ void conv2d_bf16_backward_weight(const Conv2dShape& s, ConvLayout layout, const 
   });
   if (layout == ConvLayout::nchw) return;
   const int64_t Cg = s.Cg();
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for num_threads(team_threads()) schedule(static)
   for (int64_t co = 0; co < s.Co; ++co)
     for (int64_t c = 0; c < Cg; ++c)
       for (int64_t t = 0; t < T; ++t) dw[(co * Cg + c) * T + t] = taps_outer[co * K + t * Cg + c];

@@ -7,6 +7,7 @@
 // once per SIMD path and conv_depthwise.cpp picks the table from pn::active_isa() per call.
 #pragma once
 #include "cpu/conv.h"
+#include "cpu/parallel_team.h"  // team_threads() in conv_depthwise_rows.inl
 
 namespace pn {
 

@@ -53,7 +53,7 @@ void forward(const Conv2dShape& s, const float* x, const float* w, const float* 
   const int64_t m = s.Co / s.C, HW = s.H * s.W, P = s.Ho * s.Wo, taps = s.kh * s.kw, sw = s.sw;
   const ColumnRanges cols(s);
   const int64_t chunk = plane_chunk(s);
-#pragma omp parallel for schedule(dynamic, chunk)
+#pragma omp parallel for num_threads(team_threads()) schedule(dynamic, chunk)
   for (int64_t p = 0; p < s.N * s.Co; ++p) {
     const int64_t n = p / s.Co, co = p % s.Co;
     const float* xp = x + (n * s.C + co / m) * HW;
@@ -88,7 +88,7 @@ void backward_data(const Conv2dShape& s, const float* dy, const float* w, float*
   const int64_t m = s.Co / s.C, HW = s.H * s.W, P = s.Ho * s.Wo, taps = s.kh * s.kw, sw = s.sw;
   const ColumnRanges cols(s);
   const int64_t chunk = std::max<int64_t>(1, plane_chunk(s) / m);
-#pragma omp parallel for schedule(dynamic, chunk)
+#pragma omp parallel for num_threads(team_threads()) schedule(dynamic, chunk)
   for (int64_t p = 0; p < s.N * s.C; ++p) {
     const int64_t n = p / s.C, c = p % s.C;
     float* dxp = dx + p * HW;
@@ -121,7 +121,7 @@ void backward_data(const Conv2dShape& s, const float* dy, const float* w, float*
 void backward_weight(const Conv2dShape& s, const float* dy, const float* x, float* dw) {
   const int64_t m = s.Co / s.C, HW = s.H * s.W, P = s.Ho * s.Wo, taps = s.kh * s.kw, sw = s.sw;
   const ColumnRanges cols(s);
-#pragma omp parallel for schedule(dynamic, 1)
+#pragma omp parallel for num_threads(team_threads()) schedule(dynamic, 1)
   for (int64_t co = 0; co < s.Co; ++co) {
     float* dwp = dw + co * taps;
     for (int64_t t = 0; t < taps; ++t) dwp[t] = 0.f;

@@ -321,7 +321,7 @@ void conv2d_backward_weight_nhwc(const Conv2dShape& s, const float* dy, const fl
     accumulate(g, P * slice / slices, P * (slice + 1) / slices, out, buffers.data() + thread * buffer);
   });
   if (slices == 1) return;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for num_threads(team_threads()) schedule(static)
   for (int64_t i = 0; i < s.groups * block; ++i) {
     const int64_t g = i / block, e = i % block;
     float sum = dw[i];

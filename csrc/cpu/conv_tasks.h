@@ -7,6 +7,8 @@
 #include <exception>
 #include <vector>
 
+#include "cpu/parallel_team.h"
+
 namespace pn {
 
 // Tasks can be dealt to the threads whole when there are enough of them to come out even.
@@ -15,19 +17,29 @@ inline bool tasks_balance(int64_t tasks, int threads) {
 }
 
 // Runs body(task, thread) for every task on the OpenMP threads. An exception (bad_alloc in a pack
-// buffer) must not leave the parallel region: the first one is carried out and rethrown.
+// buffer) must not leave the parallel region: the first one is carried out and rethrown. Tasks go
+// out dynamically to a team that shrinks while helpers arrive late (parallel_team.h): a task's
+// result does not depend on the thread that runs it.
 template <typename Body>
 void parallel_tasks(int64_t tasks, Body&& body) {
   std::exception_ptr error;
-#pragma omp parallel for schedule(static)
-  for (int64_t task = 0; task < tasks; ++task) {
-    try {
-      body(task, omp_get_thread_num());
-    } catch (...) {
+  const int team = team_threads();
+  RegionClock clock;
+#pragma omp parallel num_threads(team)
+  {
+    clock.arrived();
+#pragma omp for schedule(dynamic, 1) nowait
+    for (int64_t task = 0; task < tasks; ++task) {
+      try {
+        body(task, omp_get_thread_num());
+      } catch (...) {
 #pragma omp critical(pn_conv_error)
-      if (!error) error = std::current_exception();
+        if (!error) error = std::current_exception();
+      }
     }
+    clock.done();
   }
+  clock.finish(team);
   if (error) std::rethrow_exception(error);
 }
 

@@ -14,10 +14,14 @@
 //    blocks. Nothing is shared, so no barrier and no packed line ever crosses cores; that beat a
 //    shared panel at every size measured here, by 1.5x at 128..256 where handing a freshly packed
 //    panel from one core to the other costs as much as the multiply.
+//    Each thread takes its run in two chunks and, when done, steals chunks from the back of a
+//    slower thread's run (StealingRanges, parallel_team.h).
 //  - shared B panel (large M): the team packs each panel together, then takes the A blocks from a
 //    dynamic worksharing loop (equal blocks, a whole number per thread), so a thread slowed down
 //    by another process on its core simply takes fewer.
-// Small products run on the calling thread: waking the team costs more than it saves. Called from
+// Small products run on the calling thread: waking the team costs more than it saves. On a
+// loaded machine the team shrinks while helper threads arrive late (team_threads(), RegionClock:
+// parallel_team.h); the partition stays the one planned, so the result does not change. Called from
 // inside an OpenMP parallel region (convolution does this), everything runs on the calling thread
 // with its own buffers.
 //
@@ -40,6 +44,7 @@
 #include "common/cpu_features.h"
 #include "cpu/gemm_microkernel.h"
 #include "cpu/gemm_pack.h"
+#include "cpu/parallel_team.h"
 
 namespace pn {
 
@@ -290,18 +295,21 @@ void run_serial(const Problem& p, const Plan& plan, float* b_panel, float* a_blo
 
 // Column slabs: thread t of the team runs the serial loops on the t-th run of B's slivers, with its
 // own B panel. No barriers and no cache line crosses cores: the right cut for small products, where
-// handing a freshly packed shared panel from one core to the other costs as much as the work.
-void run_slab(const Problem& p, const Plan& plan, float* b_panel, float* a_block) {
-  const int t = omp_get_thread_num(), threads = omp_get_num_threads();
+// handing a freshly packed shared panel from one core to the other costs as much as the work. The
+// runs are taken in chunks from StealingRanges, so a thread that finishes first takes the tail of
+// a slower one's run; a chunk's columns come out the same bits as in one slab (K is blocked the
+// same way, and chunks are whole slivers).
+void run_slab(const Problem& p, const Plan& plan, StealingRanges& slivers, float* b_panel, float* a_block) {
   const int nr = plan.cfg.nr;
-  const int64_t slivers = ceil_div(p.N, nr);
-  const int64_t j0 = split(slivers, threads, t) * nr, j1 = std::min(p.N, split(slivers, threads, t + 1) * nr);
-  if (j1 <= j0) return;
-  Problem slab = p;
-  slab.N = j1 - j0;
-  slab.c = p.c + j0;
-  slab.j0 = p.j0 + j0;
-  run_serial(slab, plan, b_panel, a_block);
+  int64_t s0, s1;
+  while (slivers.next(omp_get_thread_num(), s0, s1)) {
+    const int64_t j0 = s0 * nr, j1 = std::min(p.N, s1 * nr);
+    Problem slab = p;
+    slab.N = j1 - j0;
+    slab.c = p.c + j0;
+    slab.j0 = p.j0 + j0;
+    run_serial(slab, plan, b_panel, a_block);
+  }
 }
 
 // Shared panel: called by every thread of the team. The worksharing loops' closing barriers fence
@@ -359,11 +367,19 @@ void run_gemm(const Problem& p) {
   float* b_panel = tl_b_panel.get(plan.kc * plan.nc);
   if (plan.threads == 1) return run_serial(p, plan, b_panel, tl_a_block.get(plan.mc * plan.kc));
 
+  // The plan is cut for plan.threads; the team that runs it may be smaller on a loaded machine
+  // (parallel_team.h), which changes who computes which columns, not the result.
+  const int team = std::min(plan.threads, team_threads());
+  if (team == 1) return run_serial(p, plan, b_panel, tl_a_block.get(plan.mc * plan.kc));
+  StealingRanges slivers(ceil_div(p.N, plan.cfg.nr), team);
+  RegionClock clock;
+
   // Exceptions must not cross the OpenMP region, and a thread that throws must not leave the others
   // waiting at a barrier: every thread allocates its buffers first, then all agree on the outcome.
   int failed = 0;
-#pragma omp parallel num_threads(plan.threads)
+#pragma omp parallel num_threads(team)
   {
+    clock.arrived();
     float* a_block = nullptr;
     float* own_b_panel = nullptr;
     try {
@@ -379,11 +395,13 @@ void run_gemm(const Problem& p) {
     give_up = failed;
     if (!give_up) {
       if (plan.column_slabs)
-        run_slab(p, plan, own_b_panel, a_block);
+        run_slab(p, plan, slivers, own_b_panel, a_block);
       else
         run_shared(p, plan, b_panel, a_block);
     }
+    clock.done();
   }
+  clock.finish(team);
   if (failed) throw std::bad_alloc();
 }
 
@@ -419,7 +437,7 @@ void run_gemv(const GemmConfig& cfg, bool rows_form, int64_t n, int64_t k, float
     return part(0, n);
   // Ranges in whole 64-byte lines of y, so no two threads write one line.
   const int64_t lines = ceil_div(n, 16);
-#pragma omp parallel
+#pragma omp parallel num_threads(team_threads())
   {
     const int t = omp_get_thread_num(), threads = omp_get_num_threads();
     part(std::min(n, split(lines, threads, t) * 16), std::min(n, split(lines, threads, t + 1) * 16));

@@ -7,6 +7,8 @@
 #include <cstdint>
 #include <cstring>
 
+#include "cpu/parallel_team.h"  // team_threads() in softmax_rows.inl
+
 namespace pn {
 
 struct SoftmaxKernels {

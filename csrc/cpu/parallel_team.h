@@ -1,0 +1,183 @@
+// How many OpenMP threads a kernel's parallel region gets, on a machine others may be using.
+//
+// Why: a parallel region ends when its last thread arrives. When another process holds one of the
+// two cores, the helper thread woken for a region waits for that core (up to a scheduler slice,
+// milliseconds) before it even starts, and the thread that started the region waits for it at the
+// closing barrier; a kernel of 50 us then takes a few ms, and 2 threads run a training step
+// several times slower than 1 (bench/NOTES.md, "Busy machine"). Dynamic worksharing (the kernels'
+// loops deal chunks, so an arriving thread takes what is left) cannot help a thread that never
+// arrives, so the team itself shrinks while helpers arrive late:
+//
+//   - the regions that carry most of the work (GEMM, convolution tasks) time each helper's arrival
+//     from the moment the region starts, and how long the starting thread waits at the region's
+//     end for the others once its own share is done (RegionClock: a steady_clock read per thread);
+//   - a helper later than kLateNs (200 us; a futex wake-up on an idle core takes ~5-50 us), or an
+//     end wait longer than that (a helper preempted mid-region: with dynamic chunks the wait is
+//     at most one chunk on a quiet machine), marks the region late; the last 16 timed regions are
+//     kept as bits;
+//   - while 3 or more of them are late, team_threads() answers 1, and every kProbeEvery-th
+//     region is run with the full team again (a probe); a probe whose helpers arrive on time
+//     clears the history (the machine is free again), a late one keeps the team at 1.
+//
+// Nothing here decides how work is *partitioned*: kernels plan their chunks from the nominal
+// thread count (omp_get_max_threads) and only run them on team_threads() threads, with dynamic
+// schedules, so results are the same bits whatever team ran them.
+//
+// State is process-wide and updated with relaxed atomics (Python threads may call kernels at once;
+// a lost update only delays the switch by a region).
+#pragma once
+
+#include <omp.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+
+namespace pn {
+
+namespace team_detail {
+
+constexpr int64_t kLateNs = 200000;
+constexpr int kLateToShrink = 3;    // late regions among the last 16 that make the team shrink
+constexpr uint32_t kProbeEvery = 32;  // while shrunk, every 32nd region tries the full team
+
+inline std::atomic<uint32_t> late_history{0};   // bit i: the i-th most recent timed region was late
+inline std::atomic<uint32_t> shrunk_regions{0};  // regions run on one thread since the last probe
+inline std::atomic<bool> adaptive{true};
+
+inline int64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+inline bool loaded() { return __builtin_popcount(late_history.load(std::memory_order_relaxed)) >= kLateToShrink; }
+
+}  // namespace team_detail
+
+// Threads for the next parallel region started by this thread: omp_get_max_threads(), or 1 while
+// helpers have been arriving late (see above). Inside a parallel region: 1.
+inline int team_threads() {
+  using namespace team_detail;
+  const int wanted = omp_get_level() > 0 ? 1 : omp_get_max_threads();
+  if (wanted == 1 || !adaptive.load(std::memory_order_relaxed) || !loaded()) return wanted;
+  if (shrunk_regions.fetch_add(1, std::memory_order_relaxed) + 1 < kProbeEvery) return 1;
+  shrunk_regions.store(0, std::memory_order_relaxed);
+  return wanted;  // a probe
+}
+
+// Times one parallel region's helpers: construct before the region, call arrived() first thing in
+// every thread of it and done() when the thread's share is done (before the closing barrier),
+// finish() after it.
+class RegionClock {
+ public:
+  RegionClock() : start_(team_detail::now_ns()), master_done_(start_) {}
+  void arrived() {
+    if (omp_get_thread_num() == 0) return;
+    const int64_t delay = team_detail::now_ns() - start_;
+    int64_t seen = worst_.load(std::memory_order_relaxed);
+    while (delay > seen && !worst_.compare_exchange_weak(seen, delay, std::memory_order_relaxed)) {
+    }
+  }
+  void done() {
+    if (omp_get_thread_num() == 0) master_done_ = team_detail::now_ns();
+  }
+  void finish(int team) const {
+    using namespace team_detail;
+    if (team <= 1) return;
+    const int64_t end_wait = now_ns() - master_done_;
+    const bool late = worst_.load(std::memory_order_relaxed) > kLateNs || end_wait > kLateNs;
+    // A probe (full team while shrunk) whose helpers came on time: the machine is free again.
+    if (!late && loaded()) return late_history.store(0, std::memory_order_relaxed);
+    const uint32_t history = late_history.load(std::memory_order_relaxed);
+    late_history.store((history << 1 | (late ? 1u : 0u)) & 0xffffu, std::memory_order_relaxed);
+  }
+
+ private:
+  int64_t start_;
+  int64_t master_done_;  // written by thread 0 only, read after the region's barrier
+  std::atomic<int64_t> worst_{0};
+};
+
+// Work stealing over a fixed partition: `units` (e.g. GEMM column slivers) are cut into
+// `threads` contiguous ranges, one per thread of the team. Each thread takes its own range front
+// to back in chunks of about a half of it (so on a quiet machine every thread works on the same
+// columns as in every other call, which its caches keep); a thread whose range is empty takes
+// chunks from the back of the range with the most left (a helper slowed by another process on its
+// core hands the rest of its range over). Each range is one 64-bit word, front in the low half and
+// back in the high half, updated by compare-and-swap.
+class StealingRanges {
+ public:
+  static constexpr int kMaxThreads = 64;
+
+  StealingRanges(int64_t units, int threads) : threads_(threads < kMaxThreads ? threads : kMaxThreads) {
+    for (int t = 0; t < threads_; ++t) {
+      const int64_t begin = units * t / threads_, end = units * (t + 1) / threads_;
+      ranges_[t].span.store(pack(begin, end), std::memory_order_relaxed);
+      ranges_[t].chunk = (end - begin + 1) / 2 > 0 ? (end - begin + 1) / 2 : 1;
+    }
+  }
+
+  // The next chunk [begin, end) for thread `t`; false when no work is left anywhere.
+  bool next(int t, int64_t& begin, int64_t& end) {
+    if (t < threads_ && take_front(t, begin, end)) return true;
+    for (;;) {
+      int victim = -1;
+      int64_t most = 0;
+      for (int v = 0; v < threads_; ++v) {
+        const uint64_t s = ranges_[v].span.load(std::memory_order_acquire);
+        if (high(s) - low(s) > most) most = high(s) - low(s), victim = v;
+      }
+      if (victim < 0) return false;
+      if (take_back(victim, begin, end)) return true;
+    }
+  }
+
+ private:
+  struct alignas(64) Range {
+    std::atomic<uint64_t> span{0};
+    int64_t chunk = 1;
+  };
+  static uint64_t pack(int64_t front, int64_t back) { return uint64_t(back) << 32 | uint64_t(front); }
+  static int64_t low(uint64_t s) { return int64_t(s & 0xffffffffu); }
+  static int64_t high(uint64_t s) { return int64_t(s >> 32); }
+
+  bool take_front(int t, int64_t& begin, int64_t& end) {
+    uint64_t s = ranges_[t].span.load(std::memory_order_acquire);
+    for (;;) {
+      const int64_t f = low(s), b = high(s);
+      if (f >= b) return false;
+      const int64_t n = ranges_[t].chunk < b - f ? ranges_[t].chunk : b - f;
+      if (ranges_[t].span.compare_exchange_weak(s, pack(f + n, b), std::memory_order_acq_rel)) {
+        begin = f, end = f + n;
+        return true;
+      }
+    }
+  }
+  bool take_back(int v, int64_t& begin, int64_t& end) {
+    uint64_t s = ranges_[v].span.load(std::memory_order_acquire);
+    for (;;) {
+      const int64_t f = low(s), b = high(s);
+      if (f >= b) return false;
+      const int64_t n = ranges_[v].chunk < b - f ? ranges_[v].chunk : b - f;
+      if (ranges_[v].span.compare_exchange_weak(s, pack(f, b - n), std::memory_order_acq_rel)) {
+        begin = b - n, end = b;
+        return true;
+      }
+    }
+  }
+
+  int threads_;
+  Range ranges_[kMaxThreads];
+};
+
+// For tests and benchmarks: turn the shrinking off (the team is always omp_get_max_threads()) or
+// on, and read or set the late-region history.
+inline void set_team_adaptive(bool on) { team_detail::adaptive.store(on, std::memory_order_relaxed); }
+inline bool team_adaptive() { return team_detail::adaptive.load(std::memory_order_relaxed); }
+inline uint32_t team_late_history() { return team_detail::late_history.load(std::memory_order_relaxed); }
+inline void set_team_late_history(uint32_t bits) {
+  team_detail::late_history.store(bits & 0xffffu, std::memory_order_relaxed);
+  team_detail::shrunk_regions.store(0, std::memory_order_relaxed);
+}
+
+}  // namespace pn

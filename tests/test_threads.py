@@ -1,0 +1,229 @@
+"""Running on a busy machine: the OpenMP wait policy pyneural sets before the runtime loads
+(pyneural/_threads.py) and the kernels' team sizing (csrc/cpu/parallel_team.h). Logic only, no
+timing: the policy is chosen before libgomp loads and gives way to the user's and to a runtime
+loaded first; the team shrinks and probes as specified; and the kernels give the same bits whether a
+full team, a shrunk team or an oversubscribed one (which makes threads steal each other's work) ran
+them."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import assert_close_bound, poisoned, subprocess_env
+
+from pyneural import _C, _threads
+from pyneural.distributed.threads import get_threads, set_threads
+from pyneural.kernels.gemm import gemm
+
+
+# ---- the wait policy (pyneural/_threads.py) ----------------------------------------------------
+
+def test_prepare_sets_the_policy_and_restore_removes_it():
+    env = {"PATH": "/bin"}
+    names = _threads.prepare(env, loaded=False)
+    assert env["OMP_WAIT_POLICY"] == "passive"
+    _threads.restore(names, env)
+    assert env == {"PATH": "/bin"}
+
+
+@pytest.mark.parametrize("setting", [("OMP_WAIT_POLICY", "active"), ("OMP_WAIT_POLICY", "passive"),
+                                     ("GOMP_SPINCOUNT", "300000")])
+def test_prepare_keeps_the_users_setting(setting):
+    env = dict([setting])
+    names = _threads.prepare(env, loaded=False)
+    assert names == [] and env == dict([setting])
+    assert f"{setting[0]}={setting[1]}" in _threads.describe()
+
+
+def test_prepare_leaves_a_loaded_runtime_alone():
+    env = {}
+    assert _threads.prepare(env, loaded=True) == [] and env == {}
+    assert "loaded before pyneural" in _threads.describe()
+
+
+def test_runtime_loaded_reads_the_memory_map(tmp_path):
+    maps = tmp_path / "maps"
+    maps.write_text("7f00-7f01 r-xp 00000000 08:01 42    /usr/lib/x86_64-linux-gnu/libc.so.6\n")
+    assert not _threads.runtime_loaded(str(maps))
+    maps.write_text(maps.read_text() + "7f02-7f03 r-xp 00000000 08:01 43    /usr/lib/libgomp.so.1.0.0\n")
+    assert _threads.runtime_loaded(str(maps))
+    assert not _threads.runtime_loaded(str(tmp_path / "missing"))
+
+
+_CHILD = """
+import os, sys
+{before}
+import pyneural
+from pyneural import _threads
+print(_threads.describe())
+print(os.environ.get("OMP_WAIT_POLICY", "-"))
+"""
+
+
+def _child(before="", **env_extra):
+    env = subprocess_env(**env_extra)
+    for name in _threads.USER_VARIABLES:
+        if name not in env_extra:
+            env.pop(name, None)
+    done = subprocess.run([sys.executable, "-c", _CHILD.format(before=before)], env=env, capture_output=True,
+                          text=True, timeout=120, cwd=os.path.expanduser("~"))
+    assert done.returncode == 0, done.stderr
+    return done.stdout.split("\n")[:2]
+
+
+def test_import_sets_the_policy_before_the_runtime_loads_and_cleans_up():
+    """In a fresh process libgomp is not loaded yet when pyneural prepares (else describe() would
+    say so), and the variable is gone from the environment afterwards (children see the user's)."""
+    outcome, left = _child()
+    assert outcome == "OMP_WAIT_POLICY=passive (set by pyneural)"
+    assert left == "-"
+
+
+def test_import_respects_the_users_policy():
+    outcome, left = _child(OMP_WAIT_POLICY="active")
+    assert outcome == "the user's OMP_WAIT_POLICY=active" and left == "active"
+    outcome, left = _child(GOMP_SPINCOUNT="123")
+    assert outcome == "the user's GOMP_SPINCOUNT=123" and left == "-"
+
+
+def test_import_after_torch_keeps_its_runtime():
+    pytest.importorskip("torch")
+    outcome, _ = _child(before="import torch")
+    assert "loaded before pyneural" in outcome
+
+
+# ---- the team (csrc/cpu/parallel_team.h) -------------------------------------------------------
+
+@pytest.fixture
+def two_threads():
+    """Two OpenMP threads for this thread's regions, adaptive team, clean history; restored after."""
+    before, adaptive = get_threads(), _C.team_adaptive()
+    set_threads(2)
+    _C.set_team_adaptive(True)
+    _C.set_team_late_history(0)
+    yield
+    _C.set_team_late_history(0)
+    _C.set_team_adaptive(adaptive)
+    set_threads(before)
+
+
+def test_team_is_full_on_a_quiet_history(two_threads):
+    assert [_C.team_threads() for _ in range(40)] == [2] * 40
+
+
+def test_team_shrinks_after_three_late_regions_and_probes(two_threads):
+    _C.set_team_late_history(0b1011)
+    teams = [_C.team_threads() for _ in range(64)]
+    assert teams == ([1] * 31 + [2]) * 2  # every 32nd region probes with the full team
+
+
+def test_two_late_regions_do_not_shrink(two_threads):
+    _C.set_team_late_history(0b1001)
+    assert _C.team_threads() == 2
+
+
+def test_history_keeps_sixteen_regions(two_threads):
+    _C.set_team_late_history(0xFFFFFFFF)
+    assert _C.team_late_history() == 0xFFFF
+
+
+def test_team_not_adaptive_is_always_full(two_threads):
+    _C.set_team_adaptive(False)
+    _C.set_team_late_history(0xFFFF)
+    assert [_C.team_threads() for _ in range(40)] == [2] * 40
+
+
+def test_probe_on_time_clears_the_history(two_threads):
+    """A region run by a full team whose helper arrives on time while shrunk: the machine is free."""
+    _C.set_team_late_history(0xFFFF)
+    a = np.ones((300, 300), np.float32)
+    for _ in range(200):  # some of these are probes; on this (any) machine most helpers are on time
+        gemm(a, a)
+        if _C.team_late_history() == 0:
+            break
+    assert _C.team_late_history() != 0xFFFF
+
+
+# ---- the same bits from any team ---------------------------------------------------------------
+
+def _with_team(threads, shrunk, fn):
+    before = get_threads()
+    set_threads(threads)
+    _C.set_team_late_history(0xFFFF if shrunk else 0)
+    try:
+        return fn()
+    finally:
+        _C.set_team_late_history(0)
+        set_threads(before)
+
+
+# Column slabs (M <= 1024: threads steal slivers), a shared panel (large M), strided operands, and a
+# matrix-vector product; none of the sizes divides the 14 x 32 tile.
+GEMM_SHAPES = [(3, 1500, 400), (96, 2111, 77), (333, 517, 290), (1100, 70, 600), (1, 4097, 300)]
+
+
+@pytest.mark.parametrize("m,n,k", GEMM_SHAPES)
+def test_gemm_same_bits_from_any_team(rng, m, n, k):
+    a = rng.standard_normal((m, k)).astype(np.float32)
+    b = rng.standard_normal((k, n)).astype(np.float32)
+    ref = a.astype(np.float64) @ b.astype(np.float64)
+
+    def run():
+        out = poisoned((m, n))
+        gemm(a, b, out=out)
+        return out
+    one = _with_team(1, False, run)
+    assert_close_bound(one, ref, k, np.abs(a).astype(np.float64) @ np.abs(b).astype(np.float64))
+    for threads, shrunk in ((2, False), (2, True), (4, False)):  # 4 on 2 cores: threads steal
+        for _ in range(3 if threads == 4 else 1):
+            np.testing.assert_array_equal(_with_team(threads, shrunk, run), one, err_msg=f"{threads} {shrunk}")
+
+
+@pytest.mark.parametrize("parallel", ["images", "gemm"])
+def test_conv_same_bits_from_any_team(rng, parallel):
+    """Forward and backward-data at 1 and 2 threads; backward-weight (its partial sums are cut by the
+    nominal thread count) at 2 nominal threads whether the full or a shrunk team ran it."""
+    x = rng.standard_normal((37, 5, 9, 7)).astype(np.float32)
+    w = rng.standard_normal((11, 5, 3, 3)).astype(np.float32)
+    dy = rng.standard_normal((37, 11, 9, 7)).astype(np.float32)
+
+    hyper = ((1, 1), (1, 1), (1, 1), 1)  # stride, padding, dilation, groups
+
+    def passes():
+        y, dx, dw = poisoned(dy.shape), poisoned(x.shape), poisoned(w.shape)
+        _C.conv2d_forward(x, w, None, y, *hyper, False, parallel)
+        _C.conv2d_backward_data(dy, w, dx, *hyper, parallel)
+        _C.conv2d_backward_weight(dy, x, dw, *hyper, parallel)
+        return y, dx, dw
+    one = _with_team(1, False, passes)
+    full = _with_team(2, False, passes)
+    for out, ref in zip(full[:2], one[:2]):
+        np.testing.assert_array_equal(out, ref)
+    for threads, shrunk in ((2, True), (2, False)):
+        for out, ref in zip(_with_team(threads, shrunk, passes), full):
+            np.testing.assert_array_equal(out, ref)
+    assert not np.isnan(full[2]).any()
+
+
+# ---- MPI ranks' wait (pyneural/distributed/_mpi.py) --------------------------------------------
+
+_MPI_CHILD = """
+import os
+from pyneural.distributed._mpi import import_mpi
+import_mpi()
+print(os.environ.get("OMPI_MCA_mpi_yield_when_idle", "-"))
+"""
+
+
+@pytest.mark.parametrize("user,expected", [(None, "1"), ("0", "0")])
+def test_mpi_ranks_yield_while_waiting_unless_told_otherwise(user, expected):
+    pytest.importorskip("mpi4py")
+    env = subprocess_env()
+    env.pop("OMPI_MCA_mpi_yield_when_idle", None)
+    if user is not None:
+        env["OMPI_MCA_mpi_yield_when_idle"] = user
+    done = subprocess.run([sys.executable, "-c", _MPI_CHILD], env=env, capture_output=True, text=True, timeout=120,
+                          cwd=os.path.expanduser("~"))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [expected]
