@@ -16,6 +16,12 @@ The three libraries take turns, --rounds rounds of --repeat timing windows each,
 fastest window (bench/common.py: best_interleaved): the machine is shared, so only ratios from one
 run mean much. vs numpy = ours / numpy, vs torch = ours / torch.
 
+    python bench/conv.py --set depthwise
+
+--set depthwise: the MobileNet/EfficientNet layer (groups = channels, 3x3, padding 1) at the shapes
+of issue 17, forward + both backwards of our direct depthwise kernel (conv_depthwise.h), of the
+GEMM path it replaced (parallel="gemm") and of torch, in one table.
+
     python bench/conv.py --dtype bf16 [--channels-last] [--quick] [--set r50]
 
 bf16 on the CPU: pyneural's bf16 convolution (pyneural.kernels.conv_bf16, on the bf16 GEMM's active
@@ -70,6 +76,9 @@ R50_LAYERS = [
 DIGITS_LAYERS = [(f"digits 8x8 {c}->{co} 3x3", n, c, 8, co, 3, 1)
                  for n in (32, 128, 512) for c, co in ((1, 32), (32, 64))]
 TINY_LAYERS = [("tiny 8x8 16->16 3x3", 2, 16, 8, 16, 3, 1)]
+# Depthwise 3x3 layers, padding 1: name, N, C, H(=W), stride.
+DEPTHWISE_LAYERS = [("dw 28x28 64ch s1", 32, 64, 28, 1), ("dw 14x14 128ch s2", 32, 128, 14, 2),
+                    ("dw 56x56 32ch s1", 16, 32, 56, 1)]
 # The small ResNet's stride-1 layers (the stem and each stage's 3x3) on 32x32 input.
 RESNET_LAYERS = [("resnet 32x32 3->16 3x3", None, 3, 32, 16, 3, 1), ("resnet 32x32 16->16 3x3", None, 16, 32, 16, 3, 1),
                  ("resnet 16x16 32->32 3x3", None, 32, 16, 32, 3, 1), ("resnet 8x8 64->64 3x3", None, 64, 8, 64, 3, 1)]
@@ -156,6 +165,8 @@ def main():
     if args.dtype == "bf16":
         return cpu_bf16_main(args, threads)
     args.set, args.batch = args.set or ("resnet,r50" if args.channels_last else "r50,digits"), args.batch or 8
+    if args.set == "depthwise":
+        return depthwise_main(args, threads)
     layout = "NHWC" if args.channels_last else "NCHW"
     sets = args.set.split(",")
     layers = _layers(sets)
@@ -201,6 +212,55 @@ def main():
              f"{_C.active_isa()}, {threads} threads for ours and torch; numpy's OpenBLAS its default), "
              f"vs numpy = ours / numpy, vs torch = ours / torch")
     report(rows, columns, args, title, plot=_plot)
+
+
+# ---- the depthwise rows: the direct kernel, the GEMM path and torch ------------------------------
+def depthwise_main(args, threads):
+    """Forward + backward-data + backward-weight of each DEPTHWISE_LAYERS shape (ms, one step's worth)."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for name, N, C, H, stride in DEPTHWISE_LAYERS:
+        Ho = (H + 2 - 3) // stride + 1
+        x = rng.standard_normal((N, C, H, H), dtype=np.float32)
+        w = rng.standard_normal((C, 1, 3, 3), dtype=np.float32) / np.float32(3.0)
+        dy = rng.standard_normal((N, C, Ho, Ho), dtype=np.float32)
+        y, dx, dw = np.empty(dy.shape, np.float32), np.empty_like(x), np.empty_like(w)
+        hyper = ((stride, stride), (1, 1), (1, 1), C)
+
+        def step(parallel):
+            def run():
+                _C.conv2d_forward(x, w, None, y, *hyper, False, parallel)
+                _C.conv2d_backward_data(dy, w, dx, *hyper, parallel)
+                _C.conv2d_backward_weight(dy, x, dw, *hyper, parallel)
+            return run
+
+        fns = [step("auto"), step("gemm")]
+        step("auto")()
+        want = conv.forward_numpy(x.astype(np.float64), w.astype(np.float64), *hyper)
+        if not np.linalg.norm(y - want) / np.linalg.norm(want) < 1e-5:
+            raise SystemExit(f"{name}: the depthwise forward disagrees with numpy")
+        if torch is not None:
+            tx, tw, tdy = (torch.from_numpy(a) for a in (x, w, dy))
+            back = torch.ops.aten.convolution_backward
+
+            def theirs():
+                F.conv2d(tx, tw, None, stride, 1, 1, C)
+                back(tdy, tx, tw, None, [stride] * 2, [1, 1], [1, 1], False, [0, 0], C, [True, True, False])
+            fns.append(theirs)
+        with torch.inference_mode() if torch is not None else _nullcontext():
+            times = best_interleaved(fns, rounds=args.rounds, repeat=args.repeat, min_time=args.min_time,
+                                     settle=args.settle, idle_limit=args.wait_idle)
+        row = {"layer": name, "batch": N, "ours_ms": times[0] * 1e3, "gemm_ms": times[1] * 1e3,
+               "torch_ms": times[2] * 1e3 if torch is not None and times[2] else None}
+        row["ratio_torch"] = times[2] / times[0] if row["torch_ms"] else None
+        row["ratio_gemm"] = times[1] / times[0]
+        rows.append(row)
+    columns = [("layer", "layer", "{}"), ("batch", "batch", "{}"), ("ours_ms", "ours ms", "{:.2f}"),
+               ("gemm_ms", "GEMM path ms", "{:.2f}"), ("torch_ms", "torch ms", "{:.2f}"),
+               ("ratio_gemm", "vs GEMM path", "{:.2f}x"), ("ratio_torch", "vs torch", "{:.2f}x")]
+    title = (f"depthwise conv 3x3 pad 1, forward + backward-data + backward-weight, float32 NCHW (isa "
+             f"{_C.active_isa()}, {threads} threads for ours and torch); vs = their time / ours (> 1: ours faster)")
+    report(rows, columns, args, title, plot=None)
 
 
 # ---- the CPU bf16 rows: the bf16 convolution against torch's ------------------------------------

@@ -24,6 +24,7 @@ SCRIPTS = [
     ("conv.py", ["--dtype", "bf16", "--channels-last", "--set", "tiny", "--rounds", "1", "--min-time", "0.01"],
      "torch bf16 GFLOP/s", None),
     ("conv.py", ["--channels-last", "--set", "tiny", "--rounds", "1", "--min-time", "0.01"], "vs nchw", None),
+    ("conv.py", ["--set", "depthwise", "--rounds", "1", "--repeat", "1", "--min-time", "0.01"], "GEMM path ms", None),
     ("train.py", ["--quick", "--models", "mlp", "--batches", "32", "--threads", "1"], "ours img/s", None),
     ("train.py", ["--contend", "--quick", "--models", "mlp", "--batches", "32", "--threads", "1,2"], "busy ratio",
      None),
