@@ -49,6 +49,7 @@
 
 #include "common/check.h"
 #include "cpu/bf16.h"
+#include "cpu/conv_tasks.h"  // forward_taps, phase_taps (shared with the fp32 convolutions)
 #include "cpu/gemm_bf16_kernel.h"
 #include "cpu/parallel_team.h"
 
@@ -152,13 +153,6 @@ struct PatchSource {
     }
   }
 };
-
-// Input offsets of the forward taps: kernel index i reads position o * stride + i * dil - pad.
-std::vector<int64_t> forward_taps(int64_t k, int64_t dil, int64_t pad) {
-  std::vector<int64_t> off(k);
-  for (int64_t i = 0; i < k; ++i) off[i] = i * dil - pad;
-  return off;
-}
 
 Patches input_patches(const Conv2dShape& s, ConvLayout layout, const uint16_t* x, int64_t g) {
   const Strides st = strides_of(layout, s.C, s.H, s.W);
@@ -273,17 +267,6 @@ struct DataPhase {
 
   int64_t taps() const { return static_cast<int64_t>(th.size() * tw.size()); }
 };
-
-void phase_taps(int64_t r, int64_t stride, int64_t pad, int64_t dil, int64_t k, std::vector<int64_t>& taps,
-                std::vector<int64_t>& offsets) {
-  for (int64_t i = 0; i < k; ++i) {
-    const int64_t shift = r + pad - i * dil;  // = stride * (oh - a)
-    const int64_t rem = ((shift % stride) + stride) % stride;
-    if (rem != 0) continue;
-    taps.push_back(i);
-    offsets.push_back((shift - rem) / stride);
-  }
-}
 
 std::vector<DataPhase> data_phases(const Conv2dShape& s, ConvLayout layout, const uint16_t* w) {
   std::vector<DataPhase> phases;
