@@ -152,3 +152,13 @@ def pair(fn, name, v, minimum=0):
 
 # Last: pyneural.backend imports the CPU kernels, which import this module (read only at call time).
 from pyneural import backend  # noqa: E402
+
+
+LAYOUTS = ("NCHW", "NHWC")
+
+
+def check_layout(fn, layout):
+    """True for "NHWC" (channels_last memory), False for "NCHW"; anything else is refused."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"{fn}: layout must be 'NCHW' or 'NHWC', got {layout!r}")
+    return layout == "NHWC"

@@ -15,7 +15,7 @@ weight and dw OHWI (Co, kh, kw, C/groups), y and dy (N, Ho, Wo, Co); float32 run
 """
 import numpy as np
 
-from ._checks import check_array, check_same_dtype, pair
+from ._checks import check_array, check_layout, check_same_dtype, pair
 
 try:  # the extension is optional for the float64 path
     from .. import _C
@@ -71,15 +71,6 @@ def _check_shape4(fn, name, shape, dims):
     return shape
 
 
-LAYOUTS = ("NCHW", "NHWC")
-
-
-def _check_layout(fn, layout):
-    if layout not in LAYOUTS:
-        raise ValueError(f"{fn}: layout must be 'NCHW' or 'NHWC', got {layout!r}")
-    return layout == "NHWC"
-
-
 def _logical(shape, nhwc):
     """An NHWC (or OHWI) shape in the logical NCHW (OIHW) order; NCHW shapes unchanged."""
     return (shape[0], shape[3], shape[1], shape[2]) if nhwc else tuple(shape)
@@ -109,7 +100,7 @@ def conv2d_forward(x, w, bias=None, stride=1, padding=0, dilation=1, groups=1, r
     """y = conv2d(x, w) + bias, then ReLU when ``relu``. x (N, C, H, W), w (Co, C/groups, kh, kw);
     NHWC: x (N, H, W, C), w (Co, kh, kw, C/groups), y (N, Ho, Wo, Co)."""
     fn = "conv2d"
-    nhwc = _check_layout(fn, layout)
+    nhwc = check_layout(fn, layout)
     check_array(fn, "input", x, ndim=4)
     check_array(fn, "weight", w, ndim=4)
     if bias is not None:
@@ -137,7 +128,7 @@ def conv2d_forward(x, w, bias=None, stride=1, padding=0, dilation=1, groups=1, r
 def conv2d_backward_data(dy, w, x_shape, stride=1, padding=0, dilation=1, groups=1, layout="NCHW"):
     """dx (x_shape) = gradient of sum(conv2d(x, w) * dy) with respect to x (x_shape, dy and w in the layout)."""
     fn = "conv2d_backward_data"
-    nhwc = _check_layout(fn, layout)
+    nhwc = check_layout(fn, layout)
     check_array(fn, "dy", dy, ndim=4)
     check_array(fn, "weight", w, ndim=4)
     check_same_dtype(fn, dy=dy, weight=w)
@@ -156,7 +147,7 @@ def conv2d_backward_data(dy, w, x_shape, stride=1, padding=0, dilation=1, groups
 def conv2d_backward_weight(dy, x, w_shape, stride=1, padding=0, dilation=1, groups=1, layout="NCHW"):
     """dw (w_shape) = gradient of sum(conv2d(x, w) * dy) with respect to w (w_shape, dy and x in the layout)."""
     fn = "conv2d_backward_weight"
-    nhwc = _check_layout(fn, layout)
+    nhwc = check_layout(fn, layout)
     check_array(fn, "dy", dy, ndim=4)
     check_array(fn, "input", x, ndim=4)
     check_same_dtype(fn, dy=dy, input=x)

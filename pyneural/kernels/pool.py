@@ -11,16 +11,7 @@ float32 runs the NHWC kernels (vectors along C), float64 the numpy path on NCHW 
 import numpy as np
 
 from pyneural import _C
-from pyneural.kernels._checks import check_array, pair
-
-
-LAYOUTS = ("NCHW", "NHWC")
-
-
-def _nhwc(fn, layout):
-    if layout not in LAYOUTS:
-        raise ValueError(f"{fn}: layout must be 'NCHW' or 'NHWC', got {layout!r}")
-    return layout == "NHWC"
+from pyneural.kernels._checks import check_array, check_layout, pair
 
 
 def _logical(shape, nhwc):
@@ -86,7 +77,7 @@ def max_pool2d_forward(x, kernel_size, stride=None, padding=0, layout="NCHW"):
     NaN of a window is its max). ``argmax`` is int32 with the shape of ``y``.
     """
     fn = "max_pool2d_forward"
-    nhwc = _nhwc(fn, layout)
+    nhwc = check_layout(fn, layout)
     check_array(fn, "x", x, ndim=4)
     k, s, p, out = _geometry(fn, _logical(x.shape, nhwc), kernel_size, stride, padding)
     if nhwc and x.dtype != np.float32:
@@ -114,7 +105,7 @@ def max_pool2d_forward(x, kernel_size, stride=None, padding=0, layout="NCHW"):
 def max_pool2d_backward(dy, argmax, x_shape, layout="NCHW"):
     """Return ``dx`` of ``x_shape``: zero except ``dx[n, c].flat[argmax[n, c]] += dy[n, c]``."""
     fn = "max_pool2d_backward"
-    nhwc = _nhwc(fn, layout)
+    nhwc = check_layout(fn, layout)
     check_array(fn, "dy", dy, ndim=4)
     check_array(fn, "argmax", argmax, ndim=4, dtypes=(np.int32,))
     x_shape = _check_x_shape(fn, x_shape)
@@ -161,7 +152,7 @@ def _avg_divisors(x_shape, k, s, p, out, count_include_pad):
 def avg_pool2d_forward(x, kernel_size, stride=None, padding=0, count_include_pad=True, layout="NCHW"):
     """Return the mean of each window; padding counts as zeros in the divisor if ``count_include_pad``."""
     fn = "avg_pool2d_forward"
-    nhwc = _nhwc(fn, layout)
+    nhwc = check_layout(fn, layout)
     check_array(fn, "x", x, ndim=4)
     k, s, p, out = _geometry(fn, _logical(x.shape, nhwc), kernel_size, stride, padding)
     if nhwc and x.dtype != np.float32:
@@ -180,7 +171,7 @@ def avg_pool2d_forward(x, kernel_size, stride=None, padding=0, count_include_pad
 def avg_pool2d_backward(dy, x_shape, kernel_size, stride=None, padding=0, count_include_pad=True, layout="NCHW"):
     """Return ``dx`` of ``x_shape``: each ``dy`` divided like the forward and spread over its window."""
     fn = "avg_pool2d_backward"
-    nhwc = _nhwc(fn, layout)
+    nhwc = check_layout(fn, layout)
     check_array(fn, "dy", dy, ndim=4)
     x_shape = _check_x_shape(fn, x_shape)
     k, s, p, out = _geometry(fn, _logical(x_shape, nhwc), kernel_size, stride, padding)
