@@ -358,13 +358,7 @@ void conv2d_backward_weight(const Conv2dShape& s, const float* dy, const float* 
     gemm_slice(g, pixels * slice / slices, pixels * (slice + 1) / slices, out);
   });
   if (slices == 1) return;
-#pragma omp parallel for num_threads(team_threads()) schedule(static)
-  for (int64_t i = 0; i < s.groups * block; ++i) {
-    const int64_t g = i / block, e = i % block;
-    float sum = dw[i];
-    for (int64_t slice = 1; slice < slices; ++slice) sum += partial[(g * (slices - 1) + slice - 1) * block + e];
-    dw[i] = sum;
-  }
+  add_partial_dw(dw, partial.data(), s.groups, block, slices);
 }
 
 }  // namespace pn

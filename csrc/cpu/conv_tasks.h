@@ -43,6 +43,19 @@ void parallel_tasks(int64_t tasks, Body&& body) {
   if (error) std::rethrow_exception(error);
 }
 
+// Backward-weight split over `slices` slices of the batch per group: dw holds slice 0 of each
+// group's `block` weights, partial the others ((groups x (slices - 1)) blocks, group-major). Adds
+// them into dw in slice order, so the result does not depend on the threads.
+inline void add_partial_dw(float* dw, const float* partial, int64_t groups, int64_t block, int64_t slices) {
+#pragma omp parallel for num_threads(team_threads()) schedule(static)
+  for (int64_t i = 0; i < groups * block; ++i) {
+    const int64_t g = i / block, e = i % block;
+    float sum = dw[i];
+    for (int64_t slice = 1; slice < slices; ++slice) sum += partial[(g * (slices - 1) + slice - 1) * block + e];
+    dw[i] = sum;
+  }
+}
+
 // Input offsets of the forward taps: kernel index k reads input position o*stride + k*dil - pad.
 inline std::vector<int64_t> forward_taps(int64_t k, int64_t dil, int64_t pad) {
   std::vector<int64_t> off(k);
