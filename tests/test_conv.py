@@ -81,18 +81,6 @@ def _term_counts(c):
     return c["C"] // c["groups"] * taps, c["Co"] // c["groups"] * taps, c["N"] * Ho * Wo
 
 
-@pytest.fixture(params=["generic", "avx2", "avx512"])
-def isa(request):
-    """Runs the test on one SIMD path of the C++ kernels (skipped where the CPU lacks it)."""
-    before = _C.active_isa()
-    try:
-        _C.set_isa(request.param)
-    except ValueError:
-        pytest.skip(f"this CPU has no {request.param} path")
-    yield request.param
-    _C.set_isa(before)
-
-
 # ---- float32 C++ against float64 numpy -------------------------------------------------------
 
 @pytest.mark.parametrize("name", sorted(CASES))

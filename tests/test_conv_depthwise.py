@@ -61,17 +61,6 @@ def _run(x, w, dy, bias, c, relu, parallel="auto"):
     return y, dx, dw
 
 
-@pytest.fixture(params=["generic", "avx2", "avx512"])
-def isa(request):
-    before = _C.active_isa()
-    try:
-        _C.set_isa(request.param)
-    except ValueError:
-        pytest.skip(f"this CPU has no {request.param} path")
-    yield request.param
-    _C.set_isa(before)
-
-
 @pytest.mark.parametrize("relu", [False, True])
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_matches_float64(isa, rng, name, relu):
