@@ -108,28 +108,34 @@ def _as_nchw(a, layout):
 def passes(x, w, dy, pad, layout="NCHW"):
     """For each pass: (ours, numpy, torch or None) as zero-argument callables; channels_last torch
     tensors for layout NHWC."""
-    hyper = ((1, 1), (pad, pad), (1, 1), 1)
     ours = _ours(x, w, dy, pad, layout)
-    ref = {
+    theirs = dict.fromkeys(ours)
+    if torch is not None:
+        fmt = torch.channels_last if layout == "NHWC" else torch.contiguous_format
+        theirs = _torch_passes(*(torch.from_numpy(a).contiguous(memory_format=fmt) for a in (x, w, dy)), pad)
+    return ours, _numpy_passes(x, w, dy, pad), theirs
+
+
+def _numpy_passes(x, w, dy, pad):
+    """The three passes of a stride-1 convolution in numpy (pyneural.kernels.conv's reference), in
+    the arrays' dtype."""
+    hyper = ((1, 1), (pad, pad), (1, 1), 1)
+    return {
         "forward": lambda: conv.forward_numpy(x, w, *hyper),
         "bwd-data": lambda: conv.backward_data_numpy(dy, w, x.shape, *hyper),
         "bwd-weight": lambda: conv.backward_weight_numpy(dy, x, w.shape, *hyper),
     }
-    theirs = dict.fromkeys(ours)
-    if torch is not None:
-        fmt = torch.channels_last if layout == "NHWC" else torch.contiguous_format
-        tx, tw, tdy = (torch.from_numpy(a).contiguous(memory_format=fmt) for a in (x, w, dy))
-        back = torch.ops.aten.convolution_backward
 
-        def grad(mask):
-            return lambda: back(tdy, tx, tw, None, [1, 1], [pad, pad], [1, 1], False, [0, 0], 1, mask)
 
-        theirs = {
-            "forward": lambda: F.conv2d(tx, tw, None, 1, pad),
-            "bwd-data": grad([True, False, False]),
-            "bwd-weight": grad([False, True, False]),
-        }
-    return ours, ref, theirs
+def _torch_passes(tx, tw, tdy, pad):
+    """The same three passes on torch tensors (its kernels directly: no autograd)."""
+    back = torch.ops.aten.convolution_backward
+
+    def grad(mask):
+        return lambda: back(tdy, tx, tw, None, [1, 1], [pad, pad], [1, 1], False, [0, 0], 1, mask)
+
+    return {"forward": lambda: F.conv2d(tx, tw, None, 1, pad), "bwd-data": grad([True, False, False]),
+            "bwd-weight": grad([False, True, False])}
 
 
 def main():
@@ -273,25 +279,12 @@ def _bf16_passes(x, w, dy, pad, channels_last):
         "bwd-data": lambda: conv_bf16.conv2d_bf16_backward_data(dy, w, x.shape, 1, pad, out_dtype=BF16),
         "bwd-weight": lambda: conv_bf16.conv2d_bf16_backward_weight(dy, x, w.shape, 1, pad),
     }
-    hyper = ((1, 1), (pad, pad), (1, 1), 1)
-    x64, w64, dy64 = (a.astype(np.float64) for a in (x, w, dy))
-    ref = {
-        "forward": lambda: conv.forward_numpy(x64, w64, *hyper),
-        "bwd-data": lambda: conv.backward_data_numpy(dy64, w64, x.shape, *hyper),
-        "bwd-weight": lambda: conv.backward_weight_numpy(dy64, x64, w.shape, *hyper),
-    }
+    ref = _numpy_passes(*(a.astype(np.float64) for a in (x, w, dy)), pad)
     theirs = dict.fromkeys(ours)
     if torch is not None:
         fmt = torch.channels_last if channels_last else torch.contiguous_format
-        tx, tw, tdy = (torch.from_numpy(a.astype(np.float32)).bfloat16().contiguous(memory_format=fmt)
-                       for a in (x, w, dy))
-        back = torch.ops.aten.convolution_backward
-
-        def grad(mask):
-            return lambda: back(tdy, tx, tw, None, [1, 1], [pad, pad], [1, 1], False, [0, 0], 1, mask)
-
-        theirs = {"forward": lambda: F.conv2d(tx, tw, None, 1, pad), "bwd-data": grad([True, False, False]),
-                  "bwd-weight": grad([False, True, False])}
+        theirs = _torch_passes(*(torch.from_numpy(a.astype(np.float32)).bfloat16().contiguous(memory_format=fmt)
+                                 for a in (x, w, dy)), pad)
     return ours, theirs, ref
 
 
