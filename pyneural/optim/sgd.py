@@ -8,9 +8,9 @@ The update follows PyTorch's formulation (so results match ``torch.optim.SGD`` s
     g   = g + momentum * buf   (Nesterov)   or   g = buf
     p  -= lr * g
 
-Every operation writes into the momentum buffer, the parameter or the optimizer's scratch
-buffer (``out=``), so a step allocates nothing: with ~10 parameters of up to a few hundred
-thousand floats each, temporaries would cost as much as the arithmetic.
+Each dense step is one fused pass over the parameter, its gradient and the momentum buffer (the
+backend's ``sgd_update``: csrc/cpu/optim_update.cpp on the CPU, a kernel on the CUDA device; array
+ops for other dtypes), with the float32 operations above in that order: no temporaries.
 """
 import numpy as np
 
