@@ -118,6 +118,24 @@ def test_team_shrinks_after_three_late_regions_and_probes(two_threads):
     assert teams == ([1] * 31 + [2]) * 2  # every 32nd region probes with the full team
 
 
+def test_big_regions_keep_the_team_while_shrunk(two_threads):
+    """A region worth over 2 ms on one thread (a big GEMM) gets both threads even on a loaded
+    history; small and unknown ones do not."""
+    _C.set_team_late_history(0xFFFF)
+    assert [_C.team_threads(5e6) for _ in range(40)] == [2] * 40
+    assert _C.team_threads(1e6) == 1 and _C.team_threads() == 1
+
+
+@pytest.mark.parametrize("lost_us, wall_us, late", [
+    (100, 150, False),     # under 200 us lost: never late
+    (300, 1000, True),     # a small region that lost 30%
+    (900, 15000, False),   # a hypervisor hiccup in a 15 ms GEMM: 6%, not late
+    (4000, 15000, True),   # a helper 4 ms late in the same GEMM: 27%
+])
+def test_late_means_a_quarter_of_the_region_lost(lost_us, wall_us, late):
+    assert _C.team_region_late(lost_us * 1000, wall_us * 1000) is late
+
+
 def test_two_late_regions_do_not_shrink(two_threads):
     _C.set_team_late_history(0b1001)
     assert _C.team_threads() == 2

@@ -186,7 +186,7 @@ void conv2d_forward(const Conv2dShape& s, const float* x, const float* w, const 
       float* out = nb == 1 ? y + (n0 * s.Co + g * Cog) * P : buffers.data() + thread * buffer;
       gemm(n0, nb, g, out, nb * P);
       finish(out, n0, nb, g, 0, nb * Cog);
-    });
+    }, conv_flops(s));
     return;
   }
   std::vector<float> buf(buffer);
@@ -301,7 +301,7 @@ void conv2d_backward_data(const Conv2dShape& s, const float* dy, const float* w,
           scatter(ph, buf, n0, nb, g, 0, nb * Cg);
         }
       }
-    });
+    }, conv_flops(s));
     return;
   }
   std::vector<float> buf(buffer);
@@ -356,7 +356,7 @@ void conv2d_backward_weight(const Conv2dShape& s, const float* dy, const float* 
     const int64_t g = task / slices, slice = task % slices;
     float* out = slice == 0 ? dw + g * block : partial.data() + (g * (slices - 1) + slice - 1) * block;
     gemm_slice(g, pixels * slice / slices, pixels * (slice + 1) / slices, out);
-  });
+  }, conv_flops(s));
   if (slices == 1) return;
   add_partial_dw(dw, partial.data(), s.groups, block, slices);
 }

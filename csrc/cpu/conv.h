@@ -22,6 +22,12 @@ struct Conv2dShape {
 // Throws std::invalid_argument (-> ValueError) naming the offending argument for any shape that
 // is not a valid convolution: non-positive sizes, channels not divisible by groups, stride or
 // dilation < 1, negative padding, a kernel larger than the padded input.
+// Multiply-adds x 2 of one pass (forward, backward-data and backward-weight all do the same).
+inline double conv_flops(const Conv2dShape& s) {
+  return 2.0 * double(s.N) * double(s.Co) * double(s.Ho) * double(s.Wo) * double(s.C / s.groups) * double(s.kh) *
+         double(s.kw);
+}
+
 Conv2dShape make_conv2d_shape(int64_t N, int64_t C, int64_t H, int64_t W, int64_t Co, int64_t Cw, int64_t kh,
                               int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t dh, int64_t dw,
                               int64_t groups);

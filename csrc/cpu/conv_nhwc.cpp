@@ -148,12 +148,12 @@ std::vector<RowTask> row_tasks(const std::vector<int64_t>& grid_pixels, int64_t 
 // Runs body(task, buffer of this thread) over the tasks: spread over the threads (single-threaded
 // GEMMs) or one after another (each GEMM on every thread).
 template <typename Body>
-void run_row_tasks(const std::vector<RowTask>& tasks, bool spread, int64_t buffer_floats, Body&& body) {
+void run_row_tasks(const std::vector<RowTask>& tasks, bool spread, int64_t buffer_floats, double flops, Body&& body) {
   const int threads = omp_get_max_threads();
   if (spread) {
     std::vector<float> buffers(buffer_floats * threads);
     parallel_tasks(static_cast<int64_t>(tasks.size()),
-                   [&](int64_t t, int thread) { body(tasks[t], buffers.data() + thread * buffer_floats); });
+                   [&](int64_t t, int thread) { body(tasks[t], buffers.data() + thread * buffer_floats); }, flops);
     return;
   }
   std::vector<float> buffer(buffer_floats);
@@ -193,7 +193,7 @@ void conv2d_forward_nhwc(const Conv2dShape& s, const float* x, const float* w, c
   const std::vector<RowTask> tasks = row_tasks({P}, s.groups, rows);
   const bool spread = spread_tasks(par, static_cast<int64_t>(tasks.size()));
   const int64_t buffer = gathers[0].is_identity() ? 0 : rows * K;
-  run_row_tasks(tasks, spread, buffer, [&](const RowTask& t, float* buf) {
+  run_row_tasks(tasks, spread, buffer, conv_flops(s), [&](const RowTask& t, float* buf) {
     const Rows a = gathered(gathers[t.g], t.q0, t.count, buf);
     float* out = y + t.q0 * s.Co + t.g * Cog;
     gemm_packed(t.count, Cog, K, 1.f, DenseA(a.data, a.ld, 1), DenseB(w + t.g * Cog * K, 1, K), 0.f, out, s.Co);
@@ -258,7 +258,7 @@ void conv2d_backward_data_nhwc(const Conv2dShape& s, const float* dy, const floa
   const bool spread = spread_tasks(par, static_cast<int64_t>(tasks.size()));
   // Per thread: the gathered rows, then (strided phases) the block's dx rows before they scatter.
   const int64_t gather_floats = rows * widest, buffer = gather_floats + (unit_stride ? 0 : rows * Cg);
-  run_row_tasks(tasks, spread, buffer, [&](const RowTask& t, float* buf) {
+  run_row_tasks(tasks, spread, buffer, conv_flops(s), [&](const RowTask& t, float* buf) {
     const NhwcPhase& ph = phases[t.grid];
     const NhwcGather& gather = ph.gathers[t.g];
     float* out = unit_stride ? dx + t.q0 * s.C + t.g * Cg : buf + gather_floats;
@@ -319,7 +319,7 @@ void conv2d_backward_weight_nhwc(const Conv2dShape& s, const float* dy, const fl
     const int64_t g = task / slices, slice = task % slices;
     float* out = slice == 0 ? dw + g * block : partial.data() + (g * (slices - 1) + slice - 1) * block;
     accumulate(g, P * slice / slices, P * (slice + 1) / slices, out, buffers.data() + thread * buffer);
-  });
+  }, conv_flops(s));
   if (slices == 1) return;
   add_partial_dw(dw, partial.data(), s.groups, block, slices);
 }

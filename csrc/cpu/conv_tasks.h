@@ -19,11 +19,13 @@ inline bool tasks_balance(int64_t tasks, int threads) {
 // Runs body(task, thread) for every task on the OpenMP threads. An exception (bad_alloc in a pack
 // buffer) must not leave the parallel region: the first one is carried out and rethrown. Tasks go
 // out dynamically to a team that shrinks while helpers arrive late (parallel_team.h): a task's
-// result does not depend on the thread that runs it.
+// result does not depend on the thread that runs it. `flops`: the work of all tasks, where known
+// (a big region keeps its full team: parallel_team.h).
 template <typename Body>
-void parallel_tasks(int64_t tasks, Body&& body) {
+void parallel_tasks(int64_t tasks, Body&& body, double flops = 0) {
   std::exception_ptr error;
-  const int team = team_threads();
+  const double work_ns = flops_ns(flops);
+  const int team = team_threads(work_ns);
   RegionClock clock;
 #pragma omp parallel num_threads(team)
   {
@@ -39,7 +41,7 @@ void parallel_tasks(int64_t tasks, Body&& body) {
     }
     clock.done();
   }
-  clock.finish(team);
+  clock.finish(team, work_ns);
   if (error) std::rethrow_exception(error);
 }
 

@@ -369,7 +369,8 @@ void run_gemm(const Problem& p) {
 
   // The plan is cut for plan.threads; the team that runs it may be smaller on a loaded machine
   // (parallel_team.h), which changes who computes which columns, not the result.
-  const int team = std::min(plan.threads, team_threads());
+  const double work_ns = flops_ns(2.0 * static_cast<double>(p.M) * static_cast<double>(p.N) * static_cast<double>(p.K));
+  const int team = std::min(plan.threads, team_threads(work_ns));
   if (team == 1) return run_serial(p, plan, b_panel, tl_a_block.get(plan.mc * plan.kc));
   StealingRanges slivers(ceil_div(p.N, plan.cfg.nr), team);
   RegionClock clock;
@@ -401,7 +402,7 @@ void run_gemm(const Problem& p) {
     }
     clock.done();
   }
-  clock.finish(team);
+  clock.finish(team, work_ns);
   if (failed) throw std::bad_alloc();
 }
 

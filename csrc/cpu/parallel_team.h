@@ -11,13 +11,22 @@
 //   - the regions that carry most of the work (GEMM, convolution tasks) time each helper's arrival
 //     from the moment the region starts, and how long the starting thread waits at the region's
 //     end for the others once its own share is done (RegionClock: a steady_clock read per thread);
-//   - a helper later than kLateNs (200 us; a futex wake-up on an idle core takes ~5-50 us), or an
-//     end wait longer than that (a helper preempted mid-region: with dynamic chunks the wait is
-//     at most one chunk on a quiet machine), marks the region late; the last 16 timed regions are
-//     kept as bits;
+//   - the region is *late* when that lost time (arrival delay + end wait) is over kLateNs (200 us;
+//     a futex wake-up on an idle core takes ~5-50 us) and over a quarter of the region's wall time,
+//     i.e. when the second thread bought less than about 1.5x. The second condition keeps long
+//     regions from counting: on a virtual machine a core is taken away for 0.2-2 ms a few times a
+//     second (the hypervisor's own work), and half of the 15 ms GEMMs of 1024^3 had an end wait
+//     over 200 us on a quiet machine, which alone shrank every region to one thread (training
+//     0.55x torch instead of 0.91x; bench/NOTES.md, "Busy machine", section 5); the last 16 timed
+//     regions are kept as bits;
 //   - while 3 or more of them are late, team_threads() answers 1, and every kProbeEvery-th
 //     region is run with the full team again (a probe); a probe whose helpers arrive on time
-//     clears the history (the machine is free again), a late one keeps the team at 1.
+//     clears the history (the machine is free again), a late one keeps the team at 1;
+//   - a region whose caller expects it to take over kBigRegionNs on one thread (team_threads'
+//     argument: a GEMM's flops at a conservative single-core rate) keeps the full team even then.
+//     A helper that arrives late there costs at most its delay (the others take over its share),
+//     a few percent of such a region, while one thread would give up the whole second core; it
+//     counts in the history as any region but never clears it.
 //
 // Nothing here decides how work is *partitioned*: kernels plan their chunks from the nominal
 // thread count (omp_get_max_threads) and only run them on team_threads() threads, with dynamic
@@ -38,6 +47,9 @@ namespace pn {
 namespace team_detail {
 
 constexpr int64_t kLateNs = 200000;
+constexpr int kLateFractionInverse = 4;       // late: lost time over a quarter of the region (and kLateNs)
+constexpr double kBigRegionNs = 2.0e6;        // regions this long on one thread always get the team
+constexpr double kNsPerFlop = 1.0 / 40.0;     // conservative single-core fp32 rate: 40 GFLOP/s
 constexpr int kLateToShrink = 3;    // late regions among the last 16 that make the team shrink
 constexpr uint32_t kProbeEvery = 32;  // while shrunk, every 32nd region tries the full team
 
@@ -50,24 +62,36 @@ inline int64_t now_ns() {
       .count();
 }
 
+// A region that lost `lost_ns` of thread time to a late helper (arrival delay + end wait) in
+// `wall_ns`: late when the second thread bought less than about 1.5x (see above).
+inline bool region_late(int64_t lost_ns, int64_t wall_ns) {
+  return lost_ns > kLateNs && lost_ns * kLateFractionInverse > wall_ns;
+}
+
 inline bool loaded() { return __builtin_popcount(late_history.load(std::memory_order_relaxed)) >= kLateToShrink; }
 
 }  // namespace team_detail
 
 // Threads for the next parallel region started by this thread: omp_get_max_threads(), or 1 while
-// helpers have been arriving late (see above). Inside a parallel region: 1.
-inline int team_threads() {
+// helpers have been arriving late (see above). Inside a parallel region: 1. `work_ns`: how long the
+// region would take on one thread, where the caller can estimate it (flops * kNsPerFlop); 0 when
+// unknown or small.
+inline int team_threads(double work_ns = 0) {
   using namespace team_detail;
   const int wanted = omp_get_level() > 0 ? 1 : omp_get_max_threads();
-  if (wanted == 1 || !adaptive.load(std::memory_order_relaxed) || !loaded()) return wanted;
+  if (wanted == 1 || !adaptive.load(std::memory_order_relaxed) || !loaded() || work_ns >= kBigRegionNs)
+    return wanted;
   if (shrunk_regions.fetch_add(1, std::memory_order_relaxed) + 1 < kProbeEvery) return 1;
   shrunk_regions.store(0, std::memory_order_relaxed);
   return wanted;  // a probe
 }
 
+// The expected single-thread time of `flops` floating-point operations, for team_threads().
+inline double flops_ns(double flops) { return flops * team_detail::kNsPerFlop; }
+
 // Times one parallel region's helpers: construct before the region, call arrived() first thing in
 // every thread of it and done() when the thread's share is done (before the closing barrier),
-// finish() after it.
+// finish() after it, with the work_ns given to team_threads().
 class RegionClock {
  public:
   RegionClock() : start_(team_detail::now_ns()), master_done_(start_) {}
@@ -81,13 +105,15 @@ class RegionClock {
   void done() {
     if (omp_get_thread_num() == 0) master_done_ = team_detail::now_ns();
   }
-  void finish(int team) const {
+  void finish(int team, double work_ns = 0) const {
     using namespace team_detail;
     if (team <= 1) return;
-    const int64_t end_wait = now_ns() - master_done_;
-    const bool late = worst_.load(std::memory_order_relaxed) > kLateNs || end_wait > kLateNs;
-    // A probe (full team while shrunk) whose helpers came on time: the machine is free again.
-    if (!late && loaded()) return late_history.store(0, std::memory_order_relaxed);
+    const int64_t end = now_ns();
+    const int64_t lost = worst_.load(std::memory_order_relaxed) + (end - master_done_);
+    const bool late = region_late(lost, end - start_);
+    // A probe (full team while shrunk) whose helpers came on time: the machine is free again. A big
+    // region runs on the full team anyway, so its being on time says nothing about small ones.
+    if (!late && loaded() && work_ns < kBigRegionNs) return late_history.store(0, std::memory_order_relaxed);
     const uint32_t history = late_history.load(std::memory_order_relaxed);
     late_history.store((history << 1 | (late ? 1u : 0u)) & 0xffffu, std::memory_order_relaxed);
   }
