@@ -35,10 +35,11 @@ void transpose_rows(const float* tmp, int64_t ld, int64_t len, float* dst) {
 }
 
 void transpose_rows(const float* tmp, int64_t ld, int64_t len, int nr, float* dst) {
-  // The dense packers' AVX-512 16 x 16 register transpose (gemm_pack.h), where this CPU path has it.
-  if (active_isa() == Isa::avx512 && (nr <= 16 || nr % 16 == 0)) {
-    const int lanes = std::min(nr, 16);
-    for (int c0 = 0; c0 < nr; c0 += lanes) pack_transpose_avx512(tmp + c0 * ld, ld, lanes, len, dst + c0, nr, lanes);
+  // The dense packers' register transpose (gemm_pack.h), where this CPU path has one.
+  const PackCopies& v = pack_copies();
+  if (v.transpose && (nr <= v.transpose_lanes || nr % v.transpose_lanes == 0)) {
+    const int lanes = std::min(nr, v.transpose_lanes);
+    for (int c0 = 0; c0 < nr; c0 += lanes) v.transpose(tmp + c0 * ld, ld, lanes, len, dst + c0, nr, lanes);
     return;
   }
   switch (nr) {
@@ -213,8 +214,18 @@ int64_t tap_of(const Im2colGrid& grid, Im2colGrid::Row r) {
   return r.th * static_cast<int64_t>(grid.off_w.size()) + r.tw;
 }
 
-// Masked-copy fills need unit stride (and AVX-512).
-bool use_fill_ops(const Im2colGrid& grid) { return grid.sw == 1 && active_isa() == Isa::avx512; }
+// The masked-copy fill loop of this CPU path (null: the portable loops of fill_row).
+using FillOpsFn = void (*)(const float* x, const FillOp* ops, int64_t count, float* out);
+FillOpsFn fill_ops_kernel() {
+  switch (active_isa()) {
+    case Isa::avx512: return &run_fill_ops_avx512;
+    case Isa::avx2: return &run_fill_ops_avx2;
+    default: return nullptr;
+  }
+}
+
+// Masked-copy fills need unit stride (and a vector ISA).
+bool use_fill_ops(const Im2colGrid& grid) { return grid.sw == 1 && fill_ops_kernel() != nullptr; }
 
 // out[0:len] = row (c, th, tw) of the column matrix, from the ops of its tap (compiled for a
 // contiguous row) or else from its runs.
@@ -222,7 +233,7 @@ void fill_row(const Im2colGrid& grid, const float* x, const RunList& list, Im2co
   const int64_t t = tap_of(grid, r);
   const float* plane = x + r.c * grid.H * grid.W;
   if (use_fill_ops(grid))
-    return run_fill_ops_avx512(plane, list.ops.data() + list.op_begin[t], list.op_begin[t + 1] - list.op_begin[t],
+    return fill_ops_kernel()(plane, list.ops.data() + list.op_begin[t], list.op_begin[t + 1] - list.op_begin[t],
                                out);
   const RowRun* run = list.runs.data() + list.begin[t];
   for (int64_t i = 0; i < list.begin[t + 1] - list.begin[t]; ++i) {
@@ -245,7 +256,8 @@ void fill_row(const Im2colGrid& grid, const float* x, const RunList& list, Im2co
 
 // dst[k*nr + c] = stage[k*ld + c] for k < rows, c < nr: staged rows into one sliver.
 void put_sliver(const float* stage, int64_t ld, int64_t rows, int nr, float* dst) {
-  if (active_isa() == Isa::avx512 && nr <= 64) return pack_copy_avx512(stage, ld, nr, rows, dst, nr);
+  const PackCopies& v = pack_copies();
+  if (v.copy && nr <= v.max_copy_width) return v.copy(stage, ld, nr, rows, dst, nr);
   for (int64_t k = 0; k < rows; ++k) std::memcpy(dst + k * nr, stage + k * ld, sizeof(float) * nr);
 }
 
@@ -263,10 +275,11 @@ void Im2colB::pack(int64_t k0, int64_t kc, int64_t j0, int64_t nc, int nr, float
       list.compile(nr, nr * kc);
       float* first = dst + cs * kc;  // cs is a multiple of nr: sliver cs/nr starts at cs*kc
       float* last = first + (len / nr) * nr * kc;
+      const FillOpsFn fill = fill_ops_kernel();
       Im2colGrid::Row r = grid.row_of(k0);
       for (int64_t k = 0; k < kc; ++k, grid.next(r)) {
         const int64_t t = tap_of(grid, r);
-        run_fill_ops_avx512(x + r.c * grid.H * grid.W, list.ops.data() + list.op_begin[t],
+        fill(x + r.c * grid.H * grid.W, list.ops.data() + list.op_begin[t],
                             list.op_begin[t + 1] - list.op_begin[t], first + k * nr);
         if (tail) std::fill(last + k * nr + tail, last + (k + 1) * nr, 0.f);
       }
@@ -313,7 +326,8 @@ void Im2colTransB::pack(int64_t k0, int64_t kc, int64_t j0, int64_t nc, int nr, 
 }
 
 void BatchedPlanesA::pack(int64_t i0, int64_t mc, int64_t k0, int64_t kc, int mr, float* dst) const {
-  const bool avx512 = active_isa() == Isa::avx512 && mr <= 16;
+  const PackCopies& v = pack_copies();
+  const bool vector = v.transpose && mr <= v.transpose_lanes;
   for (int64_t s = 0; s * mr < mc; ++s) {
     float* sliver = dst + s * mr * kc;
     const int live = static_cast<int>(std::min<int64_t>(mr, mc - s * mr));
@@ -322,8 +336,8 @@ void BatchedPlanesA::pack(int64_t i0, int64_t mc, int64_t k0, int64_t kc, int mr
     while (k < kc) {
       const int64_t n = q / plane, p = q % plane, seg = std::min(kc - k, plane - p);
       const float* src = t + n * image_stride + (i0 + s * mr) * plane + p;
-      if (avx512) {
-        pack_transpose_avx512(src, plane, live, seg, sliver + k * mr, mr, mr);
+      if (vector) {
+        v.transpose(src, plane, live, seg, sliver + k * mr, mr, mr);
       } else {
         for (int r = 0; r < mr; ++r)
           for (int64_t e = 0; e < seg; ++e) sliver[(k + e) * mr + r] = r < live ? src[r * plane + e] : 0.f;

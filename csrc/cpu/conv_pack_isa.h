@@ -1,5 +1,6 @@
-// The innermost copy of the implicit-im2col packers (conv_pack.cpp), with an AVX-512 version in
-// conv_pack_avx512.cpp that conv_pack.cpp calls after checking pn::active_isa().
+// The innermost copy of the implicit-im2col packers (conv_pack.cpp), with AVX-512 and AVX2 versions
+// in conv_pack_avx512.cpp and conv_pack_avx2.cpp that conv_pack.cpp calls after checking
+// pn::active_isa().
 #pragma once
 #include <cstdint>
 #include <vector>
@@ -34,5 +35,6 @@ void fill_ops(const RowRun* runs, int64_t count, int nr, int64_t sliver, std::ve
 // Executes ops against x (offset to the channel) into out. Masked loads fetch only valid lanes, so
 // nothing outside the input is read even where src + L points into the padding.
 void run_fill_ops_avx512(const float* x, const FillOp* ops, int64_t count, float* out);
+void run_fill_ops_avx2(const float* x, const FillOp* ops, int64_t count, float* out);
 
 }  // namespace pn

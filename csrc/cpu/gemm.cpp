@@ -57,13 +57,13 @@ namespace {
 // written to dst[k * width + i]; lanes past `count` are zero.
 void pack_sliver(const float* src, int64_t lane_stride, int64_t k_stride, int count, int64_t kc, int width,
                  float* dst) {
-  const bool avx512 = active_isa() == Isa::avx512;
-  if (lane_stride == 1 && avx512 && width <= 64) return pack_copy_avx512(src, k_stride, count, kc, dst, width);
-  if (k_stride == 1 && avx512 && width <= 16) return pack_transpose_avx512(src, lane_stride, count, kc, dst, width, width);
-  if (k_stride == 1 && avx512 && width % 16 == 0) {
-    for (int i0 = 0; i0 < width; i0 += 16)
-      pack_transpose_avx512(src + i0 * lane_stride, lane_stride, std::max(0, std::min(16, count - i0)), kc, dst + i0,
-                            width, 16);
+  const PackCopies& v = pack_copies();
+  if (lane_stride == 1 && v.copy && width <= v.max_copy_width) return v.copy(src, k_stride, count, kc, dst, width);
+  if (k_stride == 1 && v.transpose && (width <= v.transpose_lanes || width % v.transpose_lanes == 0)) {
+    const int lanes = std::min(width, v.transpose_lanes);
+    for (int i0 = 0; i0 < width; i0 += lanes)
+      v.transpose(src + i0 * lane_stride, lane_stride, std::max(0, std::min(lanes, count - i0)), kc, dst + i0, width,
+                  lanes);
     return;
   }
   // Portable paths; the loop order reads the source sequentially where it can.
@@ -81,6 +81,17 @@ void pack_sliver(const float* src, int64_t lane_stride, int64_t k_stride, int co
 }
 
 }  // namespace
+
+const PackCopies& pack_copies() {
+  static constexpr PackCopies avx512{&pack_copy_avx512, &pack_transpose_avx512, 64, 16};
+  static constexpr PackCopies avx2{&pack_copy_avx2, &pack_transpose_avx2, 64, 8};
+  static constexpr PackCopies portable{nullptr, nullptr, 0, 0};
+  switch (active_isa()) {
+    case Isa::avx512: return avx512;
+    case Isa::avx2: return avx2;
+    default: return portable;
+  }
+}
 
 void DenseA::pack(int64_t i0, int64_t mc, int64_t k0, int64_t kc, int mr, float* dst) const {
   for (int64_t s = 0; s * mr < mc; ++s) {
