@@ -43,10 +43,13 @@
 //   gemm    one task after another, each GEMM spreading its blocks over all threads: for a batch
 //           that does not split evenly, and backward-weight on small images (the partial dWs
 //           would cost more to reduce than the slice of GEMM they save).
-//   automatic also sends depthwise shapes (groups == C) to the direct kernel of conv_depthwise.h;
-//           images and gemm force the GEMM path for them too (tests compare the two).
+//   automatic also sends depthwise shapes (groups == C) to the direct kernel of conv_depthwise.h,
+//           and on AVX2 the forward and backward-data of stride-1 layers with few channels to the
+//           direct kernel of conv_direct.h; images and gemm force the GEMM path for them too (tests
+//           compare the two).
 #include "cpu/conv.h"
 #include "cpu/conv_depthwise.h"
+#include "cpu/conv_direct.h"
 
 #include <omp.h>
 
@@ -146,6 +149,8 @@ void store_row(const float* src, float* dst, int64_t len, float b, bool relu) {
 void conv2d_forward(const Conv2dShape& s, const float* x, const float* w, const float* bias, bool relu, float* y,
                     ConvParallel par) {
   if (par == ConvParallel::automatic && conv2d_is_depthwise(s)) return conv2d_depthwise_forward(s, x, w, bias, relu, y);
+  if (par == ConvParallel::automatic && conv2d_direct_forward_applies(s))
+    return conv2d_direct_forward(s, x, w, bias, relu, y);
   const Im2colGrid grid = forward_grid(s);
   const int64_t P = s.Ho * s.Wo, HW = s.H * s.W, K = grid.rows(), Cog = s.Cog();
   const int threads = omp_get_max_threads();
@@ -243,6 +248,8 @@ std::vector<DataPhase> data_phases(const Conv2dShape& s, const float* w) {
 
 void conv2d_backward_data(const Conv2dShape& s, const float* dy, const float* w, float* dx, ConvParallel par) {
   if (par == ConvParallel::automatic && conv2d_is_depthwise(s)) return conv2d_depthwise_backward_data(s, dy, w, dx);
+  if (par == ConvParallel::automatic && conv2d_direct_backward_data_applies(s))
+    return conv2d_direct_backward_data(s, dy, w, dx);
   const std::vector<DataPhase> phases = data_phases(s, w);
   const int64_t Cg = s.Cg(), Cog = s.Cog(), P = s.Ho * s.Wo, HW = s.H * s.W;
   const bool unit_stride = s.sh == 1 && s.sw == 1;

@@ -1,0 +1,92 @@
+// Which shapes go to the direct stride-1 convolution, and its two passes as correlations (the
+// design is in conv_direct.h; the microkernel is in conv_direct_avx2.cpp).
+#include "cpu/conv_direct.h"
+
+#include <omp.h>
+
+#include <vector>
+
+#include "common/cpu_features.h"
+#include "cpu/conv_tasks.h"
+
+namespace pn {
+
+namespace {
+
+// Few channels: up to a 64-channel 3x3 reduction and 64 outputs. Past that each packed element of
+// the implicit GEMM feeds enough flops that its packing no longer dominates, and the GEMM's cache
+// blocking of a long K serves better than reading kh*kw*C padded rows per tile.
+constexpr int64_t kMaxK = 64 * 9;
+constexpr int64_t kMaxOut = 64;
+
+// The padded image of a pass (ins channels of rows x cols), read by every tile of every channel
+// block, must stay in L2: 64 x 58 x 58 floats (ResNet-50's 56x56 64-channel layer, 861 KiB) ran at
+// 0.70x the GEMM path single-threaded, 16 x 34 x 34 (74 KiB) at 1.9x.
+constexpr int64_t kMaxPaddedFloats = 64 * 1024;
+
+bool direct_shape(const Conv2dShape& s, int64_t ins, int64_t rows, int64_t cols) {
+  return active_isa() == Isa::avx2 && s.sh == 1 && s.sw == 1 && s.groups == 1 && s.ph <= s.dh * (s.kh - 1) &&
+         s.pw <= s.dw * (s.kw - 1) && ins * (rows + 2) * cols <= kMaxPaddedFloats;
+}
+
+void run(const DirectProblem& p) {
+  constexpr int kCo = DirectPlan::kCo;
+  const int64_t K = p.ins * p.kh * p.kw, blocks = (p.outs + kCo - 1) / kCo;
+  // The padded extent the output needs: rows p + i*dh for p < Ho, columns q + j*dw for q < Wo.
+  const int64_t Hp = p.Ho + p.dh * (p.kh - 1), Wrow = p.Wo + p.dw * (p.kw - 1);
+  std::vector<float> packed(blocks * K * kCo, 0.f);
+  for (int64_t o = 0; o < p.outs; ++o)
+    for (int64_t k = 0; k < K; ++k) packed[(o / kCo * K + k) * kCo + o % kCo] = p.wk[o * K + k];
+  std::vector<int32_t> offsets(K);
+  for (int64_t c = 0, k = 0; c < p.ins; ++c)
+    for (int64_t i = 0; i < p.kh; ++i)
+      for (int64_t j = 0; j < p.kw; ++j, ++k) offsets[k] = static_cast<int32_t>((c * Hp + i * p.dh) * Wrow + j * p.dw);
+  const DirectPlan plan{p, Hp, Wrow, K, packed.data(), offsets.data()};
+
+  const int threads = omp_get_max_threads();
+  std::vector<float> scratch(plan.padded_floats() * threads);
+  const double flops = 2.0 * double(p.N) * double(p.outs) * double(p.Ho) * double(p.Wo) * double(K);
+  // Whole images when there are enough of them to share out evenly; else (image, block) tasks.
+  const int64_t per_task = p.N >= 4 * threads ? blocks : 1, tasks_per_image = blocks / per_task;
+  parallel_tasks(
+      p.N * tasks_per_image,
+      [&](int64_t task, int thread) {
+        const int64_t b0 = task % tasks_per_image * per_task;
+        direct_task_avx2(plan, task / tasks_per_image, b0, b0 + per_task,
+                         scratch.data() + thread * plan.padded_floats());
+      },
+      flops);
+}
+
+}  // namespace
+
+bool conv2d_direct_forward_applies(const Conv2dShape& s) {
+  return s.C * s.kh * s.kw <= kMaxK && s.Co <= kMaxOut &&
+         direct_shape(s, s.C, s.Ho + s.dh * (s.kh - 1), s.Wo + s.dw * (s.kw - 1));
+}
+
+bool conv2d_direct_backward_data_applies(const Conv2dShape& s) {
+  return s.Co * s.kh * s.kw <= kMaxK && s.C <= kMaxOut &&
+         direct_shape(s, s.Co, s.H + s.dh * (s.kh - 1), s.W + s.dw * (s.kw - 1));
+}
+
+void conv2d_direct_forward(const Conv2dShape& s, const float* x, const float* w, const float* bias, bool relu,
+                           float* y) {
+  run(DirectProblem{s.N, s.C, s.H, s.W, s.Co, s.kh, s.kw, s.dh, s.dw, s.ph, s.pw, s.Ho, s.Wo, x, w, bias, relu, y});
+}
+
+void conv2d_direct_backward_data(const Conv2dShape& s, const float* dy, const float* w, float* dx) {
+  // dx[n, c, h, v] = sum_{co, i, j} dy[n, co, h + ph - i*dh, v + pw - j*dw] * w[co, c, i, j]: with
+  // i' = kh-1-i, a correlation of dy with w transposed and flipped, padded by dh*(kh-1) - ph.
+  std::vector<float> wt(s.C * s.Co * s.kh * s.kw);
+  for (int64_t co = 0; co < s.Co; ++co)
+    for (int64_t c = 0; c < s.C; ++c)
+      for (int64_t i = 0; i < s.kh; ++i)
+        for (int64_t j = 0; j < s.kw; ++j)
+          wt[((c * s.Co + co) * s.kh + (s.kh - 1 - i)) * s.kw + (s.kw - 1 - j)] =
+              w[((co * s.C + c) * s.kh + i) * s.kw + j];
+  run(DirectProblem{s.N, s.Co, s.Ho, s.Wo, s.C, s.kh, s.kw, s.dh, s.dw, s.dh * (s.kh - 1) - s.ph,
+                    s.dw * (s.kw - 1) - s.pw, s.H, s.W, dy, wt.data(), nullptr, false, dx});
+}
+
+}  // namespace pn
