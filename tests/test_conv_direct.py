@@ -1,5 +1,5 @@
 """The direct stride-1 convolution (csrc/cpu/conv_direct*.cpp), which conv2d takes on the AVX2 path for
-forward and backward-data of layers with few channels: against float64 numpy within the summation's
+the forward and backward-data of layers with few channels, and their backward-weight with fewer still: against float64 numpy within the summation's
 rounding bound, outputs poisoned with NaN, on widths that do not divide its 16-pixel tiles (and planes
 of at most 8 columns, which it takes two rows at a time), channel counts that do not divide its 6-channel
 blocks, padding below the kernel's reach, dilation, bias and ReLU; the same bits at 1 and 2 threads; and
@@ -38,6 +38,7 @@ CASES = {
     "1x1": _case(2, 20, 6, 9, 17, 1, 0),
     "one-output-channel": _case(2, 7, 10, 33, 1, 3, 1),
     "wide-row-17": _case(1, 2, 3, 17, 6, 3, 1),            # a 16-pixel tile, then a 1-lane one
+    "image-groups": _case(7, 16, 34, 34, 5, 3, 1),          # backward-weight: 3 padded images per group
 }
 
 
@@ -63,7 +64,9 @@ def _run(x, w, dy, bias, c, relu, parallel="auto"):
     _C.conv2d_forward(x, w, bias, y, *_hyper(c), relu, parallel)
     dx = poisoned(x.shape)
     _C.conv2d_backward_data(dy, w, dx, *_hyper(c), parallel)
-    return y, dx
+    dw = poisoned(w.shape)
+    _C.conv2d_backward_weight(dy, x, dw, *_hyper(c), parallel)
+    return y, dx, dw
 
 
 @pytest.mark.parametrize("relu", [False, True])
@@ -71,7 +74,7 @@ def _run(x, w, dy, bias, c, relu, parallel="auto"):
 def test_matches_float64(isa, rng, name, relu):
     c = CASES[name]
     x, w, dy, bias = _operands(rng, c)
-    y, dx = _run(x, w, dy, bias, c, relu)
+    y, dx, dw = _run(x, w, dy, bias, c, relu)
     x64, w64, dy64 = (a.astype(np.float64) for a in (x, w, dy))
     pre = conv.forward_numpy(x64, w64, *_hyper(c)) + bias[None, :, None, None]
     y_ref = np.maximum(pre, 0) if relu else pre
@@ -81,13 +84,17 @@ def test_matches_float64(isa, rng, name, relu):
     assert_close_bound(dx, conv.backward_data_numpy(dy64, w64, x.shape, *_hyper(c)), c["Co"] * taps,
                        conv.backward_data_numpy(np.abs(dy64), np.abs(w64), x.shape, *_hyper(c)),
                        what=f"backward-data ({name}, {isa})")
+    Ho, Wo = _out_hw(c)
+    assert_close_bound(dw, conv.backward_weight_numpy(dy64, x64, w.shape, *_hyper(c)), c["N"] * Ho * Wo,
+                       conv.backward_weight_numpy(np.abs(dy64), np.abs(x64), w.shape, *_hyper(c)),
+                       what=f"backward-weight ({name}, {isa})")
 
 
 @pytest.mark.parametrize("name", ["resnet-16ch-32x32", "odd-rows-7x7", "co-not-multiple-of-6", "dilated"])
 def test_agrees_with_the_gemm_path(rng, name):
     c = CASES[name]
     x, w, dy, bias = _operands(rng, c)
-    for what, a, b in zip(("forward", "backward-data"), _run(x, w, dy, bias, c, True, "auto"),
+    for what, a, b in zip(("forward", "backward-data", "backward-weight"), _run(x, w, dy, bias, c, True, "auto"),
                           _run(x, w, dy, bias, c, True, "gemm")):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-5 * np.abs(b).max(), err_msg=what)
 

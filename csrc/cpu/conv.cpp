@@ -330,6 +330,8 @@ void conv2d_backward_data(const Conv2dShape& s, const float* dy, const float* w,
 
 void conv2d_backward_weight(const Conv2dShape& s, const float* dy, const float* x, float* dw, ConvParallel par) {
   if (par == ConvParallel::automatic && conv2d_is_depthwise(s)) return conv2d_depthwise_backward_weight(s, dy, x, dw);
+  if (par == ConvParallel::automatic && conv2d_direct_backward_weight_applies(s))
+    return conv2d_direct_backward_weight(s, dy, x, dw);
   const Im2colGrid grid = forward_grid(s);
   const int64_t P = s.Ho * s.Wo, pixels = s.N * P, K = grid.rows(), Cog = s.Cog();
   const int threads = omp_get_max_threads();

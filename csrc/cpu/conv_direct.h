@@ -20,6 +20,14 @@
 // 74 KiB) stays in L2 while every tile of every channel block reads it; the weights of one block
 // (144 x 6 floats) stay in L1.
 //
+// Backward-weight, dW[o, c, i, j] = sum over the batch's pixels of dy[n, o, p, q] * xpad[n, c, p + i*dh,
+// q + j*dw], uses the same padded images and offsets with the roles turned: a tile is 6 output
+// channels x 2 reduction indices k = (c, i, j), 12 ymm accumulators over 8 pixels of a row; per 8
+// pixels, 6 loads of dy, 2 of the padded input, 12 FMAs. The accumulators run over a group of
+// images whose padded copies fit L2 together (the 8x8 planes of the digits CNN: 10 at a time),
+// then are summed across lanes into the slice's dW. Threads take slices of the batch, each with
+// its own dW, added in a fixed order afterwards (conv_tasks.h add_partial_dw).
+//
 // Backward-data of a stride-1 convolution is the same operation on dy, with the weights transposed
 // (in and out channels swapped) and flipped, and padding d*(k-1) - p: conv2d_direct_backward_data.
 //
@@ -36,10 +44,12 @@ namespace pn {
 // channels (the passes' in and out channels swap for backward-data).
 bool conv2d_direct_forward_applies(const Conv2dShape& s);
 bool conv2d_direct_backward_data_applies(const Conv2dShape& s);
+bool conv2d_direct_backward_weight_applies(const Conv2dShape& s);
 
 // The contracts of conv2d_forward / conv2d_backward_data (conv.h), for shapes the above accept.
 void conv2d_direct_forward(const Conv2dShape& s, const float* x, const float* w, const float* bias, bool relu, float* y);
 void conv2d_direct_backward_data(const Conv2dShape& s, const float* dy, const float* w, float* dx);
+void conv2d_direct_backward_weight(const Conv2dShape& s, const float* dy, const float* x, float* dw);
 
 // One correlation: out[n, o, p, q] = bias[o] + sum_{c, i, j} in[n, c, p + i*dh - pt, q + j*dw - pl] *
 // wk[o, c, i, j] (zero outside the input), then max(., 0) when relu. wk is (outs, ins, kh, kw).
@@ -65,6 +75,12 @@ struct DirectPlan {
   const int32_t* offsets;         // offsets[k]: (c*Hp + i*dh) * Wrow + j*dw
   int64_t padded_floats() const { return p.ins * Hp * Wrow + 2 * Wrow + 16; }  // + slack read by tails
 };
+
+// Backward-weight over images [n0, n1) (padded `group` at a time into `padded`, which holds
+// group * padded_floats()): dw (outs x K) = the sum over their pixels, written (not added). p.in is
+// x, p.out unused; dy is (N, outs, Ho, Wo).
+void direct_weight_task_avx2(const DirectPlan& plan, const float* dy, int64_t n0, int64_t n1, int64_t group,
+                             float* padded, float* dw);
 
 // One task: image n, the output channels of blocks [block0, block1) (kCo each), with `padded`
 // (padded_floats()) as this thread's scratch. Compiled with AVX2 flags (conv_direct_avx2.cpp);

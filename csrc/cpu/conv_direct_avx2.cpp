@@ -20,7 +20,7 @@ inline __m256i first_lanes(int live) {
 // Image n of the input, zero-padded: channel c's padded row r at padded[(c*Hp + r) * Wrow], holding
 // input row r - pt shifted right by pl. The slack after the last row is zeroed too: tiles at the
 // right or bottom edge read into it (lanes that are never stored, but kept finite and normal).
-void pad_image(const DirectPlan& plan, int64_t n, float* padded) {
+void pad_image(const DirectPlan& plan, int64_t n, float* padded) {  // padded_floats() floats
   const DirectProblem& p = plan.p;
   const int64_t Wrow = plan.Wrow, copy = std::min(p.W, Wrow - p.pl);
   for (int64_t c = 0; c < p.ins; ++c) {
@@ -79,7 +79,82 @@ inline void tile(const float* base, int64_t step, const int32_t* offsets, int64_
   }
 }
 
+// Sum of the 8 lanes.
+inline float lane_sum(__m256 v) {
+  __m128 h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+  return _mm_cvtss_f32(_mm_add_ss(h, _mm_movehdup_ps(h)));
+}
+
+// dw_col[r*K + t] += the sum over the pixels of images [0, count) of dy_r * x_t (r < live, t < 1 + pair),
+// 8 lanes at a time: dy_r is output channel row r of dy (dys[r] + image * dy_image), x_t the padded
+// input of reduction index t at offsets[t] (+ image * padded_image). Tail lanes of a row load as zero
+// on both sides. The accumulators are locals of this one function, so they stay in registers.
+inline void weight_tile(const float* const dys[kCo], int64_t dy_image, const float* padded, int64_t padded_image,
+                        const int32_t offsets[2], int64_t count, int64_t Ho, int64_t Wo, int64_t Wrow, int live,
+                        bool pair, float* dw_col, int64_t K) {
+  __m256 acc[kCo][2];
+#pragma GCC unroll 6
+  for (int r = 0; r < kCo; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+  for (int64_t n = 0; n < count; ++n)
+    for (int64_t row = 0; row < Ho; ++row) {
+      const int64_t dy_at = n * dy_image + row * Wo;
+      const float* x0 = padded + n * padded_image + row * Wrow + offsets[0];
+      const float* x1 = padded + n * padded_image + row * Wrow + offsets[1];
+      for (int64_t q = 0; q < Wo; q += 8) {
+        const int lanes = static_cast<int>(std::min<int64_t>(8, Wo - q));
+        // 12 accumulators + the 2 input vectors + one dy row at a time: 15 of the 16 ymm registers.
+        if (lanes == 8) {
+          const __m256 v0 = _mm256_loadu_ps(x0 + q), v1 = _mm256_loadu_ps(x1 + q);
+#pragma GCC unroll 6
+          for (int r = 0; r < kCo; ++r) {
+            const __m256 d = _mm256_loadu_ps(dys[r] + dy_at + q);
+            acc[r][0] = _mm256_fmadd_ps(d, v0, acc[r][0]);
+            acc[r][1] = _mm256_fmadd_ps(d, v1, acc[r][1]);
+          }
+        } else {
+          const __m256i m = first_lanes(lanes);
+          const __m256 v0 = _mm256_maskload_ps(x0 + q, m), v1 = _mm256_maskload_ps(x1 + q, m);
+#pragma GCC unroll 6
+          for (int r = 0; r < kCo; ++r) {
+            const __m256 d = _mm256_maskload_ps(dys[r] + dy_at + q, m);
+            acc[r][0] = _mm256_fmadd_ps(d, v0, acc[r][0]);
+            acc[r][1] = _mm256_fmadd_ps(d, v1, acc[r][1]);
+          }
+        }
+      }
+    }
+#pragma GCC unroll 6
+  for (int r = 0; r < kCo; ++r) {
+    if (r >= live) break;
+    dw_col[r * K] += lane_sum(acc[r][0]);
+    if (pair) dw_col[r * K + 1] += lane_sum(acc[r][1]);
+  }
+}
+
 }  // namespace
+
+void direct_weight_task_avx2(const DirectPlan& plan, const float* dy, int64_t n0, int64_t n1, int64_t group,
+                             float* padded, float* dw) {
+  const DirectProblem& p = plan.p;
+  const int64_t K = plan.K, plane = p.Ho * p.Wo, image = plan.padded_floats();
+  std::fill(dw, dw + p.outs * K, 0.f);
+  for (int64_t g0 = n0; g0 < n1; g0 += group) {
+    const int64_t count = std::min(group, n1 - g0);
+    for (int64_t i = 0; i < count; ++i) pad_image(plan, g0 + i, padded + i * image);
+    for (int64_t o0 = 0; o0 < p.outs; o0 += kCo) {
+      const int live = static_cast<int>(std::min<int64_t>(kCo, p.outs - o0));
+      const float* dys[kCo];
+      for (int r = 0; r < kCo; ++r) dys[r] = dy + (g0 * p.outs + o0 + std::min(r, live - 1)) * plane;
+      for (int64_t k = 0; k < K; k += 2) {
+        const bool pair = k + 1 < K;
+        const int32_t offsets[2] = {plan.offsets[k], plan.offsets[pair ? k + 1 : k]};
+        weight_tile(dys, p.outs * plane, padded, image, offsets, count, p.Ho, p.Wo, plan.Wrow, live, pair,
+                    dw + o0 * K + k, K);
+      }
+    }
+  }
+}
 
 void direct_task_avx2(const DirectPlan& plan, int64_t n, int64_t block0, int64_t block1, float* padded) {
   const DirectProblem& p = plan.p;
