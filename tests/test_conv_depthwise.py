@@ -3,18 +3,13 @@ which conv2d takes automatically for those shapes: forward (bias, ReLU), backwar
 backward-weight against float64 numpy within the summation's rounding bound, on every SIMD path,
 outputs poisoned with NaN; the same bits at 1 and 2 threads; and the same answers as the GEMM path
 it replaced (parallel="gemm" still forces that one)."""
-import numpy as np
 import pytest
-from conftest import assert_close_bound, poisoned, subprocess_env
-
-from pyneural import _C
-from pyneural.kernels import conv
+from conftest import subprocess_env
+from conv_cases import assert_agree, case, check_float64, operands, run_passes
 
 
 def _case(N, C, H, W, m, kh, kw, stride=1, padding=0, dilation=1):
-    pair = lambda v: (v, v) if isinstance(v, int) else tuple(v)  # noqa: E731
-    return dict(N=N, C=C, H=H, W=W, Co=C * m, kh=kh, kw=kw, stride=pair(stride), padding=pair(padding),
-                dilation=pair(dilation), groups=C)
+    return case(N, C, H, W, C * m, kh, kw, stride, padding, dilation, groups=C)
 
 
 # Odd widths (vector tails of 8 and 16 lanes), taps that hang over every edge, strides that skip.
@@ -33,65 +28,19 @@ CASES = {
 }
 
 
-def _hyper(c):
-    return c["stride"], c["padding"], c["dilation"], c["groups"]
-
-
-def _out_hw(c):
-    return tuple((size + 2 * p - d * (k - 1) - 1) // s + 1
-                 for size, k, s, p, d in zip((c["H"], c["W"]), (c["kh"], c["kw"]), c["stride"], c["padding"],
-                                             c["dilation"]))
-
-
-def _operands(rng, c):
-    x = rng.standard_normal((c["N"], c["C"], c["H"], c["W"])).astype(np.float32)
-    w = rng.standard_normal((c["Co"], 1, c["kh"], c["kw"])).astype(np.float32)
-    dy = rng.standard_normal((c["N"], c["Co"], *_out_hw(c))).astype(np.float32)
-    bias = rng.standard_normal(c["Co"]).astype(np.float32)
-    return x, w, dy, bias
-
-
-def _run(x, w, dy, bias, c, relu, parallel="auto"):
-    y = poisoned(dy.shape)
-    _C.conv2d_forward(x, w, bias, y, *_hyper(c), relu, parallel)
-    dx = poisoned(x.shape)
-    _C.conv2d_backward_data(dy, w, dx, *_hyper(c), parallel)
-    dw = poisoned(w.shape)
-    _C.conv2d_backward_weight(dy, x, dw, *_hyper(c), parallel)
-    return y, dx, dw
-
-
 @pytest.mark.parametrize("relu", [False, True])
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_matches_float64(isa, rng, name, relu):
     c = CASES[name]
-    x, w, dy, bias = _operands(rng, c)
-    y, dx, dw = _run(x, w, dy, bias, c, relu)
-    x64, w64, dy64 = (a.astype(np.float64) for a in (x, w, dy))
-    taps = c["kh"] * c["kw"]
-    Ho, Wo = _out_hw(c)
-    m = c["Co"] // c["C"]
-    pre = conv.forward_numpy(x64, w64, *_hyper(c)) + bias[None, :, None, None]
-    y_ref = np.maximum(pre, 0) if relu else pre
-    y_mag = conv.forward_numpy(np.abs(x64), np.abs(w64), *_hyper(c)) + np.abs(bias)[None, :, None, None]
-    assert_close_bound(y, y_ref, taps + 1, y_mag, what=f"forward ({name}, {isa})")
-    assert_close_bound(dx, conv.backward_data_numpy(dy64, w64, x.shape, *_hyper(c)), m * taps,
-                       conv.backward_data_numpy(np.abs(dy64), np.abs(w64), x.shape, *_hyper(c)),
-                       what=f"backward-data ({name}, {isa})")
-    assert_close_bound(dw, conv.backward_weight_numpy(dy64, x64, w.shape, *_hyper(c)), c["N"] * Ho * Wo,
-                       conv.backward_weight_numpy(np.abs(dy64), np.abs(x64), w.shape, *_hyper(c)),
-                       what=f"backward-weight ({name}, {isa})")
+    x, w, dy, bias = operands(rng, c)
+    check_float64(run_passes(x, w, dy, bias, c, relu), x, w, dy, bias, c, relu, f"{name}, {isa}")
 
 
 @pytest.mark.parametrize("name", ["3x3-s2-p1-x3", "5x5-s1-p2", "many-small-planes"])
 def test_agrees_with_the_gemm_path(rng, name):
     c = CASES[name]
-    x, w, dy, bias = _operands(rng, c)
-    direct = _run(x, w, dy, bias, c, True, "auto")
-    gemm = _run(x, w, dy, bias, c, True, "gemm")
-    for what, a, b in zip(("forward", "backward-data", "backward-weight"), direct, gemm):
-        scale = np.abs(b).max()
-        np.testing.assert_allclose(a, b, rtol=0, atol=1e-5 * scale, err_msg=what)
+    x, w, dy, bias = operands(rng, c)
+    assert_agree(run_passes(x, w, dy, bias, c, True, "auto"), run_passes(x, w, dy, bias, c, True, "gemm"))
 
 
 THREADS_SCRIPT = """
