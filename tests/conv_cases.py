@@ -1,11 +1,17 @@
 """Shared by the tests of the direct convolution kernels (test_conv_depthwise.py, test_conv_direct.py):
 a case is a dict of one convolution's sizes and hyper-parameters; these run its three passes through
 _C into NaN-poisoned outputs and hold each to float64 numpy within the summation's rounding bound."""
+import subprocess
+import sys
+
 import numpy as np
-from conftest import assert_close_bound, poisoned
+from conftest import assert_close_bound, poisoned, subprocess_env
 
 from pyneural import _C
 from pyneural.kernels import conv
+
+
+PASSES = ("forward", "backward-data", "backward-weight")
 
 
 def pair(v):
@@ -65,8 +71,37 @@ def check_float64(outputs, x, w, dy, bias, c, relu, what):
                        what=f"backward-weight ({what})")
 
 
-def assert_agree(a_outputs, b_outputs, atol=1e-5):
-    """Two runs of the three passes (say, a direct kernel and the GEMM path) within atol of the
-    largest output."""
-    for what, a, b in zip(("forward", "backward-data", "backward-weight"), a_outputs, b_outputs):
+def assert_agrees_with_the_gemm_path(rng, c, atol=1e-5):
+    """The three passes as conv2d chooses them ("auto": a direct kernel where one applies) and on the
+    GEMM path agree within atol of the largest output."""
+    x, w, dy, bias = operands(rng, c)
+    auto, gemm = (run_passes(x, w, dy, bias, c, True, parallel) for parallel in ("auto", "gemm"))
+    for what, a, b in zip(PASSES, auto, gemm):
         np.testing.assert_allclose(a, b, rtol=0, atol=atol * np.abs(b).max(), err_msg=what)
+
+
+_THREADS_SCRIPT = """
+import sys, numpy as np
+from pyneural import _C
+x_shape, w_shape, dy_shape, hyper, passes = eval(sys.argv[2])
+rng = np.random.default_rng(int(sys.argv[1]))
+x, w, dy = (rng.standard_normal(s).astype(np.float32) for s in (x_shape, w_shape, dy_shape))
+out = b""
+if "forward" in passes:
+    y = np.empty(dy.shape, np.float32); _C.conv2d_forward(x, w, None, y, *hyper, False, "auto"); out += y.tobytes()
+if "backward-data" in passes:
+    dx = np.empty(x.shape, np.float32); _C.conv2d_backward_data(dy, w, dx, *hyper, "auto"); out += dx.tobytes()
+if "backward-weight" in passes:
+    dw = np.empty(w.shape, np.float32); _C.conv2d_backward_weight(dy, x, dw, *hyper, "auto"); out += dw.tobytes()
+sys.stdout.buffer.write(out)
+"""
+
+
+def assert_same_bits_at_one_and_two_threads(c, passes, rng, cwd):
+    """The passes of case c, run in fresh processes at OMP_NUM_THREADS 1 and 2, give the same bytes."""
+    w_shape = (c["Co"], c["C"] // c["groups"], c["kh"], c["kw"])
+    spec = repr(((c["N"], c["C"], c["H"], c["W"]), w_shape, (c["N"], c["Co"], *out_hw(c)), hyper(c), tuple(passes)))
+    seed = str(int(rng.integers(2**31)))
+    outs = [subprocess.run([sys.executable, "-c", _THREADS_SCRIPT, seed, spec], cwd=cwd, capture_output=True,
+                           env=subprocess_env(OMP_NUM_THREADS=str(t)), check=True).stdout for t in (1, 2)]
+    assert len(outs[0]) > 0 and outs[0] == outs[1]

@@ -4,8 +4,8 @@ backward-weight against float64 numpy within the summation's rounding bound, on 
 outputs poisoned with NaN; the same bits at 1 and 2 threads; and the same answers as the GEMM path
 it replaced (parallel="gemm" still forces that one)."""
 import pytest
-from conftest import subprocess_env
-from conv_cases import assert_agree, case, check_float64, operands, run_passes
+from conv_cases import (PASSES, assert_agrees_with_the_gemm_path, assert_same_bits_at_one_and_two_threads, case,
+                        check_float64, operands, run_passes)
 
 
 def _case(N, C, H, W, m, kh, kw, stride=1, padding=0, dilation=1):
@@ -38,32 +38,9 @@ def test_matches_float64(isa, rng, name, relu):
 
 @pytest.mark.parametrize("name", ["3x3-s2-p1-x3", "5x5-s1-p2", "many-small-planes"])
 def test_agrees_with_the_gemm_path(rng, name):
-    c = CASES[name]
-    x, w, dy, bias = operands(rng, c)
-    assert_agree(run_passes(x, w, dy, bias, c, True, "auto"), run_passes(x, w, dy, bias, c, True, "gemm"))
-
-
-THREADS_SCRIPT = """
-import sys, numpy as np
-from pyneural import _C
-rng = np.random.default_rng(int(sys.argv[1]))
-x = rng.standard_normal((5, 16, 21, 19)).astype(np.float32)
-w = rng.standard_normal((32, 1, 3, 3)).astype(np.float32)
-dy = rng.standard_normal((5, 32, 11, 10)).astype(np.float32)
-y = np.empty(dy.shape, np.float32); dx = np.empty(x.shape, np.float32); dw = np.empty(w.shape, np.float32)
-hyper = ((2, 2), (1, 1), (1, 1), 16)
-_C.conv2d_forward(x, w, None, y, *hyper, False, "auto")
-_C.conv2d_backward_data(dy, w, dx, *hyper, "auto")
-_C.conv2d_backward_weight(dy, x, dw, *hyper, "auto")
-sys.stdout.buffer.write(y.tobytes() + dx.tobytes() + dw.tobytes())
-"""
+    assert_agrees_with_the_gemm_path(rng, CASES[name])
 
 
 def test_same_bits_at_one_and_two_threads(rng, tmp_path):
     """Each output element is summed by one thread in one order, whatever the thread count."""
-    import subprocess
-    import sys
-    seed = str(int(rng.integers(2**31)))
-    outs = [subprocess.run([sys.executable, "-c", THREADS_SCRIPT, seed], cwd=tmp_path, capture_output=True,
-                           env=subprocess_env(OMP_NUM_THREADS=str(t)), check=True).stdout for t in (1, 2)]
-    assert len(outs[0]) > 0 and outs[0] == outs[1]
+    assert_same_bits_at_one_and_two_threads(_case(5, 16, 21, 19, 2, 3, 3, 2, 1), PASSES, rng, tmp_path)

@@ -1,16 +1,13 @@
 """The direct stride-1 convolution (csrc/cpu/conv_direct*.cpp), which conv2d takes on the AVX2 path for
-the forward and backward-data of layers with few channels, and their backward-weight with fewer still: against float64 numpy within the summation's
-rounding bound, outputs poisoned with NaN, on widths that do not divide its 16-pixel tiles (and planes
+the forward and backward-data of layers with few channels, and their backward-weight with fewer still:
+against float64 numpy within the summation's rounding bound, outputs poisoned with NaN, on widths that do not divide its 16-pixel tiles (and planes
 of at most 8 columns, which it takes two rows at a time), channel counts that do not divide its 6-channel
 blocks, padding below the kernel's reach, dilation, bias and ReLU; the same bits at 1 and 2 threads; and
 the same answers as the GEMM path (parallel="gemm" forces that one). On other SIMD paths the same calls
 run the GEMM path, so the float64 check holds there too."""
-import subprocess
-import sys
-
 import pytest
-from conftest import subprocess_env
-from conv_cases import assert_agree, case, check_float64, operands, run_passes
+from conv_cases import (PASSES, assert_agrees_with_the_gemm_path, assert_same_bits_at_one_and_two_threads, case,
+                        check_float64, operands, run_passes)
 
 
 def _case(N, C, H, W, Co, k, padding, dilation=1):
@@ -47,29 +44,10 @@ def test_matches_float64(isa, rng, name, relu):
 
 @pytest.mark.parametrize("name", ["resnet-16ch-32x32", "odd-rows-7x7", "co-not-multiple-of-6", "dilated"])
 def test_agrees_with_the_gemm_path(rng, name):
-    c = CASES[name]
-    x, w, dy, bias = operands(rng, c)
-    assert_agree(run_passes(x, w, dy, bias, c, True, "auto"), run_passes(x, w, dy, bias, c, True, "gemm"))
-
-
-THREADS_SCRIPT = """
-import sys, numpy as np
-from pyneural import _C
-rng = np.random.default_rng(int(sys.argv[1]))
-x = rng.standard_normal((5, 16, 21, 19)).astype(np.float32)
-w = rng.standard_normal((20, 16, 3, 3)).astype(np.float32)
-dy = rng.standard_normal((5, 20, 21, 19)).astype(np.float32)
-y = np.empty(dy.shape, np.float32); dx = np.empty(x.shape, np.float32)
-hyper = ((1, 1), (1, 1), (1, 1), 1)
-_C.conv2d_forward(x, w, None, y, *hyper, False, "auto")
-_C.conv2d_backward_data(dy, w, dx, *hyper, "auto")
-sys.stdout.buffer.write(y.tobytes() + dx.tobytes())
-"""
+    assert_agrees_with_the_gemm_path(rng, CASES[name])
 
 
 def test_same_bits_at_one_and_two_threads(rng, tmp_path):
-    """Each output element is summed by one task in one order, whatever the thread count."""
-    seed = str(int(rng.integers(2**31)))
-    outs = [subprocess.run([sys.executable, "-c", THREADS_SCRIPT, seed], cwd=tmp_path, capture_output=True,
-                           env=subprocess_env(OMP_NUM_THREADS=str(t)), check=True).stdout for t in (1, 2)]
-    assert len(outs[0]) > 0 and outs[0] == outs[1]
+    """Forward and backward-data sum each output element in one task in one order, whatever the thread
+    count (backward-weight sums one slice of the batch per thread, in a fixed order for a given count)."""
+    assert_same_bits_at_one_and_two_threads(_case(5, 16, 21, 19, 20, 3, 1), PASSES[:2], rng, tmp_path)
