@@ -1,10 +1,11 @@
 """The direct stride-1 convolution (csrc/cpu/conv_direct*.cpp), which conv2d takes on the AVX2 path for
-the forward and backward-data of layers with few channels, and their backward-weight with fewer still:
-against float64 numpy within the summation's rounding bound, outputs poisoned with NaN, on widths that do not divide its 16-pixel tiles (and planes
-of at most 8 columns, which it takes two rows at a time), channel counts that do not divide its 6-channel
-blocks, padding below the kernel's reach, dilation, bias and ReLU; the same bits at 1 and 2 threads; and
-the same answers as the GEMM path (parallel="gemm" forces that one). On other SIMD paths the same calls
-run the GEMM path, so the float64 check holds there too."""
+the forward and backward-data of layers with few channels, and their backward-weight with fewer
+still: against float64 numpy within the summation's rounding bound, outputs poisoned with NaN, on
+widths that do not divide its 16-pixel tiles (and planes of at most 8 columns, which it takes two
+rows at a time), channel counts that do not divide its 6-channel blocks, padding below the kernel's
+reach, dilation, bias and ReLU; the same bits at 1 and 2 threads; and the same answers as the GEMM
+path (parallel="gemm" forces that one). On other SIMD paths the same calls run the GEMM path, so the
+float64 check holds there too."""
 import pytest
 from conv_cases import (PASSES, assert_agrees_with_the_gemm_path, assert_same_bits_at_one_and_two_threads, case,
                         check_float64, operands, run_passes)
