@@ -5,17 +5,13 @@
 #include <algorithm>
 #include <cstring>
 
+#include "cpu/avx2_lanes.h"
 #include "cpu/conv_direct.h"
 
 namespace pn {
 namespace {
 
 constexpr int kCo = DirectPlan::kCo;
-
-// Lane mask with the first `live` of 8 lanes set (sign bit = active for vmaskmov).
-inline __m256i first_lanes(int live) {
-  return _mm256_cmpgt_epi32(_mm256_set1_epi32(live), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-}
 
 // Image n of the input, zero-padded: channel c's padded row r at padded[(c*Hp + r) * Wrow], holding
 // input row r - pt shifted right by pl. The slack after the last row is zeroed too: tiles at the
@@ -44,7 +40,7 @@ inline void store(float* dst, __m256 v, int lanes) {
   if (lanes == 8)
     _mm256_storeu_ps(dst, v);
   else if (lanes > 0)
-    _mm256_maskstore_ps(dst, first_lanes(lanes), v);
+    _mm256_maskstore_ps(dst, avx2_first_lanes(lanes), v);
 }
 
 // One tile: acc[r][v] = sum_k w[k*kCo + r] * base[offsets[k] + v*step] over 8 lanes (r < 6, v < 2),
@@ -113,7 +109,7 @@ inline void weight_tile(const float* const dys[kCo], int64_t dy_image, const flo
             acc[r][1] = _mm256_fmadd_ps(d, v1, acc[r][1]);
           }
         } else {
-          const __m256i m = first_lanes(lanes);
+          const __m256i m = avx2_first_lanes(lanes);
           const __m256 v0 = _mm256_maskload_ps(x0 + q, m), v1 = _mm256_maskload_ps(x1 + q, m);
 #pragma GCC unroll 6
           for (int r = 0; r < kCo; ++r) {

@@ -15,6 +15,7 @@
 #include <array>
 #include <utility>
 
+#include "cpu/avx2_lanes.h"
 #include "cpu/gemm_gemv.h"
 #include "cpu/gemm_microkernel.h"
 
@@ -25,12 +26,6 @@ constexpr int kMR = 6;
 constexpr int kNR = 16;
 
 using TileFn = void (*)(int64_t, const float*, const float*, float*, int64_t, float, float, int);
-
-// Lane mask with the first `live` of 8 lanes set (sign bit = active for vmaskmov).
-__m256i lane_mask(int live) {
-  const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-  return _mm256_cmpgt_epi32(_mm256_set1_epi32(live), idx);
-}
 
 template <int M, int NV>
 void tile(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, float alpha, float beta, int n) {
@@ -64,7 +59,7 @@ void tile(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, flo
 
   // vmaskmov is slow on some cores: only a partial last vector goes through it.
   const int tail_live = n - 8 * (NV - 1);
-  const __m256i tail = lane_mask(tail_live);
+  const __m256i tail = avx2_first_lanes(tail_live);
   const __m256 valpha = _mm256_set1_ps(alpha);
   const __m256 vbeta = _mm256_set1_ps(beta);
 #pragma GCC unroll 8

@@ -14,15 +14,11 @@
 // largest item of a convolution after the FMAs (bench/NOTES.md, "Convolution", AVX2 packers).
 #include <immintrin.h>
 
+#include "cpu/avx2_lanes.h"
 #include "cpu/gemm_pack.h"
 
 namespace pn {
 namespace {
-
-// Lane mask with the first `live` of 8 lanes set (sign bit = active for vmaskmov).
-inline __m256i first_lanes(int live) {
-  return _mm256_cmpgt_epi32(_mm256_set1_epi32(live), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-}
 
 // In-place transpose of an 8 x 8 block held in r[0..7].
 inline void transpose8(__m256 r[8]) {
@@ -63,8 +59,8 @@ void pack_copy_avx2(const float* src, int64_t ld, int count, int64_t kc, float* 
   for (int q = 0; q < chunks; ++q) {
     lanes[q] = width - 8 * q < 8 ? width - 8 * q : 8;
     live[q] = count - 8 * q < 0 ? 0 : (count - 8 * q < lanes[q] ? count - 8 * q : lanes[q]);
-    load_mask[q] = first_lanes(live[q]);
-    store_mask[q] = first_lanes(lanes[q]);
+    load_mask[q] = avx2_first_lanes(live[q]);
+    store_mask[q] = avx2_first_lanes(lanes[q]);
   }
   for (int64_t k = 0; k < kc; ++k, src += ld, dst += width) {
     const bool spill_ok = k + 1 < kc;  // only the last chunk can be partial; the next row follows it
@@ -78,13 +74,13 @@ void pack_copy_avx2(const float* src, int64_t ld, int count, int64_t kc, float* 
 }
 
 void pack_transpose_avx2(const float* src, int64_t ld, int count, int64_t kc, float* dst, int dst_stride, int lanes) {
-  const __m256i store_mask = first_lanes(lanes);
+  const __m256i store_mask = avx2_first_lanes(lanes);
   // Rows of the sliver follow each other without a gap: a whole-vector store may spill into the next.
   const bool packed = dst_stride == lanes;
   __m256 r[8];
   for (int64_t k0 = 0; k0 < kc; k0 += 8) {
     const int klive = static_cast<int>(kc - k0 < 8 ? kc - k0 : 8);
-    const __m256i load_mask = first_lanes(klive);
+    const __m256i load_mask = avx2_first_lanes(klive);
     for (int i = 0; i < 8; ++i)
       r[i] = i >= count   ? _mm256_setzero_ps()
              : klive == 8 ? _mm256_loadu_ps(src + i * ld + k0)
