@@ -36,12 +36,7 @@ void transpose_rows(const float* tmp, int64_t ld, int64_t len, float* dst) {
 
 void transpose_rows(const float* tmp, int64_t ld, int64_t len, int nr, float* dst) {
   // The dense packers' register transpose (gemm_pack.h), where this CPU path has one.
-  const PackCopies& v = pack_copies();
-  if (v.transpose && (nr <= v.transpose_lanes || nr % v.transpose_lanes == 0)) {
-    const int lanes = std::min(nr, v.transpose_lanes);
-    for (int c0 = 0; c0 < nr; c0 += lanes) v.transpose(tmp + c0 * ld, ld, lanes, len, dst + c0, nr, lanes);
-    return;
-  }
+  if (pack_transpose_groups(pack_copies(), tmp, ld, nr, len, dst, nr)) return;
   switch (nr) {
     case 8: return transpose_rows<8>(tmp, ld, len, dst);
     case 16: return transpose_rows<16>(tmp, ld, len, dst);

@@ -59,13 +59,7 @@ void pack_sliver(const float* src, int64_t lane_stride, int64_t k_stride, int co
                  float* dst) {
   const PackCopies& v = pack_copies();
   if (lane_stride == 1 && v.copy && width <= v.max_copy_width) return v.copy(src, k_stride, count, kc, dst, width);
-  if (k_stride == 1 && v.transpose && (width <= v.transpose_lanes || width % v.transpose_lanes == 0)) {
-    const int lanes = std::min(width, v.transpose_lanes);
-    for (int i0 = 0; i0 < width; i0 += lanes)
-      v.transpose(src + i0 * lane_stride, lane_stride, std::max(0, std::min(lanes, count - i0)), kc, dst + i0, width,
-                  lanes);
-    return;
-  }
+  if (k_stride == 1 && pack_transpose_groups(v, src, lane_stride, count, kc, dst, width)) return;
   // Portable paths; the loop order reads the source sequentially where it can.
   if (lane_stride == 1) {
     for (int64_t k = 0; k < kc; ++k) std::memcpy(dst + k * width, src + k * k_stride, sizeof(float) * count);

@@ -28,4 +28,17 @@ struct PackCopies {
 };
 const PackCopies& pack_copies();
 
+// dst[k * width + i] = src[i * ld + k] for i < count (0 for count <= i < width), k < kc, by v's
+// transpose in groups of its lanes; false, with nothing written, where v has none for this width.
+inline bool pack_transpose_groups(const PackCopies& v, const float* src, int64_t ld, int count, int64_t kc, float* dst,
+                                  int width) {
+  if (!v.transpose || (width > v.transpose_lanes && width % v.transpose_lanes != 0)) return false;
+  const int lanes = width < v.transpose_lanes ? width : v.transpose_lanes;
+  for (int i0 = 0; i0 < width; i0 += lanes) {
+    const int live = count - i0 < 0 ? 0 : (count - i0 < lanes ? count - i0 : lanes);
+    v.transpose(src + i0 * ld, ld, live, kc, dst + i0, width, lanes);
+  }
+  return true;
+}
+
 }  // namespace pn
