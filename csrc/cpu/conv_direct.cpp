@@ -38,28 +38,28 @@ struct PlanStorage {
 
 DirectPlan make_plan(const DirectProblem& p, PlanStorage& storage, bool pack_weights) {
   constexpr int kCo = DirectPlan::kCo;
-  const int64_t K = p.ins * p.kh * p.kw, blocks = (p.outs + kCo - 1) / kCo;
+  const int64_t K = p.ins * p.kh * p.kw;
   // The padded extent the output needs: rows p + i*dh for p < Ho, columns q + j*dw for q < Wo.
   const int64_t Hp = p.Ho + p.dh * (p.kh - 1), Wrow = p.Wo + p.dw * (p.kw - 1);
-  if (pack_weights) {
-    storage.packed.assign(blocks * K * kCo, 0.f);
-    for (int64_t o = 0; o < p.outs; ++o)
-      for (int64_t k = 0; k < K; ++k) storage.packed[(o / kCo * K + k) * kCo + o % kCo] = p.wk[o * K + k];
-  }
   storage.offsets.resize(K);
   for (int64_t c = 0, k = 0; c < p.ins; ++c)
     for (int64_t i = 0; i < p.kh; ++i)
       for (int64_t j = 0; j < p.kw; ++j, ++k)
         storage.offsets[k] = static_cast<int32_t>((c * Hp + i * p.dh) * Wrow + j * p.dw);
-  return DirectPlan{p, Hp, Wrow, K, storage.packed.data(), storage.offsets.data()};
+  DirectPlan plan{p, Hp, Wrow, K, nullptr, storage.offsets.data()};
+  if (pack_weights) {
+    storage.packed.assign(plan.blocks() * K * kCo, 0.f);
+    for (int64_t o = 0; o < p.outs; ++o)
+      for (int64_t k = 0; k < K; ++k) storage.packed[(o / kCo * K + k) * kCo + o % kCo] = p.wk[o * K + k];
+    plan.packed = storage.packed.data();
+  }
+  return plan;
 }
 
 void run(const DirectProblem& p) {
-  constexpr int kCo = DirectPlan::kCo;
-  const int64_t blocks = (p.outs + kCo - 1) / kCo;
   PlanStorage storage;
   const DirectPlan plan = make_plan(p, storage, true);
-  const int64_t K = plan.K;
+  const int64_t K = plan.K, blocks = plan.blocks();
   const int threads = omp_get_max_threads();
   std::vector<float> scratch(plan.padded_floats() * threads);
   const double flops = 2.0 * double(p.N) * double(p.outs) * double(p.Ho) * double(p.Wo) * double(K);

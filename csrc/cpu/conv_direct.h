@@ -73,6 +73,7 @@ struct DirectPlan {
   int64_t K;                      // ins * kh * kw
   const float* packed;            // weight block b at packed + b * K * kCo: [k][r] = wk[b*kCo + r, k]
   const int32_t* offsets;         // offsets[k]: (c*Hp + i*dh) * Wrow + j*dw
+  int64_t blocks() const { return (p.outs + kCo - 1) / kCo; }  // of kCo output channels
   int64_t padded_floats() const { return p.ins * Hp * Wrow + 2 * Wrow + 16; }  // + slack read by tails
 };
 
