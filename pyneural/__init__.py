@@ -51,10 +51,17 @@ from pyneural import cuda, accelerator, backends  # noqa: E402
 from pyneural.backends import get_float32_matmul_precision, set_float32_matmul_precision  # noqa: E402
 
 from pyneural import amp  # noqa: E402
-from pyneural.amp import autocast, bfloat16, get_autocast_dtype, is_autocast_enabled  # noqa: E402
+from pyneural.amp import autocast, get_autocast_dtype, is_autocast_enabled  # noqa: E402
 
 long = int64
 bool = bool_
 float = float32
 double = float64
 half = float16
+
+
+def __getattr__(name):
+    # pyneural.bfloat16 is looked up on first use, which imports ml_dtypes (amp.bfloat16_dtype).
+    if name == "bfloat16":
+        return amp.bfloat16_dtype()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

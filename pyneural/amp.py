@@ -25,19 +25,44 @@ step (and halve the scale) when any gradient is inf/NaN, and double the scale af
 ``growth_interval`` clean steps. bf16 has float32's exponent range and does not need it.
 """
 import functools
+import sys
 import threading
 import weakref
 
 import numpy as np
 
-try:
-    import ml_dtypes as _ml_dtypes
-    bfloat16 = np.dtype(_ml_dtypes.bfloat16)
-except ImportError:  # pragma: no cover - ml_dtypes is a dependency; this only keeps import working
-    bfloat16 = None
 float16 = np.dtype(np.float16)
 _F32 = np.dtype(np.float32)
-_LOW = tuple(d for d in (bfloat16, float16) if d is not None)
+
+
+def bfloat16_dtype():
+    """bfloat16's numpy dtype (ml_dtypes' bfloat16), importing ml_dtypes on first use. ``import
+    pyneural`` does not import it: ml_dtypes registers a dozen dtypes and their casts with numpy,
+    which took 1.1-1.5 s of a 1.75 s ``import pyneural`` that most runs, never touching bf16, paid
+    for nothing. ``pyneural.bfloat16`` and ``pyneural.amp.bfloat16`` call this."""
+    import ml_dtypes
+    return np.dtype(ml_dtypes.bfloat16)
+
+
+def is_bfloat16(dtype):
+    """Whether ``dtype`` is bfloat16, without importing ml_dtypes: until something has imported it
+    no array can have that dtype, so the answer is False."""
+    ml_dtypes = sys.modules.get("ml_dtypes")
+    return ml_dtypes is not None and dtype == ml_dtypes.bfloat16
+
+
+def as_dtype(dtype):
+    """``np.dtype(dtype)``, where the names "bfloat16" / "bf16" work before ml_dtypes is imported."""
+    if isinstance(dtype, str) and dtype in ("bfloat16", "bf16"):
+        return bfloat16_dtype()
+    return np.dtype(dtype)
+
+
+def __getattr__(name):
+    if name == "bfloat16":
+        return bfloat16_dtype()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 active = 0  # number of autocast regions entered with enabled=True, over all threads
 
@@ -52,7 +77,11 @@ class _State(threading.local):
 
 _state = _State()
 
-_DEFAULT_DTYPE = {"cuda": float16, "cpu": bfloat16}   # PyTorch's defaults per device type
+
+
+def _default_dtype(device_type):
+    """PyTorch's defaults per device type: float16 on "cuda", bfloat16 on "cpu"."""
+    return float16 if device_type == "cuda" else bfloat16_dtype()
 
 # Op policy, by Function class name -> number of leading tensor inputs that are cast (the rest,
 # e.g. a bias, are added in fp32 to the fp32 result).
@@ -64,7 +93,7 @@ _FP32 = {"Softmax", "LogSoftmax", "CrossEntropy", "MSE", "BatchNorm", "LayerNorm
 
 def is_low_precision(dtype):
     """True for the 16-bit floating dtypes autocast computes in."""
-    return dtype in _LOW
+    return dtype == float16 or is_bfloat16(dtype)
 
 
 def is_autocast_enabled(device_type="cuda"):
@@ -72,7 +101,8 @@ def is_autocast_enabled(device_type="cuda"):
 
 
 def get_autocast_dtype(device_type="cuda"):
-    return _state.modes.get(device_type, _DEFAULT_DTYPE.get(device_type))
+    mode = _state.modes.get(device_type)
+    return mode if mode is not None or device_type not in ("cuda", "cpu") else _default_dtype(device_type)
 
 
 def _device_type(device_type):
@@ -91,10 +121,9 @@ class autocast:
 
     def __init__(self, device_type, dtype=None, enabled=True, cache_enabled=True):
         self.device_type = _device_type(device_type)
-        dtype = _DEFAULT_DTYPE[self.device_type] if dtype is None else np.dtype(dtype)
-        if dtype not in _LOW:
-            names = ", ".join(d.name for d in _LOW)
-            raise ValueError(f"autocast: dtype must be one of {names}, got {dtype}")
+        dtype = _default_dtype(self.device_type) if dtype is None else as_dtype(dtype)
+        if not is_low_precision(dtype):
+            raise ValueError(f"autocast: dtype must be one of bfloat16, float16, got {dtype}")
         self.dtype, self.enabled, self.cache_enabled = dtype, bool(enabled), bool(cache_enabled)
 
     def __enter__(self):
@@ -173,11 +202,11 @@ def cast_inputs(fn, inputs):
         if n is not None:
             return tuple(_cast(x, low) if i < n and x.data.dtype == _F32 else x for i, x in enumerate(inputs))
         if name in _FP32:
-            return tuple(_cast(x, _F32) if x.data.dtype in _LOW else x for x in inputs)
+            return tuple(_cast(x, _F32) if is_low_precision(x.data.dtype) else x for x in inputs)
         if len(inputs) > 1:  # promote a 16-bit operand meeting a float32 one
             dtypes = {x.data.dtype for x in inputs}
-            if _F32 in dtypes and dtypes & set(_LOW):
-                return tuple(_cast(x, _F32) if x.data.dtype in _LOW else x for x in inputs)
+            if _F32 in dtypes and any(is_low_precision(d) for d in dtypes):
+                return tuple(_cast(x, _F32) if is_low_precision(x.data.dtype) else x for x in inputs)
         return inputs
     finally:
         st.casting = False

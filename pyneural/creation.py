@@ -4,7 +4,6 @@ eye, and the random ones (randn, rand, randint, randperm) drawn from pyneural.ra
 Floating factories default to float32 (PyTorch's default dtype); ``dtype`` takes any numpy dtype
 or the aliases exported as ``pyneural.float32`` etc.
 """
-import ml_dtypes as _ml_dtypes
 import numpy as np
 
 from pyneural import backend as _backend
@@ -14,7 +13,6 @@ from pyneural.tensor import Tensor, _default_array, wrap
 float32 = np.float32
 float64 = np.float64
 float16 = np.float16
-bfloat16 = _ml_dtypes.bfloat16  # numpy storage through ml_dtypes (2 bytes: float32's top half)
 int64 = np.int64
 int32 = np.int32
 uint8 = np.uint8

@@ -25,7 +25,7 @@ _ndarray = np.ndarray
 
 def is_floating_dtype(dtype):
     """float16/32/64, bfloat16 (ml_dtypes, whose numpy kind is 'V') and complex."""
-    return dtype.kind in "fc" or dtype == _amp.bfloat16
+    return dtype.kind in "fc" or _amp.is_bfloat16(dtype)
 
 
 def get_array_module(x):
@@ -438,7 +438,7 @@ def _default_array(data, dtype=None):
         arr = arr.astype(np.float32)
     elif arr.dtype.kind in "iu" and arr.dtype != np.int64 and not isinstance(data, xp.ndarray):
         arr = arr.astype(np.int64)  # Python ints; a numpy integer array keeps its dtype
-    elif arr.dtype.kind not in "biuf" and arr.dtype != _amp.bfloat16:
+    elif arr.dtype.kind not in "biuf" and not _amp.is_bfloat16(arr.dtype):
         raise TypeError(f"tensor: cannot build a tensor from data of dtype {arr.dtype}")
     return arr
 
@@ -521,7 +521,7 @@ class Tensor:
         return self.data.shape[0]
 
     def is_floating_point(self):
-        return self.data.dtype.kind == "f" or self.data.dtype == _amp.bfloat16
+        return self.data.dtype.kind == "f" or _amp.is_bfloat16(self.data.dtype)
 
     # -- conversion -----------------------------------------------------------------------
     def numpy(self):

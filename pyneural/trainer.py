@@ -34,7 +34,7 @@ from . import functional as F
 from .optim import clip_grad_norm_
 from .tensor import no_grad
 
-_AMP_DTYPES = {"bf16": _amp.bfloat16, "bfloat16": _amp.bfloat16, "fp16": _amp.float16, "float16": _amp.float16}
+_AMP_DTYPES = {"bf16": "bfloat16", "bfloat16": "bfloat16", "fp16": "float16", "float16": "float16"}
 
 
 def _device_type(device):
@@ -67,7 +67,7 @@ class Trainer:
         if hasattr(scheduler, "num_bad_epochs") and scheduler_interval != "epoch":
             raise ValueError("Trainer: ReduceLROnPlateau steps once per epoch on the evaluation loss; use "
                              "scheduler_interval='epoch'")
-        self.amp_dtype = _AMP_DTYPES[amp] if isinstance(amp, str) and amp in _AMP_DTYPES else amp
+        self.amp_dtype = _amp.as_dtype(_AMP_DTYPES[amp]) if isinstance(amp, str) and amp in _AMP_DTYPES else amp
         if self.amp_dtype is not None and not _amp.is_low_precision(np.dtype(self.amp_dtype)):
             raise ValueError(f"Trainer: amp must be None, 'bf16', 'fp16' or a 16-bit float dtype, got {amp!r}")
         # float16 needs dynamic loss scaling; bfloat16 has float32's exponent range and does not

@@ -270,3 +270,30 @@ def test_trainer_steps_reduce_lr_on_plateau_on_the_evaluation_loss():
     assert seen == [s.test_loss for s in trainer.history]
     with pytest.raises(ValueError, match="once per epoch"):
         Trainer(model, opt, scheduler=Recording(opt), scheduler_interval="step")
+
+
+def test_bfloat16_is_imported_on_first_use():
+    """``import pyneural`` leaves ml_dtypes (over a second to import) alone; the first use of
+    pn.bfloat16, autocast on the CPU or a dtype name imports it, and nothing changes for the user."""
+    import subprocess
+    import sys
+
+    from conftest import subprocess_env
+    script = "\n".join([
+        "import sys, numpy as np, pyneural as pn",
+        "assert 'ml_dtypes' not in sys.modules, 'import pyneural imported ml_dtypes'",
+        "x = pn.randn(3, 4)",
+        "assert x.is_floating_point() and not pn.amp.is_low_precision(x.dtype)",
+        "assert 'ml_dtypes' not in sys.modules, 'an fp32 tensor imported ml_dtypes'",
+        "assert pn.amp.as_dtype('bf16') == pn.bfloat16 == pn.amp.bfloat16",
+        "import ml_dtypes",
+        "assert pn.bfloat16 == np.dtype(ml_dtypes.bfloat16)",
+        "y = x.bfloat16()",
+        "assert y.dtype == pn.bfloat16 and y.is_floating_point() and pn.amp.is_low_precision(y.dtype)",
+        "with pn.autocast('cpu'):",
+        "    assert pn.get_autocast_dtype('cpu') == pn.bfloat16",
+        "assert pn.get_autocast_dtype('cuda') == np.float16 and pn.get_autocast_dtype('xla') is None",
+        "print('ok')",
+    ])
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=subprocess_env())
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr

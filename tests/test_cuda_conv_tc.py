@@ -238,7 +238,7 @@ def test_runs_twice_to_the_same_bits(cp, rng, kind, layout):
 def test_every_kernel_the_wrapper_names_exists(cp):
     for kind in PASSES:
         for layout in LAYOUTS:
-            for dtype in conv_tc.OPERAND_DTYPES:
+            for dtype in conv_tc.operand_dtypes():
                 assert conv_tc._kernel(kind, layout, dtype) is not None
 
 

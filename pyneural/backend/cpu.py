@@ -50,7 +50,7 @@ def gemm(a, b, *, trans_a=False, trans_b=False, alpha=1.0, beta=0.0, out=None):
     low = _low_dtype(a, b)
     if low is None:
         return _gemm.gemm(a, b, trans_a=trans_a, trans_b=trans_b, alpha=alpha, beta=beta, out=out)
-    if low == _amp.bfloat16 and _bf16_kernel() and (out is None or out.dtype == _F32):
+    if _amp.is_bfloat16(low) and _bf16_kernel() and (out is None or out.dtype == _F32):
         a, b = (np.ascontiguousarray(to_low(x, low)) for x in (a, b))
         return _gemm.gemm_bf16(a, b, trans_a=trans_a, trans_b=trans_b, alpha=alpha, beta=beta, out=out)
     a, b = _widened(low, a, b)
@@ -91,7 +91,7 @@ def _conv_operands(layout, *arrays):
 def _on_bf16_conv(*arrays):
     """Whether a conv of these operands runs on the bf16 convolution kernel: autocast's bf16 ones, where
     the bf16 GEMM beats the fp32 one. The kernel takes NCHW and channels_last as they are."""
-    return _low_dtype(*arrays) == _amp.bfloat16 and _bf16_kernel()
+    return _amp.is_bfloat16(_low_dtype(*arrays)) and _bf16_kernel()
 
 
 def conv2d_forward(x, w, bias=None, stride=1, padding=0, dilation=1, groups=1, relu=False):

@@ -12,6 +12,8 @@ module. Loading: the kernels are launched through the cached ``cupy.RawModule`` 
 (``_backend``'s, which on the emulated device compiles the same source with g++), as tensor_core.py
 does: the prebuilt pyneural._cuda's launch takes no 16-bit arrays.
 """
+import functools
+
 import numpy as np
 
 from pyneural.cuda import _backend
@@ -31,8 +33,10 @@ _OUT_KIND = {"float32": 0, "bfloat16": 1, "float16": 2}
 _BIAS_DTYPES = (np.float32, np.float16, np.float64)
 
 
-def _operand_dtypes():
-    """bfloat16 (where ml_dtypes provides it: a CuPy without it holds no bfloat16 arrays) and float16."""
+@functools.cache
+def operand_dtypes():
+    """bfloat16 (where ml_dtypes provides it: a CuPy without it holds no bfloat16 arrays) and float16.
+    Asked at the first call, not at import: importing ml_dtypes takes over a second."""
     try:
         import ml_dtypes
     except ImportError:
@@ -40,12 +44,9 @@ def _operand_dtypes():
     return (ml_dtypes.bfloat16, np.float16)
 
 
-OPERAND_DTYPES = _operand_dtypes()
-
-
 # ---- argument checks ---------------------------------------------------------------------------
 def _check_operand(fn, name, a):
-    check_array(fn, name, a, ndim=4, dtypes=OPERAND_DTYPES, on="cuda")
+    check_array(fn, name, a, ndim=4, dtypes=operand_dtypes(), on="cuda")
     if a.size > INT32_MAX:
         raise ValueError(f"{fn}: {name} {a.shape} has {a.size} elements; the kernels index with 32 bits (< 2^31)")
     return a
@@ -137,7 +138,7 @@ def conv2d_forward(x, w, bias=None, stride=1, padding=0, dilation=1, groups=1, r
     dims, y_shape = _geometry(fn, x.shape, w.shape, stride, padding, dilation, groups, layout)
     _check_grid(fn, dims)
     if bias is not None:
-        check_vector(fn, "bias", bias, dims["OC"], dtypes=_BIAS_DTYPES + OPERAND_DTYPES, on="cuda")
+        check_vector(fn, "bias", bias, dims["OC"], dtypes=_BIAS_DTYPES + operand_dtypes(), on="cuda")
         bias = _backend.cupy().ascontiguousarray(bias, dtype=np.float32)
     y = _output(fn, out, out_dtype, y_shape, dtype)
     _launch("fwd", layout, dtype, dims, x, w, bias, y, relu=relu)

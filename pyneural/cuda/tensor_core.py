@@ -17,6 +17,7 @@ what they need: 16-bit array arguments in the native path, a 128-byte by-value t
 dynamic shared memory above 48 KB, and an ``sm_90a`` NVRTC target for the wgmma file.
 """
 import ctypes
+import functools
 import hashlib
 import os
 from pathlib import Path
@@ -51,9 +52,11 @@ def _cupy():
 
 
 # ---- argument checks ---------------------------------------------------------------------------
+@functools.cache
 def _input_dtypes():
     """The dtypes the kernels take, bfloat16 first where ml_dtypes provides it (a CuPy without it
-    cannot hold bfloat16 arrays either)."""
+    cannot hold bfloat16 arrays either). Asked at the first call, not at import: importing
+    ml_dtypes takes over a second."""
     try:
         import ml_dtypes
     except ImportError:
@@ -61,11 +64,8 @@ def _input_dtypes():
     return (ml_dtypes.bfloat16, np.float16, np.float32)
 
 
-_INPUT_DTYPES = _input_dtypes()
-
-
 def _check_matrix(name, x):
-    return check_array(_FN, name, x, ndim=2, dtypes=_INPUT_DTYPES, on="cuda")
+    return check_array(_FN, name, x, ndim=2, dtypes=_input_dtypes(), on="cuda")
 
 
 def _plan(a, b, trans_a, trans_b, bias, activation, out_dtype, out):
@@ -93,7 +93,7 @@ def _plan(a, b, trans_a, trans_b, bias, activation, out_dtype, out):
     if out_dtype.name not in allowed:
         raise TypeError(f"{_FN}: out_dtype must be one of {sorted(allowed)} for {a.dtype} inputs, got {out_dtype}")
     if bias is not None:
-        check_array(_FN, "bias", bias, ndim=1, dtypes=_INPUT_DTYPES, on="cuda")
+        check_array(_FN, "bias", bias, ndim=1, dtypes=_input_dtypes(), on="cuda")
         if bias.shape != (N,):
             raise ValueError(f"{_FN}: bias must have shape ({N},) to match N, got {bias.shape}")
     if out is not None and (out.shape != (M, N) or out.dtype != out_dtype):
