@@ -272,7 +272,7 @@ def test_trainer_steps_reduce_lr_on_plateau_on_the_evaluation_loss():
         Trainer(model, opt, scheduler=Recording(opt), scheduler_interval="step")
 
 
-def test_bfloat16_is_imported_on_first_use():
+def test_bfloat16_is_imported_on_first_use(tmp_path):
     """``import pyneural`` leaves ml_dtypes (over a second to import) alone; the first use of
     pn.bfloat16, autocast on the CPU or a dtype name imports it, and nothing changes for the user."""
     import subprocess
@@ -295,5 +295,6 @@ def test_bfloat16_is_imported_on_first_use():
         "assert pn.get_autocast_dtype('cuda') == np.float16 and pn.get_autocast_dtype('xla') is None",
         "print('ok')",
     ])
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=subprocess_env())
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=subprocess_env(),
+                         cwd=tmp_path)  # outside the checkout: the installed package, not the source tree
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
