@@ -78,10 +78,12 @@ class _State(threading.local):
 _state = _State()
 
 
-
 def _default_dtype(device_type):
-    """PyTorch's defaults per device type: float16 on "cuda", bfloat16 on "cpu"."""
-    return float16 if device_type == "cuda" else bfloat16_dtype()
+    """PyTorch's defaults per device type: float16 on "cuda", bfloat16 on "cpu", None elsewhere."""
+    if device_type == "cuda":
+        return float16
+    return bfloat16_dtype() if device_type == "cpu" else None
+
 
 # Op policy, by Function class name -> number of leading tensor inputs that are cast (the rest,
 # e.g. a bias, are added in fp32 to the fp32 result).
@@ -102,7 +104,7 @@ def is_autocast_enabled(device_type="cuda"):
 
 def get_autocast_dtype(device_type="cuda"):
     mode = _state.modes.get(device_type)
-    return mode if mode is not None or device_type not in ("cuda", "cpu") else _default_dtype(device_type)
+    return mode if mode is not None else _default_dtype(device_type)
 
 
 def _device_type(device_type):
