@@ -46,6 +46,10 @@ CASES = {
     "small-images-batch": _case(37, 3, 6, 5, 7, 3, 3, 1, 1),
     # K = 70*9 > the GEMM's K block, Ho*Wo = 2601 > its N panel and several packer chunks.
     "deep-and-wide": _case(2, 70, 51, 51, 17, 3, 3, 1, 1),
+    # Backward-data's weight transpose (conv_tasks.h) in its 8 x 8 tiles of channels: 91 x 83 x 9
+    # weights take the threaded path, and 21 -> 19 channels per group end in partial tiles.
+    "many-channels": _case(2, 91, 6, 7, 83, 3, 3, 1, 1),
+    "groups2-s2-partial-tiles": _case(2, 42, 7, 9, 38, 3, 3, 2, 1, 1, 2),
 }
 
 

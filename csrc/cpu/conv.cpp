@@ -56,6 +56,7 @@
 #include <algorithm>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <vector>
 
 #include "common/check.h"
@@ -213,7 +214,7 @@ namespace {
 struct DataPhase {
   int64_t rh, rw, Ha, Wb;
   Im2colGrid grid;            // over dy; rows (co, tap h, tap w)
-  std::vector<float> weight;  // per group: (C/g) x (Co/g * taps) = W_phase^T, the GEMM's A
+  std::unique_ptr<float[]> weight;  // per group: (C/g) x (Co/g * taps) = W_phase^T, the GEMM's A
 
   int64_t K() const { return grid.rows(); }
   int64_t pixels() const { return Ha * Wb; }
@@ -229,16 +230,9 @@ std::vector<DataPhase> data_phases(const Conv2dShape& s, const float* w) {
       phase_taps(rw, s.sw, s.pw, s.dw, s.kw, tw, ow);
       const int64_t Ha = (s.H - rh + s.sh - 1) / s.sh, Wb = (s.W - rw + s.sw - 1) / s.sw;
       Im2colGrid grid(s.Co * s.Ho * s.Wo, Cog, s.Ho, s.Wo, Ha, Wb, 1, 1, oh, ow);
-      const int64_t nth = static_cast<int64_t>(th.size()), ntw = static_cast<int64_t>(tw.size());
-      const int64_t K = Cog * nth * ntw;
-      std::vector<float> wt(s.groups * Cg * K);
-      for (int64_t g = 0; g < s.groups; ++g)
-        for (int64_t c = 0; c < Cg; ++c)
-          for (int64_t co = 0; co < Cog; ++co)
-            for (int64_t i = 0; i < nth; ++i)
-              for (int64_t j = 0; j < ntw; ++j)
-                wt[((g * Cg + c) * Cog + co) * nth * ntw + i * ntw + j] =
-                    w[(((g * Cog + co) * Cg + c) * s.kh + th[i]) * s.kw + tw[j]];
+      // Not value-initialised: every element is written (megabytes for the deep layers).
+      std::unique_ptr<float[]> wt(new float[s.groups * Cg * Cog * th.size() * tw.size()]);
+      transpose_phase_weight(s, w, th, tw, /*taps_major=*/false, wt.get());
       phases.push_back(DataPhase{rh, rw, Ha, Wb, std::move(grid), std::move(wt)});
     }
   return phases;
@@ -270,7 +264,7 @@ void conv2d_backward_data(const Conv2dShape& s, const float* dy, const float* w,
       for (int64_t c = 0; c < Cg; ++c) std::fill(out + c * ldc, out + c * ldc + cols, 0.f);
       return;
     }
-    const DenseA a(ph.weight.data() + g * Cg * K, K, 1);
+    const DenseA a(ph.weight.get() + g * Cg * K, K, 1);
     if (nb == 1 && ph.grid.is_identity())
       gemm_packed(Cg, cols, K, 1.f, a, DenseB(dy + (n0 * s.Co + g * Cog) * P, cols, 1), 0.f, out, ldc);
     else

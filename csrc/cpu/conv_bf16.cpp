@@ -45,6 +45,7 @@
 
 #include <algorithm>
 #include <exception>
+#include <memory>
 #include <vector>
 
 #include "common/check.h"
@@ -263,7 +264,7 @@ namespace {
 struct DataPhase {
   int64_t rh, rw, Ha, Wb;
   std::vector<int64_t> th, tw, dy_h, dy_w;
-  std::vector<uint16_t> weight;  // per group: (C/g) x K_phase = W_phase^T, features in dy's order
+  std::unique_ptr<uint16_t[]> weight;  // per group: (C/g) x K_phase = W_phase^T, features in dy's order
 
   int64_t taps() const { return static_cast<int64_t>(th.size() * tw.size()); }
 };
@@ -276,16 +277,8 @@ std::vector<DataPhase> data_phases(const Conv2dShape& s, ConvLayout layout, cons
       DataPhase ph{rh, rw, (s.H - rh + s.sh - 1) / s.sh, (s.W - rw + s.sw - 1) / s.sw, {}, {}, {}, {}, {}};
       phase_taps(rh, s.sh, s.ph, s.dh, s.kh, ph.th, ph.dy_h);
       phase_taps(rw, s.sw, s.pw, s.dw, s.kw, ph.tw, ph.dy_w);
-      const int64_t ntw = static_cast<int64_t>(ph.tw.size()), T = ph.taps(), Kp = Cog * T;
-      ph.weight.resize(s.groups * Cg * Kp);
-      for (int64_t g = 0; g < s.groups; ++g)
-        for (int64_t c = 0; c < Cg; ++c)
-          for (int64_t co = 0; co < Cog; ++co)
-            for (int64_t t = 0; t < T; ++t) {
-              const int64_t f = layout == ConvLayout::nchw ? co * T + t : t * Cog + co;
-              ph.weight[(g * Cg + c) * Kp + f] =
-                  w[(((g * Cog + co) * Cg + c) * s.kh + ph.th[t / ntw]) * s.kw + ph.tw[t % ntw]];
-            }
+      ph.weight.reset(new uint16_t[s.groups * Cg * Cog * ph.taps()]);  // every element is written
+      transpose_phase_weight(s, w, ph.th, ph.tw, /*taps_major=*/layout == ConvLayout::nhwc, ph.weight.get());
       phases.push_back(std::move(ph));
     }
   return phases;
@@ -322,7 +315,7 @@ void conv2d_bf16_backward_data(const Conv2dShape& s, ConvLayout layout, const ui
         Bf16GemmArgs args = unit_stride ? product(Cg, pixels, Kp, element(dx, dx_bf16, (n * s.C + g * Cg) * HW), HW,
                                                   dx_bf16)
                                         : product(Cg, pixels, Kp, buf, pixels, false);
-        args.a = ph.weight.data() + g * Cg * Kp;
+        args.a = ph.weight.get() + g * Cg * Kp;
         args.lda = Kp;
         gemm_bf16_from_sources(args, nullptr, &b_source, isa);
         if (unit_stride) continue;
@@ -345,7 +338,7 @@ void conv2d_bf16_backward_data(const Conv2dShape& s, ConvLayout layout, const ui
       const Bf16OperandSource a_source = a.source();
       Bf16GemmArgs args = unit_stride ? product(rows, Cg, Kp, element(dx, dx_bf16, g * Cg), s.C, dx_bf16)
                                       : product(rows, Cg, Kp, buffer.data(), Cg, false);
-      args.b = ph.weight.data() + g * Cg * Kp;
+      args.b = ph.weight.get() + g * Cg * Kp;
       args.ldb = Kp;
       args.trans_b = true;
       gemm_bf16_from_sources(args, &a_source, nullptr, isa);
