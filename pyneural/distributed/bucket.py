@@ -288,14 +288,15 @@ class GradReducer:
         if self.finished:
             return
         self.finish_started_at = time.perf_counter()
-        for bucket in self.buckets[self._next_launch:]:
-            for k, slot in enumerate(bucket.slots):
-                if not bucket.filled[k]:
-                    value = fill(slot.index) if fill is not None else None
-                    bucket.slot_view(slot)[...] = 0 if value is None else value
-                    bucket.filled[k] = True
-                    bucket.ready += 1
-        self._full = len(self.buckets)
+        if not self.all_ready:  # some parameters got no gradient (a walk over every slot: not per step)
+            for bucket in self.buckets[self._next_launch:]:
+                for k, slot in enumerate(bucket.slots):
+                    if not bucket.filled[k]:
+                        value = fill(slot.index) if fill is not None else None
+                        bucket.slot_view(slot)[...] = 0 if value is None else value
+                        bucket.filled[k] = True
+                        bucket.ready += 1
+            self._full = len(self.buckets)
         watchdog = self.world.watchdog
         self._launch_in_order(keep_last=watchdog.bounds_blocking_calls)
         in_flight, self._in_flight = self._in_flight, []

@@ -3,13 +3,15 @@
 MPI has no timed wait, and a collective that one rank never joins blocks the others forever.
 The watchdog bounds every wait pyneural.distributed makes, and it can say *who* is missing:
 
-Arrival notes. Collectives on a communicator are matched by call order, so numbering them
-(``seq`` 1, 2, 3, ... identically on every rank) names each one. Right before it starts
-collective ``seq``, a rank sends a tiny note carrying ``seq`` to every peer, on a duplicate of the
-communicator (its own context: a note can never match a training message). A rank that times
-out on ``seq`` reads the notes that reached it: a peer whose latest note is below ``seq`` had not
-arrived. Notes are eager 8-byte messages, N-1 per collective; ``drain()`` receives the backlog once
-per training step so it never grows.
+Arrival. Collectives on a communicator are matched by call order, so numbering them (``seq``
+1, 2, 3, ... identically on every rank) names each one. A rank that times out on ``seq`` needs each
+peer's latest number: a peer below ``seq`` had not arrived. With the liveness probes below, the
+replies carry it. Without them (no ``MPI_THREAD_MULTIPLE``), a rank sends, right before it starts
+collective ``seq``, a tiny note carrying ``seq`` to every peer, on a duplicate of the communicator
+(its own context: a note can never match a training message), and the rank that times out reads
+the notes that reached it. Notes are eager 8-byte messages, N-1 per collective; ``drain()``
+receives the backlog once per training step so it never grows. With the probes no note is sent:
+over TCP a note costs about 25 us per collective, 7% of a 1 MiB allreduce on this machine.
 
 Timed waits. With ``MPI_THREAD_MULTIPLE`` (mpi4py's default request; Open MPI and MPICH grant
 it) the caller blocks in ``MPI_Waitany`` at full speed, progressing the transfer inside MPI,
@@ -29,7 +31,8 @@ liveness probes on the notes communicator: a rank whose wait has lasted one peri
 peers every period, each live peer's thread replies with its latest collective number (a
 progress counter that refreshes the arrival notes). A stopped process stops all its threads, so
 a peer that sent nothing during the second half of the wait is named, with its host and pid, as
-not responding; a peer that replies is running, just not in this collective. Nothing is sent
+not responding; a peer that replies is running, just not in this collective. (Whether a stopped
+peer had arrived is not known without notes, so it is only named as not responding.) Nothing is sent
 while waits stay shorter than one period (``timeout/20``, 0.05 to 1 s). Host names and pids are
 gathered once, when the watchdog is built. A rank that dies outright is normally reported by the
 launcher first (``mpirun`` notices the exit and ends the job); one it misses looks stopped. Time
@@ -150,6 +153,8 @@ class Watchdog:
         self._probe_sends = []
         self._heard = np.empty(1, dtype=np.int64)
         self._liveness_error = None
+        # Arrival notes only where no probe reply can tell a peer's collective number.
+        self._send_arrivals = self._notes is not None and not self.liveness
         if self.liveness:
             self._start_thread()
 
@@ -162,7 +167,7 @@ class Watchdog:
         """Call right before starting a collective; returns its sequence number."""
         self.seq += 1
         self.last_seen[self.rank] = self.seq
-        if self._notes is not None:
+        if self._send_arrivals:
             note = np.array([self.seq], dtype=np.int64)
             with self._lock:
                 for peer in range(self.size):
@@ -173,7 +178,7 @@ class Watchdog:
 
     def drain(self):
         """Receive the arrival notes that have come in and retire our completed note sends."""
-        if self._notes is None:
+        if not self._send_arrivals:
             return
         MPI = self.MPI
         with self._lock:
@@ -340,6 +345,8 @@ class Watchdog:
                                  f"{self.timeout:g} s on rank {me}; aborting the job."] + liveness_lines))
         self.drain()
         missing = [r for r in range(self.size) if self.last_seen[r] < seq]
+        if not self._send_arrivals and silent:  # a stopped peer's number is as old as its last reply
+            missing = [r for r in missing if r not in silent]
         lines = [f"pyneural.distributed: timeout: {what} (collective #{seq}) did not complete within "
                  f"{self.timeout:g} s on rank {me}; aborting the job."] + liveness_lines
         if missing:
