@@ -153,14 +153,42 @@ def test_team_not_adaptive_is_always_full(two_threads):
 
 
 def test_probe_on_time_clears_the_history(two_threads):
-    """A region run by a full team whose helper arrives on time while shrunk: the machine is free."""
+    """A full-team region on time while shrunk (a probe): the machine is free, the history clears."""
     _C.set_team_late_history(0xFFFF)
-    a = np.ones((300, 300), np.float32)
-    for _ in range(200):  # some of these are probes; on this (any) machine most helpers are on time
+    _C.team_record_region(False)
+    assert _C.team_late_history() == 0
+
+
+def test_late_probe_keeps_the_team_shrunk(two_threads):
+    _C.set_team_late_history(0b1011)
+    _C.team_record_region(True)
+    assert _C.team_late_history() == 0b10111
+
+
+def test_big_region_on_time_does_not_clear_the_history(two_threads):
+    """A big region gets the full team while shrunk anyway; its being on time says nothing."""
+    _C.set_team_late_history(0xFFFF)
+    _C.team_record_region(False, 5e6)
+    assert _C.team_late_history() == 0xFFFE
+
+
+def test_quiet_history_shifts_in_each_region(two_threads):
+    _C.set_team_late_history(0)
+    _C.team_record_region(True)
+    _C.team_record_region(False)
+    assert _C.team_late_history() == 0b10
+
+
+def test_a_probing_gemm_books_its_region(two_threads):
+    """A small GEMM run while shrunk books its probe region: whether its helper was on time (the
+    history clears) or late (a 1 shifts in) depends on the machine, but one of the two happens."""
+    _C.set_team_late_history(0x5555)
+    a = np.ones((300, 300), np.float32)  # 54 MFLOP: under the 2 ms big-region bound
+    for _ in range(2 * 32):  # every 32nd region while shrunk is a probe
         gemm(a, a)
-        if _C.team_late_history() == 0:
+        if _C.team_late_history() != 0x5555:
             break
-    assert _C.team_late_history() != 0xFFFF
+    assert _C.team_late_history() in (0, 0xAAAB)
 
 
 # ---- the same bits from any team ---------------------------------------------------------------

@@ -12,6 +12,9 @@ void bind_parallel(py::module_& m) {
   m.def("team_region_late", [](int64_t lost_ns, int64_t wall_ns) { return team_detail::region_late(lost_ns, wall_ns); },
         py::arg("lost_ns"), py::arg("wall_ns"),
         "Whether a region of wall_ns that lost lost_ns to a late helper counts as late.");
+  m.def("team_record_region", [](bool late, double work_ns) { team_detail::record_region(late, work_ns); },
+        py::arg("late"), py::arg("work_ns") = 0.0,
+        "Book one full-team region into the late history, as a timed region does (tests).");
   m.def("team_adaptive", [] { return team_adaptive(); }, "Whether the team shrinks on a loaded machine.");
   m.def("set_team_adaptive", [](bool on) { set_team_adaptive(on); }, py::arg("on"),
         "Turn the shrinking on or off (off: every region gets omp_get_max_threads()).");

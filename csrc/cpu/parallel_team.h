@@ -70,6 +70,15 @@ inline bool region_late(int64_t lost_ns, int64_t wall_ns) {
 
 inline bool loaded() { return __builtin_popcount(late_history.load(std::memory_order_relaxed)) >= kLateToShrink; }
 
+// Book one full-team region into the history. A probe (full team while shrunk) whose helpers came
+// on time: the machine is free again. A big region runs on the full team anyway, so its being on
+// time says nothing about small ones.
+inline void record_region(bool late, double work_ns) {
+  if (!late && loaded() && work_ns < kBigRegionNs) return late_history.store(0, std::memory_order_relaxed);
+  const uint32_t history = late_history.load(std::memory_order_relaxed);
+  late_history.store((history << 1 | (late ? 1u : 0u)) & 0xffffu, std::memory_order_relaxed);
+}
+
 }  // namespace team_detail
 
 // Threads for the next parallel region started by this thread: omp_get_max_threads(), or 1 while
@@ -110,12 +119,7 @@ class RegionClock {
     if (team <= 1) return;
     const int64_t end = now_ns();
     const int64_t lost = worst_.load(std::memory_order_relaxed) + (end - master_done_);
-    const bool late = region_late(lost, end - start_);
-    // A probe (full team while shrunk) whose helpers came on time: the machine is free again. A big
-    // region runs on the full team anyway, so its being on time says nothing about small ones.
-    if (!late && loaded() && work_ns < kBigRegionNs) return late_history.store(0, std::memory_order_relaxed);
-    const uint32_t history = late_history.load(std::memory_order_relaxed);
-    late_history.store((history << 1 | (late ? 1u : 0u)) & 0xffffu, std::memory_order_relaxed);
+    record_region(region_late(lost, end - start_), work_ns);
   }
 
  private:
