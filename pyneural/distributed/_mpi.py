@@ -21,9 +21,11 @@ OPEN_MPI_DEFAULTS = {"OMPI_MCA_coll_libnbc_iallreduce_algorithm": "3", "OMPI_MCA
 
 def import_mpi():
     """``mpi4py.MPI``, or an ImportError that says how to get it."""
-    if "mpi4py.MPI" not in sys.modules:
-        for key, value in OPEN_MPI_DEFAULTS.items():
-            os.environ.setdefault(key, value)
+    MPI = sys.modules.get("mpi4py.MPI")
+    if MPI is not None:  # the per-collective path: a dict lookup
+        return MPI
+    for key, value in OPEN_MPI_DEFAULTS.items():
+        os.environ.setdefault(key, value)
     try:
         from mpi4py import MPI
     except ImportError as e:

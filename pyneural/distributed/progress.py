@@ -46,6 +46,8 @@ class ProgressThread:
 
     def take_all(self):
         """Stop driving every bucket not yet finished and return them (in launch order)."""
+        if not self._active:  # only add() (this same caller) makes it non-empty: nothing to take
+            return []
         with self._lock:
             active, self._active = self._active, []
             self._work.clear()
