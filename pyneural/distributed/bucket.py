@@ -43,7 +43,7 @@ import numpy as np
 from ._mpi import import_mpi
 from .compress import bf16_sum_op, decode_bf16, encode_bf16
 from .progress import ProgressThread
-from .transport import array_module, make_wire
+from .transport import HostWire, array_module, make_wire
 
 # Receiving the watchdog's arrival notes every few steps keeps their backlog at a few hundred
 # 8-byte messages while costing the latency-bound small-bucket case almost nothing.
@@ -81,6 +81,13 @@ class Bucket:
         send = self.data if self.packed is None else self.packed
         self.wire = make_wire(send, device_direct and (deterministic or not compress))
         self.gathered = None
+        self._collective = None  # (args, start, run), built at the first launch: the wire buffer is fixed
+        # A device bucket's wire is synchronised or staged before every launch, and the result of
+        # a device, compressed or deterministic bucket needs work after the collective; a host
+        # fp32 allreduce needs neither (its wire is the bucket, and MPI leaves the sum in place).
+        self.on_device = type(self.wire) is not HostWire
+        self.needs_complete = deterministic or compress is not None or self.on_device
+        self.step = None
         self.reset()
 
     def reset(self):
@@ -110,25 +117,36 @@ class Bucket:
     def launch(self, step, blocking=False):
         """Start this bucket's collective; its buffers must not be touched until it completes.
         ``blocking``: run it to completion now (under the watchdog) instead."""
-        MPI = import_mpi()
         if self.packed is not None:
             encode_bf16(self.data, self.packed)
-        buf = self.wire.to_wire()
-        comm, watchdog = self.world.comm, self.world.watchdog
-        seq = watchdog.arrive()
+        if self._collective is None:
+            self._collective = self._plan_collective(self.wire.to_wire())
+        elif self.on_device:
+            self.wire.to_wire()
+        args, start, run = self._collective
+        self.step = step
+        seq = self.world.watchdog.arrive()
+        self.launched_at = time.perf_counter()
+        if blocking:
+            self.done_at = self.world.watchdog.run_blocking(run, args, seq, self.describe_now)
+        else:
+            self.pending = (start(*args), seq, self.describe_now)
+
+    def _plan_collective(self, buf):
+        """``(args, start, run)``: the arguments, the non-blocking and the blocking call. Built
+        once: every wire hands MPI the same buffer on every launch."""
+        MPI, comm = import_mpi(), self.world.comm
         if self.deterministic:
             if self.gathered is None:
                 self.gathered = array_module(buf).empty((self.world.size, buf.size), dtype=buf.dtype)
-            args, start, run = (buf, self.gathered), comm.Iallgather, comm.Allgather
-        elif self.packed is not None:
-            args, start, run = (MPI.IN_PLACE, [buf, MPI.UINT16_T], bf16_sum_op()), comm.Iallreduce, comm.Allreduce
-        else:
-            args, start, run = (MPI.IN_PLACE, buf, MPI.SUM), comm.Iallreduce, comm.Allreduce
-        self.launched_at = time.perf_counter()
-        if blocking:
-            self.done_at = watchdog.run_blocking(lambda: run(*args), seq, lambda: self.describe(step))
-        else:
-            self.pending = (start(*args), seq, lambda: self.describe(step))
+            return (buf, self.gathered), comm.Iallgather, comm.Allgather
+        if self.packed is not None:
+            return (MPI.IN_PLACE, [buf, MPI.UINT16_T], bf16_sum_op()), comm.Iallreduce, comm.Allreduce
+        return (MPI.IN_PLACE, buf, MPI.SUM), comm.Iallreduce, comm.Allreduce
+
+    def describe_now(self):
+        """``describe`` for the step of the latest launch (the timeout report's wording)."""
+        return self.describe(self.step)
 
     def complete(self):
         """After the collective: leave the sum over ranks, in the bucket's dtype, in ``data``."""
@@ -189,6 +207,7 @@ class GradReducer:
             plan[2] += array.size
         self.buckets = [Bucket(i, dtype, slots, xp, world, compress, deterministic, device_direct)
                         for i, (dtype, (xp, slots, _)) in enumerate(plans)]
+        self._completing = [b for b in self.buckets if b.needs_complete]
         for bucket in self.buckets:
             for k, slot in enumerate(bucket.slots):
                 self.slot_of[slot.index] = (bucket, k)
@@ -197,6 +216,7 @@ class GradReducer:
         self._next_launch = 0
         self._in_flight = []
         self._progress = None  # the ProgressThread, created at the first launch when MPI allows
+        self._progress_allowed = None  # MPI_THREAD_MULTIPLE granted (asked once, at the first launch)
         self.finished = False
         self.finish_started_at = self.finished_at = None
 
@@ -204,7 +224,7 @@ class GradReducer:
     def begin(self):
         """Start a new round. Refuses while the previous one is half done: some parameter got
         no gradient, and reducing now would mismatch the other ranks' collectives."""
-        if self.started and not self.finished:
+        if not self.finished and self.started:
             missing = [s.name for b in self.buckets for k, s in enumerate(b.slots) if not b.filled[k]]
             raise RuntimeError(
                 "DistributedDataParallel: the previous backward produced no gradient for "
@@ -252,11 +272,14 @@ class GradReducer:
     def _launch_in_order(self, keep_last=False):
         """Launch the full buckets that follow the launched ones; ``keep_last``: not the last
         bucket (``finish`` runs it blocking)."""
-        if self._progress is None and not self._in_flight:
-            MPI = import_mpi()
-            if MPI.Query_thread() >= MPI.THREAD_MULTIPLE:
-                self._progress = ProgressThread()
         end = len(self.buckets) - 1 if keep_last else len(self.buckets)
+        if self._next_launch >= end:
+            return
+        if self._progress_allowed is None:
+            MPI = import_mpi()
+            self._progress_allowed = MPI.Query_thread() >= MPI.THREAD_MULTIPLE
+        if self._progress is None and self._progress_allowed:
+            self._progress = ProgressThread()
         while self._next_launch < end:
             bucket = self.buckets[self._next_launch]
             if bucket.ready < len(bucket.slots):
@@ -288,7 +311,7 @@ class GradReducer:
         if self.finished:
             return
         self.finish_started_at = time.perf_counter()
-        if not self.all_ready:  # some parameters got no gradient (a walk over every slot: not per step)
+        if self._full != len(self.buckets):  # some parameters got no gradient (a walk over every slot: not per step)
             for bucket in self.buckets[self._next_launch:]:
                 for k, slot in enumerate(bucket.slots):
                     if not bucket.filled[k]:
@@ -302,13 +325,14 @@ class GradReducer:
         in_flight, self._in_flight = self._in_flight, []
         if self._progress is not None:
             in_flight += self._progress.take_all()
-        for bucket, done_at in zip(in_flight, watchdog.wait([b.pending for b in in_flight])):
-            bucket.done_at = done_at
-        if not self.all_launched:
+        if in_flight:
+            for bucket, done_at in zip(in_flight, watchdog.wait([b.pending for b in in_flight])):
+                bucket.done_at = done_at
+        if self._next_launch < len(self.buckets):
             self.buckets[-1].launch(self.step, blocking=True)
             self._next_launch += 1
         self.finished_at = time.perf_counter()
-        for bucket in self.buckets:
+        for bucket in self._completing:
             bucket.complete()
         self.finished = True
         if self.step % DRAIN_EVERY == 0:

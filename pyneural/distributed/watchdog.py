@@ -95,6 +95,7 @@ def _gather_peers(comm, MPI):
 
 class _Watch:
     """One timed wait: what is pending, when each finished, and the deadline."""
+    __slots__ = ("pending", "done_at", "deadline", "started", "last_tick")
 
     def __init__(self, pending, deadline):
         self.pending = pending
@@ -228,18 +229,23 @@ class Watchdog:
         """Whether ``run_blocking`` can enforce the timeout (it needs the watchdog thread)."""
         return self.timeout is None or self._threaded
 
-    def run_blocking(self, call, seq, what):
-        """Run ``call()``, a blocking collective, under the deadline (the watchdog thread
+    def run_blocking(self, call, args, seq, what):
+        """Run ``call(*args)``, a blocking collective, under the deadline (the watchdog thread
         aborts the job if it has not returned in time); returns the ``perf_counter`` at its end.
-        Requires ``bounds_blocking_calls``."""
-        if not self.bounds_blocking_calls:
+        Requires ``bounds_blocking_calls``. This is the last bucket's path, once per training
+        step, so it builds nothing when there is no deadline and only the watch when there is."""
+        if self.timeout is None:
+            call(*args)
+            return time.perf_counter()
+        if not self._threaded:
             raise RuntimeError("Watchdog.run_blocking: a timeout on a blocking call needs MPI_THREAD_MULTIPLE")
-        watch = _Watch([(None, seq, what)], None if self.timeout is None else time.monotonic() + self.timeout)
-        self._watch_start(watch)
+        self._watch = _Watch([(None, seq, what)], time.monotonic() + self.timeout)
+        if self._thread is None:
+            self._start_thread()
         try:
-            call()
+            call(*args)
         finally:
-            self._watch_stop()
+            self._watch = None
         return time.perf_counter()
 
     def _watch_start(self, watch):
