@@ -55,18 +55,48 @@ Conv2dShape shape_from(const std::vector<int64_t>& xa, const std::vector<int64_t
                            padding.first, padding.second, dilation.first, dilation.second, groups);
 }
 
+// The arrays of one pass: two inputs and the output it writes in place. Construction makes the
+// checks that need no shape (float32, four dimensions, inputs first); `check_grid` the ones that do:
+// the array on the output grid (y, or dy) against the shape the others imply, and the output
+// sharing no memory with either input.
+class PassArrays {
+ public:
+  PassArrays(const char* fn, const py::array& a, const char* a_name, const py::array& b, const char* b_name,
+             py::array& out, const char* out_name)
+      : fn_(fn), a_(a), b_(b), out_(out), a_name_(a_name), b_name_(b_name), out_name_(out_name) {
+    a_ptr = data_ptr<float>(a, name(a_name).c_str());
+    b_ptr = data_ptr<float>(b, name(b_name).c_str());
+    out_ptr = mutable_data_ptr<float>(out, name(out_name).c_str());
+    check_ndim(a, name(a_name).c_str(), 4);
+    check_ndim(b, name(b_name).c_str(), 4);
+    check_ndim(out, name(out_name).c_str(), 4);
+  }
+
+  void check_grid(const py::array& grid, const char* grid_name, const Conv2dShape& s, bool nhwc) const {
+    check_shape(grid, name(grid_name).c_str(), in_layout(s.N, s.Co, s.Ho, s.Wo, nhwc));
+    check_disjoint(out_, name(out_name_).c_str(), a_, a_name_);
+    check_disjoint(out_, name(out_name_).c_str(), b_, b_name_);
+  }
+
+  std::string name(const char* array) const { return std::string(fn_) + ": " + array; }
+
+  const float* a_ptr;
+  const float* b_ptr;
+  float* out_ptr;
+
+ private:
+  const char* fn_;
+  const py::array& a_;
+  const py::array& b_;
+  py::array& out_;
+  const char *a_name_, *b_name_, *out_name_;
+};
+
 void forward(const py::array& x, const py::array& w, const std::optional<py::array>& bias, py::array& y, Pair stride,
              Pair padding, Pair dilation, int64_t groups, bool relu, const std::string& parallel, bool nhwc) {
-  const float* xp = data_ptr<float>(x, "conv2d_forward: x");
-  const float* wp = data_ptr<float>(w, "conv2d_forward: w");
-  float* yp = mutable_data_ptr<float>(y, "conv2d_forward: y");
-  check_ndim(x, "conv2d_forward: x", 4);
-  check_ndim(w, "conv2d_forward: w", 4);
-  check_ndim(y, "conv2d_forward: y", 4);
+  const PassArrays pass("conv2d_forward", x, "x", w, "w", y, "y");
   const Conv2dShape s = shape_from(shape_of(x), shape_of(w), stride, padding, dilation, groups, nhwc);
-  check_shape(y, "conv2d_forward: y", in_layout(s.N, s.Co, s.Ho, s.Wo, nhwc));
-  check_disjoint(y, "conv2d_forward: y", x, "x");
-  check_disjoint(y, "conv2d_forward: y", w, "w");
+  pass.check_grid(y, "y", s, nhwc);
   const float* bp = nullptr;
   if (bias) {
     bp = data_ptr<float>(*bias, "conv2d_forward: bias");
@@ -75,41 +105,27 @@ void forward(const py::array& x, const py::array& w, const std::optional<py::arr
   }
   const ConvParallel par = conv_parallel_from_name(parallel.c_str());
   py::gil_scoped_release release;
-  (nhwc ? conv2d_forward_nhwc : conv2d_forward)(s, xp, wp, bp, relu, yp, par);
+  (nhwc ? conv2d_forward_nhwc : conv2d_forward)(s, pass.a_ptr, pass.b_ptr, bp, relu, pass.out_ptr, par);
 }
 
 void backward_data(const py::array& dy, const py::array& w, py::array& dx, Pair stride, Pair padding, Pair dilation,
                    int64_t groups, const std::string& parallel, bool nhwc) {
-  const float* dyp = data_ptr<float>(dy, "conv2d_backward_data: dy");
-  const float* wp = data_ptr<float>(w, "conv2d_backward_data: w");
-  float* dxp = mutable_data_ptr<float>(dx, "conv2d_backward_data: dx");
-  check_ndim(dy, "conv2d_backward_data: dy", 4);
-  check_ndim(w, "conv2d_backward_data: w", 4);
-  check_ndim(dx, "conv2d_backward_data: dx", 4);
+  const PassArrays pass("conv2d_backward_data", dy, "dy", w, "w", dx, "dx");
   const Conv2dShape s = shape_from(shape_of(dx), shape_of(w), stride, padding, dilation, groups, nhwc);
-  check_shape(dy, "conv2d_backward_data: dy", in_layout(s.N, s.Co, s.Ho, s.Wo, nhwc));
-  check_disjoint(dx, "conv2d_backward_data: dx", dy, "dy");
-  check_disjoint(dx, "conv2d_backward_data: dx", w, "w");
+  pass.check_grid(dy, "dy", s, nhwc);
   const ConvParallel par = conv_parallel_from_name(parallel.c_str());
   py::gil_scoped_release release;
-  (nhwc ? conv2d_backward_data_nhwc : conv2d_backward_data)(s, dyp, wp, dxp, par);
+  (nhwc ? conv2d_backward_data_nhwc : conv2d_backward_data)(s, pass.a_ptr, pass.b_ptr, pass.out_ptr, par);
 }
 
 void backward_weight(const py::array& dy, const py::array& x, py::array& dw, Pair stride, Pair padding,
                      Pair dilation, int64_t groups, const std::string& parallel, bool nhwc) {
-  const float* dyp = data_ptr<float>(dy, "conv2d_backward_weight: dy");
-  const float* xp = data_ptr<float>(x, "conv2d_backward_weight: x");
-  float* dwp = mutable_data_ptr<float>(dw, "conv2d_backward_weight: dw");
-  check_ndim(dy, "conv2d_backward_weight: dy", 4);
-  check_ndim(x, "conv2d_backward_weight: x", 4);
-  check_ndim(dw, "conv2d_backward_weight: dw", 4);
+  const PassArrays pass("conv2d_backward_weight", dy, "dy", x, "x", dw, "dw");
   const Conv2dShape s = shape_from(shape_of(x), shape_of(dw), stride, padding, dilation, groups, nhwc);
-  check_shape(dy, "conv2d_backward_weight: dy", in_layout(s.N, s.Co, s.Ho, s.Wo, nhwc));
-  check_disjoint(dw, "conv2d_backward_weight: dw", dy, "dy");
-  check_disjoint(dw, "conv2d_backward_weight: dw", x, "x");
+  pass.check_grid(dy, "dy", s, nhwc);
   const ConvParallel par = conv_parallel_from_name(parallel.c_str());
   py::gil_scoped_release release;
-  (nhwc ? conv2d_backward_weight_nhwc : conv2d_backward_weight)(s, dyp, xp, dwp, par);
+  (nhwc ? conv2d_backward_weight_nhwc : conv2d_backward_weight)(s, pass.a_ptr, pass.b_ptr, pass.out_ptr, par);
 }
 
 }  // namespace
