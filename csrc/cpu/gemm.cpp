@@ -87,19 +87,35 @@ const PackCopies& pack_copies() {
   }
 }
 
+// Where a sliver's lanes are consecutive floats (B as stored, row-major; A given transposed), its
+// rows are the operand's rows, ld apart: a sliver packed whole walks kc of them, each on its own
+// page once ld is a few KiB, which the prefetchers do not follow. So such blocks are packed
+// kPackRows rows at a time across all their slivers: each pass reads that many runs of consecutive
+// floats. Measured single-threaded (bench/NOTES.md): 64 x 3136 x 576 39.5 -> 71.0 GFLOP/s (numpy's
+// OpenBLAS 74.0), 256 x 392 x 2304 69.4 -> 79.5; squares 512-4096 within +-3%.
+constexpr int64_t kPackRows = 8;
+
 void DenseA::pack(int64_t i0, int64_t mc, int64_t k0, int64_t kc, int mr, float* dst) const {
-  for (int64_t s = 0; s * mr < mc; ++s) {
-    const int rows = static_cast<int>(std::min<int64_t>(mr, mc - s * mr));
-    const float* src = data + (i0 + s * mr) * row_stride + k0 * col_stride;
-    pack_sliver(src, row_stride, col_stride, rows, kc, mr, dst + s * mr * kc);
+  const int64_t pass = row_stride == 1 ? kPackRows : kc;
+  for (int64_t kk = 0; kk < kc; kk += pass) {
+    const int64_t steps = std::min(pass, kc - kk);
+    for (int64_t s = 0; s * mr < mc; ++s) {
+      const int rows = static_cast<int>(std::min<int64_t>(mr, mc - s * mr));
+      const float* src = data + (i0 + s * mr) * row_stride + (k0 + kk) * col_stride;
+      pack_sliver(src, row_stride, col_stride, rows, steps, mr, dst + s * mr * kc + kk * mr);
+    }
   }
 }
 
 void DenseB::pack(int64_t k0, int64_t kc, int64_t j0, int64_t nc, int nr, float* dst) const {
-  for (int64_t s = 0; s * nr < nc; ++s) {
-    const int cols = static_cast<int>(std::min<int64_t>(nr, nc - s * nr));
-    const float* src = data + k0 * row_stride + (j0 + s * nr) * col_stride;
-    pack_sliver(src, col_stride, row_stride, cols, kc, nr, dst + s * nr * kc);
+  const int64_t pass = col_stride == 1 ? kPackRows : kc;
+  for (int64_t kk = 0; kk < kc; kk += pass) {
+    const int64_t steps = std::min(pass, kc - kk);
+    for (int64_t s = 0; s * nr < nc; ++s) {
+      const int cols = static_cast<int>(std::min<int64_t>(nr, nc - s * nr));
+      const float* src = data + (k0 + kk) * row_stride + (j0 + s * nr) * col_stride;
+      pack_sliver(src, col_stride, row_stride, cols, steps, nr, dst + s * nr * kc + kk * nr);
+    }
   }
 }
 
