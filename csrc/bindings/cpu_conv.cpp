@@ -58,45 +58,48 @@ Conv2dShape shape_from(const std::vector<int64_t>& xa, const std::vector<int64_t
 // The arrays of one pass: two inputs and the output it writes in place. Construction makes the
 // checks that need no shape (float32, four dimensions, inputs first); `check_grid` the ones that do:
 // the array on the output grid (y, or dy) against the shape the others imply, and the output
-// sharing no memory with either input.
+// sharing no memory with either input. Messages name each array as "fn: name".
 class PassArrays {
  public:
   PassArrays(const char* fn, const py::array& a, const char* a_name, const py::array& b, const char* b_name,
              py::array& out, const char* out_name)
-      : fn_(fn), a_(a), b_(b), out_(out), a_name_(a_name), b_name_(b_name), out_name_(out_name) {
-    a_ptr = data_ptr<float>(a, name(a_name).c_str());
-    b_ptr = data_ptr<float>(b, name(b_name).c_str());
-    out_ptr = mutable_data_ptr<float>(out, name(out_name).c_str());
-    check_ndim(a, name(a_name).c_str(), 4);
-    check_ndim(b, name(b_name).c_str(), 4);
-    check_ndim(out, name(out_name).c_str(), 4);
+      : a_(a), b_(b), out_(out), a_name_(a_name), b_name_(b_name),
+        a_label_(label(fn, a_name)), b_label_(label(fn, b_name)), out_label_(label(fn, out_name)) {
+    a_ptr = data_ptr<float>(a, a_label_.c_str());
+    b_ptr = data_ptr<float>(b, b_label_.c_str());
+    out_ptr = mutable_data_ptr<float>(out, out_label_.c_str());
+    check_ndim(a, a_label_.c_str(), 4);
+    check_ndim(b, b_label_.c_str(), 4);
+    check_ndim(out, out_label_.c_str(), 4);
   }
 
-  void check_grid(const py::array& grid, const char* grid_name, const Conv2dShape& s, bool nhwc) const {
-    check_shape(grid, name(grid_name).c_str(), in_layout(s.N, s.Co, s.Ho, s.Wo, nhwc));
-    check_disjoint(out_, name(out_name_).c_str(), a_, a_name_);
-    check_disjoint(out_, name(out_name_).c_str(), b_, b_name_);
+  // `grid` is the first input (backward passes: dy) or the output (forward: y).
+  void check_grid(const py::array& grid, const Conv2dShape& s, bool nhwc) const {
+    const std::string& grid_label = &grid == &a_ ? a_label_ : out_label_;
+    check_shape(grid, grid_label.c_str(), in_layout(s.N, s.Co, s.Ho, s.Wo, nhwc));
+    check_disjoint(out_, out_label_.c_str(), a_, a_name_);
+    check_disjoint(out_, out_label_.c_str(), b_, b_name_);
   }
-
-  std::string name(const char* array) const { return std::string(fn_) + ": " + array; }
 
   const float* a_ptr;
   const float* b_ptr;
   float* out_ptr;
 
  private:
-  const char* fn_;
+  static std::string label(const char* fn, const char* name) { return std::string(fn) + ": " + name; }
+
   const py::array& a_;
   const py::array& b_;
   py::array& out_;
-  const char *a_name_, *b_name_, *out_name_;
+  const char *a_name_, *b_name_;
+  std::string a_label_, b_label_, out_label_;
 };
 
 void forward(const py::array& x, const py::array& w, const std::optional<py::array>& bias, py::array& y, Pair stride,
              Pair padding, Pair dilation, int64_t groups, bool relu, const std::string& parallel, bool nhwc) {
   const PassArrays pass("conv2d_forward", x, "x", w, "w", y, "y");
   const Conv2dShape s = shape_from(shape_of(x), shape_of(w), stride, padding, dilation, groups, nhwc);
-  pass.check_grid(y, "y", s, nhwc);
+  pass.check_grid(y, s, nhwc);
   const float* bp = nullptr;
   if (bias) {
     bp = data_ptr<float>(*bias, "conv2d_forward: bias");
@@ -112,7 +115,7 @@ void backward_data(const py::array& dy, const py::array& w, py::array& dx, Pair 
                    int64_t groups, const std::string& parallel, bool nhwc) {
   const PassArrays pass("conv2d_backward_data", dy, "dy", w, "w", dx, "dx");
   const Conv2dShape s = shape_from(shape_of(dx), shape_of(w), stride, padding, dilation, groups, nhwc);
-  pass.check_grid(dy, "dy", s, nhwc);
+  pass.check_grid(dy, s, nhwc);
   const ConvParallel par = conv_parallel_from_name(parallel.c_str());
   py::gil_scoped_release release;
   (nhwc ? conv2d_backward_data_nhwc : conv2d_backward_data)(s, pass.a_ptr, pass.b_ptr, pass.out_ptr, par);
@@ -122,7 +125,7 @@ void backward_weight(const py::array& dy, const py::array& x, py::array& dw, Pai
                      Pair dilation, int64_t groups, const std::string& parallel, bool nhwc) {
   const PassArrays pass("conv2d_backward_weight", dy, "dy", x, "x", dw, "dw");
   const Conv2dShape s = shape_from(shape_of(x), shape_of(dw), stride, padding, dilation, groups, nhwc);
-  pass.check_grid(dy, "dy", s, nhwc);
+  pass.check_grid(dy, s, nhwc);
   const ConvParallel par = conv_parallel_from_name(parallel.c_str());
   py::gil_scoped_release release;
   (nhwc ? conv2d_backward_weight_nhwc : conv2d_backward_weight)(s, pass.a_ptr, pass.b_ptr, pass.out_ptr, par);

@@ -87,6 +87,8 @@ const PackCopies& pack_copies() {
   }
 }
 
+namespace {
+
 // Where a sliver's lanes are consecutive floats (B as stored, row-major; A given transposed), its
 // rows are the operand's rows, ld apart: a sliver packed whole walks kc of them, each on its own
 // page once ld is a few KiB, which the prefetchers do not follow. So such blocks are packed
@@ -95,28 +97,29 @@ const PackCopies& pack_copies() {
 // OpenBLAS 74.0), 256 x 392 x 2304 69.4 -> 79.5; squares 512-4096 within +-3%.
 constexpr int64_t kPackRows = 8;
 
-void DenseA::pack(int64_t i0, int64_t mc, int64_t k0, int64_t kc, int mr, float* dst) const {
-  const int64_t pass = row_stride == 1 ? kPackRows : kc;
+// The slivers of one block, `lanes` wide in all (rows of A, columns of B), `width` per sliver: lane
+// i at step k read from base[i * lane_stride + k * k_stride], sliver s written at dst + s*width*kc.
+void pack_block(const float* base, int64_t lane_stride, int64_t k_stride, int64_t lanes, int64_t kc, int width,
+                float* dst) {
+  const int64_t pass = lane_stride == 1 ? kPackRows : kc;
   for (int64_t kk = 0; kk < kc; kk += pass) {
     const int64_t steps = std::min(pass, kc - kk);
-    for (int64_t s = 0; s * mr < mc; ++s) {
-      const int rows = static_cast<int>(std::min<int64_t>(mr, mc - s * mr));
-      const float* src = data + (i0 + s * mr) * row_stride + (k0 + kk) * col_stride;
-      pack_sliver(src, row_stride, col_stride, rows, steps, mr, dst + s * mr * kc + kk * mr);
+    for (int64_t s = 0; s * width < lanes; ++s) {
+      const int count = static_cast<int>(std::min<int64_t>(width, lanes - s * width));
+      pack_sliver(base + s * width * lane_stride + kk * k_stride, lane_stride, k_stride, count, steps, width,
+                  dst + s * width * kc + kk * width);
     }
   }
 }
 
+}  // namespace
+
+void DenseA::pack(int64_t i0, int64_t mc, int64_t k0, int64_t kc, int mr, float* dst) const {
+  pack_block(data + i0 * row_stride + k0 * col_stride, row_stride, col_stride, mc, kc, mr, dst);
+}
+
 void DenseB::pack(int64_t k0, int64_t kc, int64_t j0, int64_t nc, int nr, float* dst) const {
-  const int64_t pass = col_stride == 1 ? kPackRows : kc;
-  for (int64_t kk = 0; kk < kc; kk += pass) {
-    const int64_t steps = std::min(pass, kc - kk);
-    for (int64_t s = 0; s * nr < nc; ++s) {
-      const int cols = static_cast<int>(std::min<int64_t>(nr, nc - s * nr));
-      const float* src = data + (k0 + kk) * row_stride + (j0 + s * nr) * col_stride;
-      pack_sliver(src, col_stride, row_stride, cols, steps, nr, dst + s * nr * kc + kk * nr);
-    }
-  }
+  pack_block(data + k0 * row_stride + j0 * col_stride, col_stride, row_stride, nc, kc, nr, dst);
 }
 
 // ---- blocked driver --------------------------------------------------------------------------

@@ -311,7 +311,7 @@ class GradReducer:
         if self.finished:
             return
         self.finish_started_at = time.perf_counter()
-        if self._full != len(self.buckets):  # some parameters got no gradient (a walk over every slot: not per step)
+        if not self.all_ready:  # some parameters got no gradient (a walk over every slot: not per step)
             for bucket in self.buckets[self._next_launch:]:
                 for k, slot in enumerate(bucket.slots):
                     if not bucket.filled[k]:
@@ -328,7 +328,7 @@ class GradReducer:
         if in_flight:
             for bucket, done_at in zip(in_flight, watchdog.wait([b.pending for b in in_flight])):
                 bucket.done_at = done_at
-        if self._next_launch < len(self.buckets):
+        if not self.all_launched:
             self.buckets[-1].launch(self.step, blocking=True)
             self._next_launch += 1
         self.finished_at = time.perf_counter()

@@ -239,13 +239,11 @@ class Watchdog:
             return time.perf_counter()
         if not self._threaded:
             raise RuntimeError("Watchdog.run_blocking: a timeout on a blocking call needs MPI_THREAD_MULTIPLE")
-        self._watch = _Watch([(None, seq, what)], time.monotonic() + self.timeout)
-        if self._thread is None:
-            self._start_thread()
+        self._watch_start(_Watch([(None, seq, what)], time.monotonic() + self.timeout))
         try:
             call(*args)
         finally:
-            self._watch = None
+            self._watch_stop()
         return time.perf_counter()
 
     def _watch_start(self, watch):
