@@ -1,4 +1,4 @@
-// The depthwise convolution's entry points: conv_depthwise_rows.inl compiled for the baseline ISA
+// The depthwise convolution's entry points: conv_depthwise_planes.inl compiled for the baseline ISA
 // here, and the table of the path pn::active_isa() names picked per call (see conv_depthwise.h).
 #include "cpu/conv_depthwise.h"
 
@@ -11,7 +11,7 @@
 
 namespace pn {
 namespace {
-#include "cpu/conv_depthwise_rows.inl"
+#include "cpu/conv_depthwise_planes.inl"
 
 DepthwiseKernels active_kernels() {
   switch (active_isa()) {

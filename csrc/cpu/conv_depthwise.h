@@ -2,12 +2,12 @@
 // Co = m*C outputs (m = Co/C, the depth multiplier; MobileNet/EfficientNet use m = 1). A direct
 // kernel: as a GEMM each group is a (m x kh*kw) @ (kh*kw x Ho*Wo) product, far too thin for the
 // packed GEMM (packing its panels costs as much as the arithmetic), so conv.cpp sends every
-// depthwise shape here when its ConvParallel is automatic. conv_depthwise_rows.inl explains the
+// depthwise shape here when its ConvParallel is automatic. conv_depthwise_planes.inl explains the
 // loops; conv_depthwise.cpp, conv_depthwise_avx2.cpp and conv_depthwise_avx512.cpp compile it
 // once per SIMD path and conv_depthwise.cpp picks the table from pn::active_isa() per call.
 #pragma once
 #include "cpu/conv.h"
-#include "cpu/parallel_team.h"  // team_threads() in conv_depthwise_rows.inl
+#include "cpu/parallel_team.h"  // team_threads() in conv_depthwise_planes.inl
 
 namespace pn {
 
