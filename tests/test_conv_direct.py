@@ -1,8 +1,8 @@
-"""The direct stride-1 convolution (csrc/cpu/conv_direct*.cpp), which conv2d takes on the AVX2 path for
+"""The direct stride-1 convolution (csrc/cpu/conv_direct*.cpp), which conv2d takes on the AVX2 and AVX-512 paths for
 the forward and backward-data of layers with few channels, and their backward-weight with fewer
 still: against float64 numpy within the summation's rounding bound, outputs poisoned with NaN, on
-widths that do not divide its 16-pixel tiles (and planes of at most 8 columns, which it takes two
-rows at a time), channel counts that do not divide its 6-channel blocks, padding below the kernel's
+widths that do not divide its 16- and 32-pixel tiles (planes of at most 8 columns, which AVX2 takes
+two rows at a time and AVX-512 four, two per vector; of 9 to 16, a row per AVX-512 vector), channel counts that do not divide its 6-channel blocks, padding below the kernel's
 reach, dilation, bias and ReLU; the same bits at 1 and 2 threads; and the same answers as the GEMM
 path (parallel="gemm" forces that one). On other SIMD paths the same calls run the GEMM path, so the
 float64 check holds there too."""
@@ -32,6 +32,9 @@ CASES = {
     "one-output-channel": _case(2, 7, 10, 33, 1, 3, 1),
     "wide-row-17": _case(1, 2, 3, 17, 6, 3, 1),            # a 16-pixel tile, then a 1-lane one
     "image-groups": _case(7, 16, 34, 34, 5, 3, 1),          # backward-weight: 3 padded images per group
+    "rows-of-12-odd-count": _case(2, 6, 13, 12, 7, 3, 1),   # AVX-512: a row per vector, the last pair one row
+    "six-rows-of-6": _case(2, 3, 6, 6, 8, 3, 1),            # AVX-512: 4-row tiles, the second one half live
+    "wide-row-47": _case(1, 3, 5, 47, 6, 3, 1),             # AVX-512: a 32-pixel tile, then 15 lanes
 }
 
 

@@ -1,10 +1,11 @@
 // Which shapes go to the direct stride-1 convolution, and its two passes as correlations (the
-// design is in conv_direct.h; the microkernel is in conv_direct_avx2.cpp).
+// design is in conv_direct.h; the microkernels are in conv_direct_avx2.cpp and conv_direct_avx512.cpp).
 #include "cpu/conv_direct.h"
 
 #include <omp.h>
 
 #include <algorithm>
+#include <cstring>
 #include <vector>
 
 #include "common/cpu_features.h"
@@ -26,7 +27,8 @@ constexpr int64_t kMaxOut = 64;
 constexpr int64_t kMaxPaddedFloats = 64 * 1024;
 
 bool direct_shape(const Conv2dShape& s, int64_t ins, int64_t rows, int64_t cols) {
-  return active_isa() == Isa::avx2 && s.sh == 1 && s.sw == 1 && s.groups == 1 && s.ph <= s.dh * (s.kh - 1) &&
+  const Isa isa = active_isa();
+  return (isa == Isa::avx2 || isa == Isa::avx512) && s.sh == 1 && s.sw == 1 && s.groups == 1 && s.ph <= s.dh * (s.kh - 1) &&
          s.pw <= s.dw * (s.kw - 1) && ins * (rows + 2) * cols <= kMaxPaddedFloats;
 }
 
@@ -65,17 +67,37 @@ void run(const DirectProblem& p) {
   const double flops = 2.0 * double(p.N) * double(p.outs) * double(p.Ho) * double(p.Wo) * double(K);
   // Whole images when there are enough of them to share out evenly; else (image, block) tasks.
   const int64_t per_task = p.N >= 4 * threads ? blocks : 1, tasks_per_image = blocks / per_task;
+  const auto task_fn = active_isa() == Isa::avx512 ? direct_task_avx512 : direct_task_avx2;
   parallel_tasks(
       p.N * tasks_per_image,
       [&](int64_t task, int thread) {
         const int64_t b0 = task % tasks_per_image * per_task;
-        direct_task_avx2(plan, task / tasks_per_image, b0, b0 + per_task,
-                         scratch.data() + thread * plan.padded_floats());
+        task_fn(plan, task / tasks_per_image, b0, b0 + per_task, scratch.data() + thread * plan.padded_floats());
       },
       flops);
 }
 
 }  // namespace
+
+void direct_pad_image(const DirectPlan& plan, int64_t n, float* padded) {
+  const DirectProblem& p = plan.p;
+  const int64_t Wrow = plan.Wrow, copy = std::min(p.W, Wrow - p.pl);
+  for (int64_t c = 0; c < p.ins; ++c) {
+    const float* src = p.in + (n * p.ins + c) * p.H * p.W;
+    for (int64_t r = 0; r < plan.Hp; ++r) {
+      float* row = padded + (c * plan.Hp + r) * Wrow;
+      const int64_t h = r - p.pt;
+      if (h < 0 || h >= p.H || copy <= 0) {
+        std::memset(row, 0, sizeof(float) * Wrow);
+        continue;
+      }
+      std::memset(row, 0, sizeof(float) * p.pl);
+      std::memcpy(row + p.pl, src + h * p.W, sizeof(float) * copy);
+      std::memset(row + p.pl + copy, 0, sizeof(float) * (Wrow - p.pl - copy));
+    }
+  }
+  std::memset(padded + p.ins * plan.Hp * Wrow, 0, sizeof(float) * (plan.padded_floats() - p.ins * plan.Hp * Wrow));
+}
 
 bool conv2d_direct_forward_applies(const Conv2dShape& s) {
   return s.C * s.kh * s.kw <= kMaxK && s.Co <= kMaxOut &&
@@ -126,11 +148,12 @@ void conv2d_direct_backward_weight(const Conv2dShape& s, const float* dy, const 
   const int threads = omp_get_max_threads();
   const int64_t slices = std::min<int64_t>(threads, s.N), block = s.Co * plan.K;
   std::vector<float> scratch(group * image * slices), partial((slices - 1) * block);
+  const auto weight_fn = active_isa() == Isa::avx512 ? direct_weight_task_avx512 : direct_weight_task_avx2;
   parallel_tasks(
       slices,
       [&](int64_t slice, int) {
         float* out = slice == 0 ? dw : partial.data() + (slice - 1) * block;
-        direct_weight_task_avx2(plan, dy, s.N * slice / slices, s.N * (slice + 1) / slices, group,
+        weight_fn(plan, dy, s.N * slice / slices, s.N * (slice + 1) / slices, group,
                                 scratch.data() + slice * group * image, out);
       },
       conv_flops(s));

@@ -1,4 +1,4 @@
-// Direct convolution for stride-1 layers with few channels (NCHW, float32, groups 1), on AVX2.
+// Direct convolution for stride-1 layers with few channels (NCHW, float32, groups 1), on AVX2 and AVX-512.
 //
 // Why: as an implicit GEMM (conv.cpp) every input element is packed kh*kw times into the B panel,
 // and with few output channels each packed element feeds only 2*Co flops; on this project's AVX2
@@ -8,7 +8,8 @@
 // padded row p + i*dh of channel c from column q + j*dw: one fixed offset per reduction index
 // k = (c, i, j) from the tile's corner (a table of C*kh*kw offsets per call).
 //
-// Tiling (conv_direct_avx2.cpp): 6 output channels x 2 vectors of 8 pixels = 12 ymm accumulators,
+// Tiling (conv_direct_avx2.cpp; conv_direct_avx512.cpp does the same with 16-pixel vectors, its
+// header says how they lie over narrow rows): 6 output channels x 2 vectors of 8 pixels = 12 ymm accumulators,
 // the AVX2 GEMM's tile. Per k: 2 unaligned loads of the padded input, 6 weight broadcasts, 12 FMAs.
 // Rows wider than 8 take 16 pixels of one row; narrower ones 8 pixels of two rows (the second
 // vector one padded row further), so an 8x8 plane still fills the tile. The weights are packed once
@@ -39,7 +40,7 @@
 
 namespace pn {
 
-// Shapes this kernel takes (when the active ISA is AVX2): stride 1, groups 1, padding within the
+// Shapes this kernel takes (when the active ISA is AVX2 or AVX-512): stride 1, groups 1, padding within the
 // dilated kernel, and few channels: the reduction C*kh*kw at most kMaxK and at most kMaxOut output
 // channels (the passes' in and out channels swap for backward-data).
 bool conv2d_direct_forward_applies(const Conv2dShape& s);
@@ -74,7 +75,8 @@ struct DirectPlan {
   const float* packed;            // weight block b at packed + b * K * kCo: [k][r] = wk[b*kCo + r, k]
   const int32_t* offsets;         // offsets[k]: (c*Hp + i*dh) * Wrow + j*dw
   int64_t blocks() const { return (p.outs + kCo - 1) / kCo; }  // of kCo output channels
-  int64_t padded_floats() const { return p.ins * Hp * Wrow + 2 * Wrow + 16; }  // + slack read by tails
+  // + slack read by the tiles past the last row (AVX-512 reads up to 3 rows + 8 floats past it)
+  int64_t padded_floats() const { return p.ins * Hp * Wrow + 4 * Wrow + 32; }
 };
 
 // Backward-weight over images [n0, n1) (padded `group` at a time into `padded`, which holds
@@ -84,8 +86,17 @@ void direct_weight_task_avx2(const DirectPlan& plan, const float* dy, int64_t n0
                              float* padded, float* dw);
 
 // One task: image n, the output channels of blocks [block0, block1) (kCo each), with `padded`
-// (padded_floats()) as this thread's scratch. Compiled with AVX2 flags (conv_direct_avx2.cpp);
-// call only on an AVX2 CPU.
+// (padded_floats()) as this thread's scratch. Compiled with AVX2 / AVX-512 flags
+// (conv_direct_avx2.cpp, conv_direct_avx512.cpp); call only on a CPU that has them.
 void direct_task_avx2(const DirectPlan& plan, int64_t n, int64_t block0, int64_t block1, float* padded);
+void direct_task_avx512(const DirectPlan& plan, int64_t n, int64_t block0, int64_t block1, float* padded);
+void direct_weight_task_avx512(const DirectPlan& plan, const float* dy, int64_t n0, int64_t n1, int64_t group,
+                               float* padded, float* dw);
+
+// Image n of the input, zero-padded into `padded` (padded_floats()): channel c's padded row r at
+// padded[(c*Hp + r) * Wrow], holding input row r - pt shifted right by pl. The slack after the last
+// row is zeroed too: tiles at the right or bottom edge read into it (lanes that are never stored,
+// but kept finite and normal).
+void direct_pad_image(const DirectPlan& plan, int64_t n, float* padded);
 
 }  // namespace pn

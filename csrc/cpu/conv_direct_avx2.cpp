@@ -13,29 +13,6 @@ namespace {
 
 constexpr int kCo = DirectPlan::kCo;
 
-// Image n of the input, zero-padded: channel c's padded row r at padded[(c*Hp + r) * Wrow], holding
-// input row r - pt shifted right by pl. The slack after the last row is zeroed too: tiles at the
-// right or bottom edge read into it (lanes that are never stored, but kept finite and normal).
-void pad_image(const DirectPlan& plan, int64_t n, float* padded) {  // padded_floats() floats
-  const DirectProblem& p = plan.p;
-  const int64_t Wrow = plan.Wrow, copy = std::min(p.W, Wrow - p.pl);
-  for (int64_t c = 0; c < p.ins; ++c) {
-    const float* src = p.in + (n * p.ins + c) * p.H * p.W;
-    for (int64_t r = 0; r < plan.Hp; ++r) {
-      float* row = padded + (c * plan.Hp + r) * Wrow;
-      const int64_t h = r - p.pt;
-      if (h < 0 || h >= p.H || copy <= 0) {
-        std::memset(row, 0, sizeof(float) * Wrow);
-        continue;
-      }
-      std::memset(row, 0, sizeof(float) * p.pl);
-      std::memcpy(row + p.pl, src + h * p.W, sizeof(float) * copy);
-      std::memset(row + p.pl + copy, 0, sizeof(float) * (Wrow - p.pl - copy));
-    }
-  }
-  std::memset(padded + p.ins * plan.Hp * Wrow, 0, sizeof(float) * (plan.padded_floats() - p.ins * plan.Hp * Wrow));
-}
-
 inline void store(float* dst, __m256 v, int lanes) {
   if (lanes == 8)
     _mm256_storeu_ps(dst, v);
@@ -137,7 +114,7 @@ void direct_weight_task_avx2(const DirectPlan& plan, const float* dy, int64_t n0
   std::fill(dw, dw + p.outs * K, 0.f);
   for (int64_t g0 = n0; g0 < n1; g0 += group) {
     const int64_t count = std::min(group, n1 - g0);
-    for (int64_t i = 0; i < count; ++i) pad_image(plan, g0 + i, padded + i * image);
+    for (int64_t i = 0; i < count; ++i) direct_pad_image(plan, g0 + i, padded + i * image);
     for (int64_t o0 = 0; o0 < p.outs; o0 += kCo) {
       const int live = static_cast<int>(std::min<int64_t>(kCo, p.outs - o0));
       const float* dys[kCo];
@@ -154,7 +131,7 @@ void direct_weight_task_avx2(const DirectPlan& plan, const float* dy, int64_t n0
 
 void direct_task_avx2(const DirectPlan& plan, int64_t n, int64_t block0, int64_t block1, float* padded) {
   const DirectProblem& p = plan.p;
-  pad_image(plan, n, padded);
+  direct_pad_image(plan, n, padded);
   const int64_t plane = p.Ho * p.Wo;
   for (int64_t block = block0; block < block1; ++block) {
     const int64_t o0 = block * kCo;
