@@ -97,13 +97,16 @@ def test_import_after_torch_keeps_its_runtime():
 
 @pytest.fixture
 def two_threads():
-    """Two OpenMP threads for this thread's regions, adaptive team, clean history; restored after."""
-    before, adaptive = get_threads(), _C.team_adaptive()
+    """Two OpenMP threads for this thread's regions, adaptive team, clean history, a 20 us handoff
+    estimate; restored after."""
+    before, adaptive, handoff = get_threads(), _C.team_adaptive(), _C.team_handoff_ns()
     set_threads(2)
     _C.set_team_adaptive(True)
     _C.set_team_late_history(0)
+    _C.set_team_handoff_ns(20_000)
     yield
     _C.set_team_late_history(0)
+    _C.set_team_handoff_ns(handoff)
     _C.set_team_adaptive(adaptive)
     set_threads(before)
 
@@ -124,6 +127,41 @@ def test_big_regions_keep_the_team_while_shrunk(two_threads):
     _C.set_team_late_history(0xFFFF)
     assert [_C.team_threads(5e6) for _ in range(40)] == [2] * 40
     assert _C.team_threads(1e6) == 1 and _C.team_threads() == 1
+
+
+def test_a_region_worth_fewer_than_ten_handoffs_runs_alone(two_threads):
+    """With a 20 us handoff estimate a region of an estimated 150 us runs on one thread, one of 250 us
+    on both; unknown work (0) keeps the team."""
+    assert _C.team_threads(150e3) == 1
+    assert _C.team_threads(250e3) == 2 and _C.team_threads() == 2
+
+
+def test_the_handoff_rule_holds_on_a_quiet_history_and_not_when_not_adaptive(two_threads):
+    _C.set_team_handoff_ns(1_000_000)  # 1 ms handoffs: even a 5 ms region is not worth it
+    assert _C.team_threads(5e6) == 1
+    _C.set_team_adaptive(False)
+    assert _C.team_threads(5e6) == 2
+
+
+def test_handoff_estimate_averages_clamped_samples(two_threads):
+    """Each region moves the estimate an eighth of the way to its sample, and a sample is clamped to
+    4x the estimate + 20 us: one helper descheduled for 50 ms moves a 20 us estimate to 30 us."""
+    _C.team_record_handoff(50_000_000)
+    assert _C.team_handoff_ns() == 20_000 + (4 * 20_000 + 20_000 - 20_000) // 8
+    for _ in range(200):
+        _C.team_record_handoff(60_000)
+    assert 59_000 <= _C.team_handoff_ns() <= 60_000
+
+
+def test_timed_regions_measure_the_handoff(two_threads):
+    """A 2-thread GEMM books what its helper cost into the estimate (any positive value: it depends
+    on the machine), and a small GEMM is then still correct on one thread."""
+    _C.set_team_handoff_ns(0)
+    a = np.ones((300, 300), np.float32)
+    gemm(a, a)
+    assert _C.team_handoff_ns() > 0
+    _C.set_team_handoff_ns(10**9)
+    np.testing.assert_array_equal(gemm(a, a), np.full((300, 300), 300, np.float32))
 
 
 @pytest.mark.parametrize("lost_us, wall_us, late", [
@@ -194,13 +232,15 @@ def test_a_probing_gemm_books_its_region(two_threads):
 # ---- the same bits from any team ---------------------------------------------------------------
 
 def _with_team(threads, shrunk, fn):
-    before = get_threads()
+    before, handoff = get_threads(), _C.team_handoff_ns()
     set_threads(threads)
     _C.set_team_late_history(0xFFFF if shrunk else 0)
+    _C.set_team_handoff_ns(0)  # these small products would run alone otherwise
     try:
         return fn()
     finally:
         _C.set_team_late_history(0)
+        _C.set_team_handoff_ns(handoff)
         set_threads(before)
 
 

@@ -8,7 +8,7 @@ namespace pn {
 void bind_parallel(py::module_& m) {
   m.def("team_threads", [](double work_ns) { return team_threads(work_ns); }, py::arg("work_ns") = 0.0,
         "Threads the next kernel's parallel region gets (1 while helper threads arrive late, unless the\n"
-        "region would take work_ns >= 2 ms on one thread).");
+        "region would take work_ns >= 2 ms on one thread; 1 for a region worth under 6 handoffs).");
   m.def("team_region_late", [](int64_t lost_ns, int64_t wall_ns) { return team_detail::region_late(lost_ns, wall_ns); },
         py::arg("lost_ns"), py::arg("wall_ns"),
         "Whether a region of wall_ns that lost lost_ns to a late helper counts as late.");
@@ -22,6 +22,13 @@ void bind_parallel(py::module_& m) {
         "Bits of the last 16 timed regions, 1 where a helper thread arrived late (newest lowest).");
   m.def("set_team_late_history", [](uint32_t bits) { set_team_late_history(bits); }, py::arg("bits"),
         "Set the late-region history (tests).");
+  m.def("team_handoff_ns", [] { return team_handoff_ns(); },
+        "The estimated thread-time (ns) a region loses to its helper thread (its arrival and the wait at the\n"
+        "region's end), from the timed regions.");
+  m.def("set_team_handoff_ns", [](int64_t ns) { set_team_handoff_ns(ns); }, py::arg("ns"),
+        "Set the handoff estimate (tests).");
+  m.def("team_record_handoff", [](int64_t lost_ns) { team_detail::record_handoff(lost_ns); }, py::arg("lost_ns"),
+        "Fold one region's lost thread-time into the handoff estimate, as a timed region does (tests).");
 }
 
 }  // namespace pn

@@ -284,17 +284,25 @@ struct InputGrid {
   }
 };
 
+// The pass's expected single-thread time, for team_threads(): the larger of its multiply-adds and its
+// traffic (it reads and writes every plane once).
+inline double pass_ns(const Conv2dShape& s) {
+  const double outputs = double(s.N) * double(s.Co) * double(s.Ho * s.Wo);
+  return std::max(flops_ns(2.0 * outputs * double(s.kh * s.kw)), elements_ns(outputs + double(s.N * s.C * s.H * s.W)));
+}
+
 // Planes per dynamic chunk: about 16K multiply-adds each, so scheduling costs little.
 inline int64_t plane_chunk(const Conv2dShape& s) {
   return std::max<int64_t>(1, 16384 / std::max<int64_t>(1, s.Ho * s.Wo * s.kh * s.kw));
 }
 
 void forward(const Conv2dShape& s, const float* x, const float* w, const float* bias, bool relu, float* y) {
+  const double work_ns = pass_ns(s);
   const int64_t m = s.Co / s.C, HW = s.H * s.W, P = s.Ho * s.Wo, taps = s.kh * s.kw;
   const InputGrid in(s);
   const int64_t flat = round_up(in.flat, kBlock);
   const int64_t chunk = std::max<int64_t>(1, plane_chunk(s) / m);
-#pragma omp parallel num_threads(team_threads())
+#pragma omp parallel num_threads(team_threads(work_ns))
   {
     std::vector<float> grid(in.g.floats(), 0.f), out(flat);
 #pragma omp for schedule(dynamic, chunk)
@@ -310,6 +318,7 @@ void forward(const Conv2dShape& s, const float* x, const float* w, const float* 
 }
 
 void backward_data(const Conv2dShape& s, const float* dy, const float* w, float* dx) {
+  const double work_ns = pass_ns(s);
   const int64_t m = s.Co / s.C, HW = s.H * s.W, P = s.Ho * s.Wo, taps = s.kh * s.kw;
   const int64_t pitch = s.W + (s.kw - 1) * s.dw, flat = round_up(s.H * pitch, kBlock);
   const Grid g = make_grid(s.H + (s.kh - 1) * s.dh, pitch, 1, 1, flat);
@@ -324,7 +333,7 @@ void backward_data(const Conv2dShape& s, const float* dy, const float* w, float*
   const int64_t top = (s.kh - 1) * s.dh - s.ph, left = (s.kw - 1) * s.dw - s.pw;
   const Scatter spread(s.Ho, s.Wo, s.sh, s.sw, top, left, g);
   const int64_t chunk = std::max<int64_t>(1, plane_chunk(s) / m);
-#pragma omp parallel num_threads(team_threads())
+#pragma omp parallel num_threads(team_threads(work_ns))
   {
     std::vector<float> grid(g.floats(), 0.f), out(flat);
 #pragma omp for schedule(dynamic, chunk)
@@ -340,6 +349,7 @@ void backward_data(const Conv2dShape& s, const float* dy, const float* w, float*
 }
 
 void backward_weight(const Conv2dShape& s, const float* dy, const float* x, float* dw) {
+  const double work_ns = pass_ns(s);
   const int64_t m = s.Co / s.C, HW = s.H * s.W, P = s.Ho * s.Wo, taps = s.kh * s.kw;
   const InputGrid in(s);
   const int64_t flat = round_up(in.flat, kLanes);
@@ -347,7 +357,7 @@ void backward_weight(const Conv2dShape& s, const float* dy, const float* x, floa
   const Scatter place_dy(s.Ho, s.Wo, 1, 1, 0, 0, dg);
   constexpr int64_t kChannels = 8;  // output channels per task: their planes of one image are adjacent
   const int64_t blocks = (s.Co + kChannels - 1) / kChannels;
-#pragma omp parallel num_threads(team_threads())
+#pragma omp parallel num_threads(team_threads(work_ns))
   {
     std::vector<float> grid(in.g.floats(), 0.f), dyg(dg.floats(), 0.f);
     std::vector<Vec> acc(kChannels * taps);

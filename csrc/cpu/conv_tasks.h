@@ -51,7 +51,7 @@ void parallel_tasks(int64_t tasks, Body&& body, double flops = 0) {
 // group's `block` weights, partial the others ((groups x (slices - 1)) blocks, group-major). Adds
 // them into dw in slice order, so the result does not depend on the threads.
 inline void add_partial_dw(float* dw, const float* partial, int64_t groups, int64_t block, int64_t slices) {
-#pragma omp parallel for num_threads(team_threads()) schedule(static)
+#pragma omp parallel for num_threads(team_threads(elements_ns(double(groups * block * slices)))) schedule(static)
   for (int64_t i = 0; i < groups * block; ++i) {
     const int64_t g = i / block, e = i % block;
     float sum = dw[i];

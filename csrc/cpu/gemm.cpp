@@ -462,7 +462,7 @@ void run_gemv(const GemmConfig& cfg, bool rows_form, int64_t n, int64_t k, float
     return part(0, n);
   // Ranges in whole 64-byte lines of y, so no two threads write one line.
   const int64_t lines = ceil_div(n, 16);
-#pragma omp parallel num_threads(team_threads())
+#pragma omp parallel num_threads(team_threads(elements_ns(double(n) * double(k))))
   {
     const int t = omp_get_thread_num(), threads = omp_get_num_threads();
     part(std::min(n, split(lines, threads, t) * 16), std::min(n, split(lines, threads, t + 1) * 16));

@@ -28,6 +28,19 @@
 //     a few percent of such a region, while one thread would give up the whole second core; it
 //     counts in the history as any region but never clears it.
 //
+// And a region too small to pay for its helper runs alone, loaded machine or not. The helper sleeps
+// between regions (OMP_WAIT_POLICY=passive, pyneural/_threads.py), and whichever thread reaches the
+// closing barrier first sleeps there, so a region pays up to two futex wake-ups: on this project's
+// 2-vCPU virtual machines an empty 2-thread region took 70-80 us once the helper had gone to sleep
+// (0.6 us with spinning helpers), the MLP's 32 x 512 x 512 GEMM (157 us on one thread) took 131-194
+// us on two, and a whole MLP training step was slower on two threads than on one. The timed regions
+// keep an estimate of that cost, the handoff: the average over recent regions of the thread-time
+// lost to the helper (its arrival delay + the starting thread's wait at the end), each sample
+// clamped so one hypervisor hiccup does not swamp it. team_threads(work) answers 1 when a region's
+// estimated single-thread work is under kWorthHandoff handoffs: two threads take about half the work
+// plus a handoff, so they win from about 2 handoffs of real work, and the estimates (flops_ns) are
+// conservative, 2-3x the real time.
+//
 // Nothing here decides how work is *partitioned*: kernels plan their chunks from the nominal
 // thread count (omp_get_max_threads) and only run them on team_threads() threads, with dynamic
 // schedules, so results are the same bits whatever team ran them.
@@ -38,6 +51,7 @@
 
 #include <omp.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -53,7 +67,11 @@ constexpr double kNsPerFlop = 1.0 / 40.0;     // conservative single-core fp32 r
 constexpr int kLateToShrink = 3;    // late regions among the last 16 that make the team shrink
 constexpr uint32_t kProbeEvery = 32;  // while shrunk, every 32nd region tries the full team
 
+constexpr int64_t kInitialHandoffNs = 20000;  // the handoff estimate before any region was timed
+constexpr double kWorthHandoff = 10.0;        // a region worth fewer (estimated) handoffs runs alone
+
 inline std::atomic<uint32_t> late_history{0};   // bit i: the i-th most recent timed region was late
+inline std::atomic<int64_t> handoff_ns{kInitialHandoffNs};  // average thread-time a timed region lost to its helper
 inline std::atomic<uint32_t> shrunk_regions{0};  // regions run on one thread since the last probe
 inline std::atomic<bool> adaptive{true};
 
@@ -79,6 +97,15 @@ inline void record_region(bool late, double work_ns) {
   late_history.store((history << 1 | (late ? 1u : 0u)) & 0xffffu, std::memory_order_relaxed);
 }
 
+// Fold one timed region's lost thread-time into the handoff estimate: an average over about the
+// last 8 regions, each sample clamped to 4x the estimate (+ 20 us) so that a helper descheduled for
+// milliseconds once moves it by a step, not by the whole delay.
+inline void record_handoff(int64_t lost_ns) {
+  const int64_t est = handoff_ns.load(std::memory_order_relaxed);
+  const int64_t sample = std::min<int64_t>(std::max<int64_t>(lost_ns, 0), 4 * est + 20000);
+  handoff_ns.store(est + (sample - est) / 8, std::memory_order_relaxed);
+}
+
 }  // namespace team_detail
 
 // Threads for the next parallel region started by this thread: omp_get_max_threads(), or 1 while
@@ -88,8 +115,10 @@ inline void record_region(bool late, double work_ns) {
 inline int team_threads(double work_ns = 0) {
   using namespace team_detail;
   const int wanted = omp_get_level() > 0 ? 1 : omp_get_max_threads();
-  if (wanted == 1 || !adaptive.load(std::memory_order_relaxed) || !loaded() || work_ns >= kBigRegionNs)
-    return wanted;
+  if (wanted == 1 || !adaptive.load(std::memory_order_relaxed)) return wanted;
+  if (work_ns > 0 && work_ns < kWorthHandoff * static_cast<double>(handoff_ns.load(std::memory_order_relaxed)))
+    return 1;
+  if (!loaded() || work_ns >= kBigRegionNs) return wanted;
   if (shrunk_regions.fetch_add(1, std::memory_order_relaxed) + 1 < kProbeEvery) return 1;
   shrunk_regions.store(0, std::memory_order_relaxed);
   return wanted;  // a probe
@@ -97,6 +126,10 @@ inline int team_threads(double work_ns = 0) {
 
 // The expected single-thread time of `flops` floating-point operations, for team_threads().
 inline double flops_ns(double flops) { return flops * team_detail::kNsPerFlop; }
+
+// The same for a pass that streams `elements` floats through (an elementwise kernel, a norm, a
+// pool, an optimizer step): ~0.5 ns each, a read and a write at ~16 GB/s on one core.
+inline double elements_ns(double elements) { return elements * 0.5; }
 
 // Times one parallel region's helpers: construct before the region, call arrived() first thing in
 // every thread of it and done() when the thread's share is done (before the closing barrier),
@@ -119,6 +152,7 @@ class RegionClock {
     if (team <= 1) return;
     const int64_t end = now_ns();
     const int64_t lost = worst_.load(std::memory_order_relaxed) + (end - master_done_);
+    record_handoff(lost);
     record_region(region_late(lost, end - start_), work_ns);
   }
 
@@ -205,6 +239,8 @@ class StealingRanges {
 inline void set_team_adaptive(bool on) { team_detail::adaptive.store(on, std::memory_order_relaxed); }
 inline bool team_adaptive() { return team_detail::adaptive.load(std::memory_order_relaxed); }
 inline uint32_t team_late_history() { return team_detail::late_history.load(std::memory_order_relaxed); }
+inline int64_t team_handoff_ns() { return team_detail::handoff_ns.load(std::memory_order_relaxed); }
+inline void set_team_handoff_ns(int64_t ns) { team_detail::handoff_ns.store(ns, std::memory_order_relaxed); }
 inline void set_team_late_history(uint32_t bits) {
   team_detail::late_history.store(bits & 0xffffu, std::memory_order_relaxed);
   team_detail::shrunk_regions.store(0, std::memory_order_relaxed);
