@@ -153,6 +153,15 @@ def test_handoff_estimate_averages_clamped_samples(two_threads):
     assert 59_000 <= _C.team_handoff_ns() <= 60_000
 
 
+def test_handoff_estimate_is_capped_so_big_regions_keep_measuring(two_threads):
+    """However slow the helpers, the estimate stops at 200 us: a region worth 2 ms (the big-region
+    bound) still gets both threads and books its handoff."""
+    for _ in range(100):
+        _C.team_record_handoff(10**9)
+    assert _C.team_handoff_ns() == 200_000
+    assert _C.team_threads(2.5e6) == 2
+
+
 def test_timed_regions_measure_the_handoff(two_threads):
     """A 2-thread GEMM books what its helper cost into the estimate (any positive value: it depends
     on the machine), and a small GEMM is then still correct on one thread."""

@@ -23,12 +23,11 @@ void bind_parallel(py::module_& m) {
   m.def("set_team_late_history", [](uint32_t bits) { set_team_late_history(bits); }, py::arg("bits"),
         "Set the late-region history (tests).");
   m.def("team_handoff_ns", [] { return team_handoff_ns(); },
-        "The estimated thread-time (ns) a region loses to its helper thread (its arrival and the wait at the\n"
-        "region's end), from the timed regions.");
+        "The estimated cost (ns) of a region's helper thread (twice its arrival delay), from the timed regions.");
   m.def("set_team_handoff_ns", [](int64_t ns) { set_team_handoff_ns(ns); }, py::arg("ns"),
         "Set the handoff estimate (tests).");
-  m.def("team_record_handoff", [](int64_t lost_ns) { team_detail::record_handoff(lost_ns); }, py::arg("lost_ns"),
-        "Fold one region's lost thread-time into the handoff estimate, as a timed region does (tests).");
+  m.def("team_record_handoff", [](int64_t handoff_ns) { team_detail::record_handoff(handoff_ns); },
+        py::arg("handoff_ns"), "Fold one region's handoff into the estimate, as a timed region does (tests).");
 }
 
 }  // namespace pn

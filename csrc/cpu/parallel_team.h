@@ -34,12 +34,14 @@
 // 2-vCPU virtual machines an empty 2-thread region took 70-80 us once the helper had gone to sleep
 // (0.6 us with spinning helpers), the MLP's 32 x 512 x 512 GEMM (157 us on one thread) took 131-194
 // us on two, and a whole MLP training step was slower on two threads than on one. The timed regions
-// keep an estimate of that cost, the handoff: the average over recent regions of the thread-time
-// lost to the helper (its arrival delay + the starting thread's wait at the end), each sample
-// clamped so one hypervisor hiccup does not swamp it. team_threads(work) answers 1 when a region's
-// estimated single-thread work is under kWorthHandoff handoffs: two threads take about half the work
-// plus a handoff, so they win from about 2 handoffs of real work, and the estimates (flops_ns) are
-// conservative, 2-3x the real time.
+// keep an estimate of that cost, the handoff: twice the helper's arrival delay (a wake-up at the
+// start, and typically one at the end; the starting thread's wait at the end is not used, it also
+// holds whatever work the helper still had), averaged over recent regions, each sample clamped so
+// one hypervisor hiccup does not swamp it, and the estimate capped at kBigRegionNs / kWorthHandoff,
+// so a big region always keeps its team and goes on measuring. team_threads(work) answers 1 when a
+// region's estimated single-thread work is under kWorthHandoff handoffs: two threads take about half
+// the work plus a handoff, so they win from about 2 handoffs of real work, and the estimates
+// (flops_ns) are conservative, 2-3x the real time.
 //
 // Nothing here decides how work is *partitioned*: kernels plan their chunks from the nominal
 // thread count (omp_get_max_threads) and only run them on team_threads() threads, with dynamic
@@ -71,7 +73,7 @@ constexpr int64_t kInitialHandoffNs = 20000;  // the handoff estimate before any
 constexpr double kWorthHandoff = 10.0;        // a region worth fewer (estimated) handoffs runs alone
 
 inline std::atomic<uint32_t> late_history{0};   // bit i: the i-th most recent timed region was late
-inline std::atomic<int64_t> handoff_ns{kInitialHandoffNs};  // average thread-time a timed region lost to its helper
+inline std::atomic<int64_t> handoff_ns{kInitialHandoffNs};  // what a helper costs a timed region (see above)
 inline std::atomic<uint32_t> shrunk_regions{0};  // regions run on one thread since the last probe
 inline std::atomic<bool> adaptive{true};
 
@@ -97,13 +99,15 @@ inline void record_region(bool late, double work_ns) {
   late_history.store((history << 1 | (late ? 1u : 0u)) & 0xffffu, std::memory_order_relaxed);
 }
 
-// Fold one timed region's lost thread-time into the handoff estimate: an average over about the
-// last 8 regions, each sample clamped to 4x the estimate (+ 20 us) so that a helper descheduled for
-// milliseconds once moves it by a step, not by the whole delay.
-inline void record_handoff(int64_t lost_ns) {
+// Fold one timed region's handoff (2x its helper's arrival delay) into the estimate: an average
+// over about the last 8 regions, each sample clamped to 4x the estimate (+ 20 us) so that a helper
+// descheduled for milliseconds once moves it by a step, not by the whole delay, and the estimate
+// capped (see above).
+inline void record_handoff(int64_t handoff) {
+  constexpr int64_t kMaxHandoffNs = static_cast<int64_t>(kBigRegionNs / kWorthHandoff);
   const int64_t est = handoff_ns.load(std::memory_order_relaxed);
-  const int64_t sample = std::min<int64_t>(std::max<int64_t>(lost_ns, 0), 4 * est + 20000);
-  handoff_ns.store(est + (sample - est) / 8, std::memory_order_relaxed);
+  const int64_t sample = std::min<int64_t>(std::max<int64_t>(handoff, 0), 4 * est + 20000);
+  handoff_ns.store(std::min(kMaxHandoffNs, est + (sample - est) / 8), std::memory_order_relaxed);
 }
 
 }  // namespace team_detail
@@ -151,8 +155,8 @@ class RegionClock {
     using namespace team_detail;
     if (team <= 1) return;
     const int64_t end = now_ns();
-    const int64_t lost = worst_.load(std::memory_order_relaxed) + (end - master_done_);
-    record_handoff(lost);
+    const int64_t arrival = worst_.load(std::memory_order_relaxed), lost = arrival + (end - master_done_);
+    record_handoff(2 * arrival);
     record_region(region_late(lost, end - start_), work_ns);
   }
 
