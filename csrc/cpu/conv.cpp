@@ -44,7 +44,7 @@
 //           that does not split evenly, and backward-weight on small images (the partial dWs
 //           would cost more to reduce than the slice of GEMM they save).
 //   automatic also sends depthwise shapes (groups == C) to the direct kernel of conv_depthwise.h,
-//           and on AVX2 the forward and backward-data of stride-1 layers with few channels to the
+//           and on AVX2 and AVX-512 the stride-1 layers with few channels to the
 //           direct kernel of conv_direct.h; images and gemm force the GEMM path for them too (tests
 //           compare the two).
 #include "cpu/conv.h"
