@@ -77,6 +77,32 @@ void run(const DirectProblem& p) {
       flops);
 }
 
+// Backward-weight over images [n0, n1), padded `group` at a time into `padded` (group *
+// padded_floats()): dw (outs x K) = the sum over their pixels, written (not added).
+void weight_task(const DirectPlan& plan, const float* dy, int64_t n0, int64_t n1, int64_t group, float* padded,
+                 float* dw, void (*tile_fn)(const DirectPlan&, const DirectWeightTile&)) {
+  constexpr int kCo = DirectPlan::kCo;
+  const DirectProblem& p = plan.p;
+  const int64_t K = plan.K, plane = p.Ho * p.Wo, image = plan.padded_floats();
+  std::fill(dw, dw + p.outs * K, 0.f);
+  for (int64_t g0 = n0; g0 < n1; g0 += group) {
+    const int64_t count = std::min(group, n1 - g0);
+    for (int64_t i = 0; i < count; ++i) direct_pad_image(plan, g0 + i, padded + i * image);
+    for (int64_t o0 = 0; o0 < p.outs; o0 += kCo) {
+      DirectWeightTile tile{};
+      tile.live = static_cast<int>(std::min<int64_t>(kCo, p.outs - o0));
+      for (int r = 0; r < kCo; ++r) tile.dys[r] = dy + (g0 * p.outs + o0 + std::min(r, tile.live - 1)) * plane;
+      tile.dy_image = p.outs * plane, tile.padded = padded, tile.padded_image = image, tile.count = count;
+      for (int64_t k = 0; k < K; k += 2) {
+        tile.pair = k + 1 < K;
+        tile.offsets[0] = plan.offsets[k], tile.offsets[1] = plan.offsets[tile.pair ? k + 1 : k];
+        tile.dw_col = dw + o0 * K + k;
+        tile_fn(plan, tile);
+      }
+    }
+  }
+}
+
 }  // namespace
 
 void direct_pad_image(const DirectPlan& plan, int64_t n, float* padded) {
@@ -148,13 +174,13 @@ void conv2d_direct_backward_weight(const Conv2dShape& s, const float* dy, const 
   const int threads = omp_get_max_threads();
   const int64_t slices = std::min<int64_t>(threads, s.N), block = s.Co * plan.K;
   std::vector<float> scratch(group * image * slices), partial((slices - 1) * block);
-  const auto weight_fn = active_isa() == Isa::avx512 ? direct_weight_task_avx512 : direct_weight_task_avx2;
+  const auto tile_fn = active_isa() == Isa::avx512 ? direct_weight_tile_avx512 : direct_weight_tile_avx2;
   parallel_tasks(
       slices,
       [&](int64_t slice, int) {
         float* out = slice == 0 ? dw : partial.data() + (slice - 1) * block;
-        weight_fn(plan, dy, s.N * slice / slices, s.N * (slice + 1) / slices, group,
-                                scratch.data() + slice * group * image, out);
+        weight_task(plan, dy, s.N * slice / slices, s.N * (slice + 1) / slices, group,
+                    scratch.data() + slice * group * image, out, tile_fn);
       },
       conv_flops(s));
   if (slices > 1) add_partial_dw(dw, partial.data(), 1, block, slices);

@@ -79,19 +79,30 @@ struct DirectPlan {
   int64_t padded_floats() const { return p.ins * Hp * Wrow + 4 * Wrow + 32; }
 };
 
-// Backward-weight over images [n0, n1) (padded `group` at a time into `padded`, which holds
-// group * padded_floats()): dw (outs x K) = the sum over their pixels, written (not added). p.in is
-// x, p.out unused; dy is (N, outs, Ho, Wo).
-void direct_weight_task_avx2(const DirectPlan& plan, const float* dy, int64_t n0, int64_t n1, int64_t group,
-                             float* padded, float* dw);
+// One backward-weight tile: dw_col[r*K + t] += the sum over the pixels of `count` images of
+// dy_r * x_t for r < live and t < 1 + pair, where dy_r is output channel row r of dy (dys[r], then
+// dy_image floats per image) and x_t the padded input at reduction index offsets[t] (+ padded_image
+// floats per image). conv_direct.cpp walks the images, channel blocks and index pairs; the ISA
+// files (conv_direct_avx2.cpp, conv_direct_avx512.cpp) sum one tile in registers.
+struct DirectWeightTile {
+  const float* dys[DirectPlan::kCo];
+  int64_t dy_image;
+  const float* padded;
+  int64_t padded_image;
+  int32_t offsets[2];
+  int64_t count;
+  int live;
+  bool pair;
+  float* dw_col;
+};
+void direct_weight_tile_avx2(const DirectPlan& plan, const DirectWeightTile& tile);
+void direct_weight_tile_avx512(const DirectPlan& plan, const DirectWeightTile& tile);
 
 // One task: image n, the output channels of blocks [block0, block1) (kCo each), with `padded`
 // (padded_floats()) as this thread's scratch. Compiled with AVX2 / AVX-512 flags
 // (conv_direct_avx2.cpp, conv_direct_avx512.cpp); call only on a CPU that has them.
 void direct_task_avx2(const DirectPlan& plan, int64_t n, int64_t block0, int64_t block1, float* padded);
 void direct_task_avx512(const DirectPlan& plan, int64_t n, int64_t block0, int64_t block1, float* padded);
-void direct_weight_task_avx512(const DirectPlan& plan, const float* dy, int64_t n0, int64_t n1, int64_t group,
-                               float* padded, float* dw);
 
 // Image n of the input, zero-padded into `padded` (padded_floats()): channel c's padded row r at
 // padded[(c*Hp + r) * Wrow], holding input row r - pt shifted right by pl. The slack after the last

@@ -107,26 +107,9 @@ inline void weight_tile(const float* const dys[kCo], int64_t dy_image, const flo
 
 }  // namespace
 
-void direct_weight_task_avx2(const DirectPlan& plan, const float* dy, int64_t n0, int64_t n1, int64_t group,
-                             float* padded, float* dw) {
-  const DirectProblem& p = plan.p;
-  const int64_t K = plan.K, plane = p.Ho * p.Wo, image = plan.padded_floats();
-  std::fill(dw, dw + p.outs * K, 0.f);
-  for (int64_t g0 = n0; g0 < n1; g0 += group) {
-    const int64_t count = std::min(group, n1 - g0);
-    for (int64_t i = 0; i < count; ++i) direct_pad_image(plan, g0 + i, padded + i * image);
-    for (int64_t o0 = 0; o0 < p.outs; o0 += kCo) {
-      const int live = static_cast<int>(std::min<int64_t>(kCo, p.outs - o0));
-      const float* dys[kCo];
-      for (int r = 0; r < kCo; ++r) dys[r] = dy + (g0 * p.outs + o0 + std::min(r, live - 1)) * plane;
-      for (int64_t k = 0; k < K; k += 2) {
-        const bool pair = k + 1 < K;
-        const int32_t offsets[2] = {plan.offsets[k], plan.offsets[pair ? k + 1 : k]};
-        weight_tile(dys, p.outs * plane, padded, image, offsets, count, p.Ho, p.Wo, plan.Wrow, live, pair,
-                    dw + o0 * K + k, K);
-      }
-    }
-  }
+void direct_weight_tile_avx2(const DirectPlan& plan, const DirectWeightTile& t) {
+  weight_tile(t.dys, t.dy_image, t.padded, t.padded_image, t.offsets, t.count, plan.p.Ho, plan.p.Wo, plan.Wrow, t.live,
+              t.pair, t.dw_col, plan.K);
 }
 
 void direct_task_avx2(const DirectPlan& plan, int64_t n, int64_t block0, int64_t block1, float* padded) {
