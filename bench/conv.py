@@ -141,8 +141,9 @@ def _torch_passes(tx, tw, tdy, pad):
 def main():
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="three layers, fewer repetitions")
-    p.add_argument("--set", help="layer sets: r50, digits, tiny (comma-separated; default r50,digits on the "
-                                 "CPU, r50 on cuda)")
+    p.add_argument("--set", help="layer sets: r50, digits, resnet, tiny (comma-separated; default r50,digits on "
+                                 "the CPU, r50 on cuda), or depthwise alone (its own table: forward + both "
+                                 "backwards of the depthwise kernel, the GEMM path and torch)")
     p.add_argument("--batch", type=int, help="batch of the ResNet-50 layers (default 8 on the CPU, 32 on cuda)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default=None,
@@ -331,10 +332,13 @@ def cpu_bf16_main(args, threads):
 
 
 def _layers(sets):
+    if "depthwise" in sets:
+        raise SystemExit("bench/conv.py: --set depthwise has its own table and runs alone (--set depthwise), "
+                         "not combined with other sets")
     unknown = set(sets) - {"r50", "digits", "tiny", "resnet"}
     if unknown:
         raise SystemExit(f"bench/conv.py: unknown layer set(s) {sorted(unknown)}; choose from r50, digits, resnet, "
-                         f"tiny")
+                         f"tiny, or depthwise alone")
     return ((RESNET_LAYERS if "resnet" in sets else []) + (R50_LAYERS if "r50" in sets else [])
             + (DIGITS_LAYERS if "digits" in sets else []) + (TINY_LAYERS if "tiny" in sets else []))
 

@@ -63,3 +63,10 @@ def test_bench_script_runs_outside_the_checkout(tmp_path, script, args, header, 
     assert rows, f"{script}: --json wrote no rows"
     if HAVE_PLOT:
         assert (tmp_path / "plot.png").stat().st_size > 1000
+
+
+def test_conv_depthwise_set_combined_says_it_runs_alone(tmp_path):
+    """--set depthwise has its own table: combined with another set, a clear message, not a traceback."""
+    proc = subprocess.run([sys.executable, os.path.join(BENCH, "conv.py"), "--set", "depthwise,r50"], cwd=tmp_path,
+                          env=subprocess_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "runs alone" in proc.stderr and "Traceback" not in proc.stderr
