@@ -230,6 +230,24 @@ def test_max_pool_ties_pick_first_in_row_major_order(isa, rng, dtype):
     assert np.array_equal(y, ref_y) and np.array_equal(am, ref_am)
 
 
+def test_max_pool_2x2_stride_2_ties_inf_and_nan(isa, rng):
+    """The 2x2 / stride-2 / no-padding path (csrc/cpu/pool.cpp max_pool_plane_2x2) picks as the general
+    one: the first of equal maxima, -inf windows point at their first element, the first NaN wins
+    wherever in the window it sits. Odd planes leave a last row and column out."""
+    x = rng.integers(0, 2, (2, 3, 7, 9)).astype(np.float32)
+    x[0, 0, :2, :2] = -np.inf
+    for slot, (h, w) in enumerate([(0, 2), (0, 4), (2, 2), (4, 6)]):  # NaN in each of a window's 4 slots
+        x[1, 1, h + slot // 2, w + slot % 2] = np.nan
+    x[1, 2, 5, 4] = x[1, 2, 4, 5] = np.nan  # two NaNs: the first in window order (row-major) wins
+    y, am = max_pool2d_forward(x, 2)
+    ref_y, ref_am = naive_max(np.nan_to_num(x, nan=2.0), 2, 2, 0)  # a NaN acts as a max that nothing beats
+    assert np.array_equal(np.nan_to_num(y, nan=2.0), ref_y) and np.array_equal(am, ref_am)
+    assert np.isnan(y[1, 1, [0, 0, 1, 2], [1, 2, 1, 3]]).all() and am[1, 2, 2, 2] == 4 * 9 + 5
+    assert y[0, 0, 0, 0] == -np.inf and am[0, 0, 0, 0] == 0
+    y64, am64 = max_pool2d_forward(x.astype(np.float64), 2)  # the numpy path
+    assert np.array_equal(y, y64, equal_nan=True) and np.array_equal(am, am64)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_max_pool_padding_never_wins_over_minus_inf(isa, dtype):
     x = np.full((1, 1, 3, 3), -np.inf, dtype)

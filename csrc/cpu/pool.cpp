@@ -28,6 +28,7 @@
 #include "cpu/pool.h"
 
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 #include "common/check.h"
@@ -101,6 +102,41 @@ void max_pool_plane(const float* x, float* y, int32_t* argmax, const Pool2dShape
   }
 }
 
+// The common 2x2 window at stride 2 without padding (every CNN's downsampling), in one pass: each
+// output is the first maximum of its four inputs in window order, a NaN winning as above, chosen
+// with masks rather than branches. On the 8x8 planes of the digits CNN (4 outputs per row, too few
+// for a vector loop) the general loop ran its scalar tail, whose compiled branches on random data
+// mispredicted about every other element: 4.1 ms of a 42 ms batch-512 training step.
+inline uint32_t float_bits(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, sizeof u);
+  return u;
+}
+
+// best, at = (v, v_at) when v beats best (greater, or the first NaN), without a branch.
+inline void take_if_better(float v, uint32_t v_at, float& best, uint32_t& at) {
+  const uint32_t take = 0u - static_cast<uint32_t>((v > best) + ((v != v) & (best == best)));
+  const uint32_t b = (float_bits(v) & take) | (float_bits(best) & ~take);
+  std::memcpy(&best, &b, sizeof best);
+  at = (v_at & take) | (at & ~take);
+}
+
+void max_pool_plane_2x2(const float* x, float* y, int32_t* argmax, const Pool2dShape& s) {
+  for (int64_t oh = 0; oh < s.OH; ++oh) {
+    const uint32_t top = static_cast<uint32_t>(2 * oh * s.W), bottom = top + static_cast<uint32_t>(s.W);
+    for (int64_t ow = 0; ow < s.OW; ++ow) {
+      const uint32_t w = static_cast<uint32_t>(2 * ow);
+      float best = x[top + w];
+      uint32_t at = top + w;
+      take_if_better(x[top + w + 1], top + w + 1, best, at);
+      take_if_better(x[bottom + w], bottom + w, best, at);
+      take_if_better(x[bottom + w + 1], bottom + w + 1, best, at);
+      y[oh * s.OW + ow] = best;
+      argmax[oh * s.OW + ow] = static_cast<int32_t>(at);
+    }
+  }
+}
+
 void avg_pool_plane(const float* x, float* y, const Pool2dShape& s, const std::vector<ColumnRange>& cols,
                     bool count_include_pad) {
   for (int64_t oh = 0; oh < s.OH; ++oh) {
@@ -166,9 +202,14 @@ Pool2dShape pool2d_shape(const char* fn, int64_t N, int64_t C, int64_t H, int64_
 void max_pool2d_forward(const float* x, float* y, int32_t* argmax, const Pool2dShape& s) {
   const std::vector<ColumnRange> cols = column_ranges(s);
   const int64_t in_plane = s.H * s.W, out_plane = s.OH * s.OW;
+  const bool two_by_two = s.kh == 2 && s.kw == 2 && s.sh == 2 && s.sw == 2 && s.ph == 0 && s.pw == 0;
 #pragma omp parallel for num_threads(team_threads(elements_ns(s.planes * in_plane))) schedule(static) if (s.planes * in_plane >= kParallelMin)
-  for (int64_t p = 0; p < s.planes; ++p)
-    max_pool_plane(x + p * in_plane, y + p * out_plane, argmax + p * out_plane, s, cols);
+  for (int64_t p = 0; p < s.planes; ++p) {
+    if (two_by_two)
+      max_pool_plane_2x2(x + p * in_plane, y + p * out_plane, argmax + p * out_plane, s);
+    else
+      max_pool_plane(x + p * in_plane, y + p * out_plane, argmax + p * out_plane, s, cols);
+  }
 }
 
 void max_pool2d_backward(const float* dy, const int32_t* argmax, float* dx, const Pool2dShape& s) {
