@@ -67,12 +67,21 @@ void run(const DirectProblem& p) {
   const double flops = 2.0 * double(p.N) * double(p.outs) * double(p.Ho) * double(p.Wo) * double(K);
   // Whole images when there are enough of them to share out evenly; else (image, block) tasks.
   const int64_t per_task = p.N >= 4 * threads ? blocks : 1, tasks_per_image = blocks / per_task;
-  const auto task_fn = active_isa() == Isa::avx512 ? direct_task_avx512 : direct_task_avx2;
+  const auto block_fn = active_isa() == Isa::avx512 ? direct_block_avx512 : direct_block_avx2;
   parallel_tasks(
       p.N * tasks_per_image,
       [&](int64_t task, int thread) {
         const int64_t b0 = task % tasks_per_image * per_task;
-        task_fn(plan, task / tasks_per_image, b0, b0 + per_task, scratch.data() + thread * plan.padded_floats());
+        const int64_t n = task / tasks_per_image;
+        float* padded = scratch.data() + thread * plan.padded_floats();
+        direct_pad_image(plan, n, padded);
+        for (int64_t block = b0; block < b0 + per_task; ++block) {
+          const int64_t o0 = block * DirectPlan::kCo;
+          const DirectBlock b{static_cast<int>(std::min<int64_t>(DirectPlan::kCo, p.outs - o0)),
+                              plan.packed + block * K * DirectPlan::kCo, p.bias ? p.bias + o0 : nullptr,
+                              p.out + (n * p.outs + o0) * p.Ho * p.Wo};
+          block_fn(plan, b, padded);
+        }
       },
       flops);
 }

@@ -98,11 +98,17 @@ struct DirectWeightTile {
 void direct_weight_tile_avx2(const DirectPlan& plan, const DirectWeightTile& tile);
 void direct_weight_tile_avx512(const DirectPlan& plan, const DirectWeightTile& tile);
 
-// One task: image n, the output channels of blocks [block0, block1) (kCo each), with `padded`
-// (padded_floats()) as this thread's scratch. Compiled with AVX2 / AVX-512 flags
-// (conv_direct_avx2.cpp, conv_direct_avx512.cpp); call only on a CPU that has them.
-void direct_task_avx2(const DirectPlan& plan, int64_t n, int64_t block0, int64_t block1, float* padded);
-void direct_task_avx512(const DirectPlan& plan, int64_t n, int64_t block0, int64_t block1, float* padded);
+// One block of kCo output channels of one image, from its padded input (conv_direct.cpp pads the
+// image and walks the blocks; the ISA files walk the block's output tiles). Compiled with AVX2 /
+// AVX-512 flags (conv_direct_avx2.cpp, conv_direct_avx512.cpp); call only on a CPU that has them.
+struct DirectBlock {
+  int live;           // output channels that exist (<= kCo)
+  const float* w;     // the block's packed weights
+  const float* bias;  // its bias, or null
+  float* out;         // its first output plane
+};
+void direct_block_avx2(const DirectPlan& plan, const DirectBlock& block, const float* padded);
+void direct_block_avx512(const DirectPlan& plan, const DirectBlock& block, const float* padded);
 
 // Image n of the input, zero-padded into `padded` (padded_floats()): channel c's padded row r at
 // padded[(c*Hp + r) * Wrow], holding input row r - pt shifted right by pl. The slack after the last

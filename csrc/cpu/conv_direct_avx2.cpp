@@ -112,34 +112,26 @@ void direct_weight_tile_avx2(const DirectPlan& plan, const DirectWeightTile& t) 
               t.pair, t.dw_col, plan.K);
 }
 
-void direct_task_avx2(const DirectPlan& plan, int64_t n, int64_t block0, int64_t block1, float* padded) {
+void direct_block_avx2(const DirectPlan& plan, const DirectBlock& b, const float* padded) {
   const DirectProblem& p = plan.p;
-  direct_pad_image(plan, n, padded);
   const int64_t plane = p.Ho * p.Wo;
-  for (int64_t block = block0; block < block1; ++block) {
-    const int64_t o0 = block * kCo;
-    const int live = static_cast<int>(std::min<int64_t>(kCo, p.outs - o0));
-    const float* w = plan.packed + block * plan.K * kCo;
-    const float* bias = p.bias ? p.bias + o0 : nullptr;
-    float* out = p.out + (n * p.outs + o0) * plane;
-    if (p.Wo > 8) {
-      // 16 pixels of one output row: vector 1 is the next 8 columns.
-      for (int64_t row = 0; row < p.Ho; ++row)
-        for (int64_t q = 0; q < p.Wo; q += 16) {
-          const int lanes0 = static_cast<int>(std::min<int64_t>(8, p.Wo - q));
-          const int lanes1 = static_cast<int>(std::max<int64_t>(0, std::min<int64_t>(8, p.Wo - q - 8)));
-          float* dst = out + row * p.Wo + q;
-          tile(padded + row * plan.Wrow + q, 8, plan.offsets, plan.K, w, live, bias, p.relu, dst, lanes0, dst + 8,
-               lanes1, plane);
-        }
-    } else {
-      // Rows of at most 8 pixels, two at a time: vector 1 is the next output row (one padded row on).
-      const int lanes = static_cast<int>(p.Wo);
-      for (int64_t row = 0; row < p.Ho; row += 2) {
-        float* dst = out + row * p.Wo;
-        tile(padded + row * plan.Wrow, plan.Wrow, plan.offsets, plan.K, w, live, bias, p.relu, dst, lanes,
-             dst + p.Wo, row + 1 < p.Ho ? lanes : 0, plane);
+  if (p.Wo > 8) {
+    // 16 pixels of one output row: vector 1 is the next 8 columns.
+    for (int64_t row = 0; row < p.Ho; ++row)
+      for (int64_t q = 0; q < p.Wo; q += 16) {
+        const int lanes0 = static_cast<int>(std::min<int64_t>(8, p.Wo - q));
+        const int lanes1 = static_cast<int>(std::max<int64_t>(0, std::min<int64_t>(8, p.Wo - q - 8)));
+        float* dst = b.out + row * p.Wo + q;
+        tile(padded + row * plan.Wrow + q, 8, plan.offsets, plan.K, b.w, b.live, b.bias, p.relu, dst, lanes0, dst + 8,
+             lanes1, plane);
       }
+  } else {
+    // Rows of at most 8 pixels, two at a time: vector 1 is the next output row (one padded row on).
+    const int lanes = static_cast<int>(p.Wo);
+    for (int64_t row = 0; row < p.Ho; row += 2) {
+      float* dst = b.out + row * p.Wo;
+      tile(padded + row * plan.Wrow, plan.Wrow, plan.offsets, plan.K, b.w, b.live, b.bias, p.relu, dst, lanes,
+           dst + p.Wo, row + 1 < p.Ho ? lanes : 0, plane);
     }
   }
 }

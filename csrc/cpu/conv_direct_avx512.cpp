@@ -142,41 +142,37 @@ void direct_weight_tile_avx512(const DirectPlan& plan, const DirectWeightTile& t
        t.dw_col, plan.K);
 }
 
-void direct_task_avx512(const DirectPlan& plan, int64_t n, int64_t block0, int64_t block1, float* padded) {
+void direct_block_avx512(const DirectPlan& plan, const DirectBlock& b, const float* padded) {
   const DirectProblem& p = plan.p;
-  direct_pad_image(plan, n, padded);
   const int64_t plane = p.Ho * p.Wo, Wrow = plan.Wrow, Wo = p.Wo, Ho = p.Ho;
-  for (int64_t block = block0; block < block1; ++block) {
-    const int64_t o0 = block * kCo;
-    const int live = static_cast<int>(std::min<int64_t>(kCo, p.outs - o0));
-    const float* w = plan.packed + block * plan.K * kCo;
-    const float* bias = p.bias ? p.bias + o0 : nullptr;
-    float* out = p.out + (n * p.outs + o0) * plane;
-    if (Wo > 16) {
-      for (int64_t row = 0; row < Ho; ++row)
-        for (int64_t q = 0; q < Wo; q += 32) {
-          float* const dst[2] = {out + row * Wo + q, out + row * Wo + q + 16};
-          const int lanes[2] = {int(std::min<int64_t>(16, Wo - q)), int(std::max<int64_t>(0, std::min<int64_t>(16, Wo - q - 16)))};
-          const bool second[2] = {false, false};
-          tile<Rows::wide>(padded + row * Wrow + q, 16, 0, plan.offsets, plan.K, w, live, bias, p.relu, dst, lanes,
-                           second, 0, plane);
-        }
-    } else if (Wo > 8) {
-      for (int64_t row = 0; row < Ho; row += 2) {
-        float* const dst[2] = {out + row * Wo, out + (row + 1) * Wo};
-        const int lanes[2] = {int(Wo), row + 1 < Ho ? int(Wo) : 0};
+  const int live = b.live;
+  const float *w = b.w, *bias = b.bias;
+  float* out = b.out;
+  if (Wo > 16) {
+    for (int64_t row = 0; row < Ho; ++row)
+      for (int64_t q = 0; q < Wo; q += 32) {
+        float* const dst[2] = {out + row * Wo + q, out + row * Wo + q + 16};
+        const int lanes[2] = {int(std::min<int64_t>(16, Wo - q)),
+                              int(std::max<int64_t>(0, std::min<int64_t>(16, Wo - q - 16)))};
         const bool second[2] = {false, false};
-        tile<Rows::one>(padded + row * Wrow, Wrow, 0, plan.offsets, plan.K, w, live, bias, p.relu, dst, lanes, second,
-                        0, plane);
+        tile<Rows::wide>(padded + row * Wrow + q, 16, 0, plan.offsets, plan.K, w, live, bias, p.relu, dst, lanes,
+                         second, 0, plane);
       }
-    } else {
-      for (int64_t row = 0; row < Ho; row += 4) {
-        float* const dst[2] = {out + row * Wo, out + (row + 2) * Wo};
-        const int lanes[2] = {int(Wo), row + 2 < Ho ? int(Wo) : 0};
-        const bool second[2] = {row + 1 < Ho, row + 3 < Ho};
-        tile<Rows::two>(padded + row * Wrow, 2 * Wrow, Wrow, plan.offsets, plan.K, w, live, bias, p.relu, dst, lanes,
-                        second, Wo, plane);
-      }
+  } else if (Wo > 8) {
+    for (int64_t row = 0; row < Ho; row += 2) {
+      float* const dst[2] = {out + row * Wo, out + (row + 1) * Wo};
+      const int lanes[2] = {int(Wo), row + 1 < Ho ? int(Wo) : 0};
+      const bool second[2] = {false, false};
+      tile<Rows::one>(padded + row * Wrow, Wrow, 0, plan.offsets, plan.K, w, live, bias, p.relu, dst, lanes, second,
+                      0, plane);
+    }
+  } else {
+    for (int64_t row = 0; row < Ho; row += 4) {
+      float* const dst[2] = {out + row * Wo, out + (row + 2) * Wo};
+      const int lanes[2] = {int(Wo), row + 2 < Ho ? int(Wo) : 0};
+      const bool second[2] = {row + 1 < Ho, row + 3 < Ho};
+      tile<Rows::two>(padded + row * Wrow, 2 * Wrow, Wrow, plan.offsets, plan.K, w, live, bias, p.relu, dst, lanes,
+                      second, Wo, plane);
     }
   }
 }
