@@ -1,11 +1,12 @@
-"""The direct stride-1 convolution (csrc/cpu/conv_direct*.cpp), which conv2d takes on the AVX2 and AVX-512 paths for
-the forward and backward-data of layers with few channels, and their backward-weight with fewer
-still: against float64 numpy within the summation's rounding bound, outputs poisoned with NaN, on
-widths that do not divide its 16- and 32-pixel tiles (planes of at most 8 columns, which AVX2 takes
-two rows at a time and AVX-512 four, two per vector; of 9 to 16, a row per AVX-512 vector), channel counts that do not divide its 6-channel blocks, padding below the kernel's
-reach, dilation, bias and ReLU; the same bits at 1 and 2 threads; and the same answers as the GEMM
-path (parallel="gemm" forces that one). On other SIMD paths the same calls run the GEMM path, so the
-float64 check holds there too."""
+"""The direct stride-1 convolution (csrc/cpu/conv_direct*.cpp), which conv2d takes on the AVX2 and
+AVX-512 paths for the forward and backward-data of layers with few channels, and their
+backward-weight with fewer still: against float64 numpy within the summation's rounding bound,
+outputs poisoned with NaN, on widths that do not divide its 16- and 32-pixel tiles (planes of at
+most 8 columns, which AVX2 takes two rows at a time and AVX-512 four, two per vector; of 9 to 16, a
+row per AVX-512 vector), channel counts that do not divide its 6-channel blocks, padding below the
+kernel's reach, dilation, bias and ReLU; the same bits at 1 and 2 threads; and the same answers as
+the GEMM path (parallel="gemm" forces that one). On other SIMD paths the same calls run the GEMM
+path, so the float64 check holds there too."""
 import pytest
 from conv_cases import (PASSES, assert_agrees_with_the_gemm_path, assert_same_bits_at_one_and_two_threads, case,
                         check_float64, operands, run_passes)

@@ -8,7 +8,7 @@ namespace pn {
 void bind_parallel(py::module_& m) {
   m.def("team_threads", [](double work_ns) { return team_threads(work_ns); }, py::arg("work_ns") = 0.0,
         "Threads the next kernel's parallel region gets (1 while helper threads arrive late, unless the\n"
-        "region would take work_ns >= 2 ms on one thread; 1 for a region worth under 6 handoffs).");
+        "region would take work_ns >= 2 ms on one thread; 1 for a region worth under 10 handoffs).");
   m.def("team_region_late", [](int64_t lost_ns, int64_t wall_ns) { return team_detail::region_late(lost_ns, wall_ns); },
         py::arg("lost_ns"), py::arg("wall_ns"),
         "Whether a region of wall_ns that lost lost_ns to a late helper counts as late.");

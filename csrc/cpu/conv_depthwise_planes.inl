@@ -27,7 +27,8 @@
 // backward-weight  a thread owns dw[co] for a block of 8 channels (walked image by image, so the
 //                  planes it reads are adjacent): dw[co, t] = sum over n and p of dyg[p] * grid[p + off[t]],
 //                  dyg = dy plane at the grid's pitch with zeros in the dropped columns: one vector
-//                  accumulator per tap (up to 9 taps per sweep), reduced across lanes once per plane.
+//                  accumulator per tap (up to 9 taps per sweep), reduced across lanes once per channel;
+//                  with a depth multiplier m the x plane is copied once for its m channels.
 //
 // Napkin math (the MobileNet-like 3x3, 64 channels, 28x28, batch 32 of bench/conv.py): 2*9*32*64*784
 // = 29 MFLOP per pass against 6.4 MB of x and 6.4 MB of y, 2.3 FLOP per byte: memory (about 20 GB/s
@@ -107,9 +108,10 @@ inline void split2(float* __restrict even, float* __restrict odd, const float* _
     const int left = int(std::min<int64_t>(16, n - i));
     const __m256 a = _mm256_maskload_ps(src, _mm256_cmpgt_epi32(_mm256_set1_epi32(left), iota));
     const __m256 b = _mm256_maskload_ps(src + 8, _mm256_cmpgt_epi32(_mm256_set1_epi32(left - 8), iota));
-    const auto gather = [](__m256 v) { return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(v), 0xd8)); };
-    _mm256_storeu_ps(even, gather(_mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0))));
-    _mm256_storeu_ps(odd, gather(_mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1))));
+    // shuffle_ps picks per 128-bit half; permute4x64 then puts the halves' pairs in order.
+    const auto in_order = [](__m256 v) { return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(v), 0xd8)); };
+    _mm256_storeu_ps(even, in_order(_mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0))));
+    _mm256_storeu_ps(odd, in_order(_mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1))));
   }
 #else
   const int64_t ne = (n + 1) / 2, no = n / 2;
@@ -266,20 +268,21 @@ inline void gather(const float* out, int64_t pitch, int64_t rows, int64_t cols, 
 // The input grid of forward and backward-weight: x padded by (ph, pw) and split by the stride, and
 // each tap's offset into it for outputs at pitch g.pitch.
 struct InputGrid {
+  // A phase row holds an output row's columns and the kernel's reach past them.
+  static int64_t pitch_of(const Conv2dShape& s) { return s.Wo + (s.kw - 1) * s.dw / s.sw; }
+
   Grid g;
   std::vector<int64_t> off;
   int64_t flat;  // outputs the tap loop computes: Ho rows at the grid's pitch
   Scatter fill;  // fill(x plane, buffer)
   explicit InputGrid(const Conv2dShape& s)
-      : g(make_grid(s.Ho + (s.kh - 1) * s.dh / s.sh, s.Wo + (s.kw - 1) * s.dw / s.sw, s.sh, s.sw,
-                    s.Ho * (s.Wo + (s.kw - 1) * s.dw / s.sw))),
+      : g(make_grid(s.Ho + (s.kh - 1) * s.dh / s.sh, pitch_of(s), s.sh, s.sw, s.Ho * pitch_of(s))),
         off(s.kh * s.kw),
         flat(s.Ho * g.pitch),
         fill(s.H, s.W, 1, 1, s.ph, s.pw, g) {
-    const int64_t pitch = g.pitch;
     for (int64_t i = 0; i < s.kh; ++i)
       for (int64_t j = 0; j < s.kw; ++j)
-        off[i * s.kw + j] = ((i * s.dh) % s.sh * s.sw + (j * s.dw) % s.sw) * g.phase + (i * s.dh) / s.sh * pitch +
+        off[i * s.kw + j] = ((i * s.dh) % s.sh * s.sw + (j * s.dw) % s.sw) * g.phase + (i * s.dh) / s.sh * g.pitch +
                             (j * s.dw) / s.sw;
   }
 };
@@ -367,7 +370,7 @@ void backward_weight(const Conv2dShape& s, const float* dy, const float* x, floa
       std::fill(acc.begin(), acc.end(), Vec{});
       for (int64_t n = 0; n < s.N; ++n)
         for (int64_t co = co0; co < co1; ++co) {
-          in.fill(x + (n * s.C + co / m) * HW, grid.data());
+          if (co == co0 || co % m == 0) in.fill(x + (n * s.C + co / m) * HW, grid.data());  // a new input channel
           place_dy(dy + (n * s.Co + co) * P, dyg.data());
           dot_taps(dyg.data(), grid.data(), in.off.data(), taps, flat, acc.data() + (co - co0) * taps);
         }

@@ -28,8 +28,8 @@ constexpr int64_t kMaxPaddedFloats = 64 * 1024;
 
 bool direct_shape(const Conv2dShape& s, int64_t ins, int64_t rows, int64_t cols) {
   const Isa isa = active_isa();
-  return (isa == Isa::avx2 || isa == Isa::avx512) && s.sh == 1 && s.sw == 1 && s.groups == 1 && s.ph <= s.dh * (s.kh - 1) &&
-         s.pw <= s.dw * (s.kw - 1) && ins * (rows + 2) * cols <= kMaxPaddedFloats;
+  return (isa == Isa::avx2 || isa == Isa::avx512) && s.sh == 1 && s.sw == 1 && s.groups == 1 &&
+         s.ph <= s.dh * (s.kh - 1) && s.pw <= s.dw * (s.kw - 1) && ins * (rows + 2) * cols <= kMaxPaddedFloats;
 }
 
 // The packed weights and the offset table of one call (the plan points into them).

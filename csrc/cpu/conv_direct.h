@@ -9,8 +9,8 @@
 // k = (c, i, j) from the tile's corner (a table of C*kh*kw offsets per call).
 //
 // Tiling (conv_direct_avx2.cpp; conv_direct_avx512.cpp does the same with 16-pixel vectors, its
-// header says how they lie over narrow rows): 6 output channels x 2 vectors of 8 pixels = 12 ymm accumulators,
-// the AVX2 GEMM's tile. Per k: 2 unaligned loads of the padded input, 6 weight broadcasts, 12 FMAs.
+// header says how they lie over narrow rows): 6 output channels x 2 vectors of 8 pixels = 12 ymm
+// accumulators, the AVX2 GEMM's tile. Per k: 2 unaligned loads of the padded input, 6 weight broadcasts, 12 FMAs.
 // Rows wider than 8 take 16 pixels of one row; narrower ones 8 pixels of two rows (the second
 // vector one padded row further), so an 8x8 plane still fills the tile. The weights are packed once
 // per call, k-major in blocks of 6 output channels (zeros past Co).

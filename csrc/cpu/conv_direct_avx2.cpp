@@ -3,7 +3,6 @@
 #include <immintrin.h>
 
 #include <algorithm>
-#include <cstring>
 
 #include "cpu/avx2_lanes.h"
 #include "cpu/conv_direct.h"
