@@ -16,7 +16,7 @@
 //                  the phase, and then oh = a + (rh + ph - ki*dh)/sh with ih = rh + sh*a: an
 //                  unstrided convolution of dy with the phase's subset of flipped taps. Each phase
 //                  is one GEMM  dx_phase (C/g x pixels) = W_phase^T (C/g x Co/g*taps) @ im2col(dy)
-//                  whose packer reads dy in place; W_phase is rearranged once per call (small).
+//                  whose packers read dy and W in place (Im2colB, PhaseWeightA).
 //                  Stride 1 has one phase and its GEMM writes dx directly; otherwise each phase
 //                  goes through a per-thread buffer of C/g x pixels-of-the-phase and is copied
 //                  into its strided positions. No multiply-by-zero, no accumulation into dx.
@@ -56,7 +56,6 @@
 #include <algorithm>
 #include <cstring>
 #include <limits>
-#include <memory>
 #include <vector>
 
 #include "common/check.h"
@@ -214,26 +213,25 @@ namespace {
 struct DataPhase {
   int64_t rh, rw, Ha, Wb;
   Im2colGrid grid;            // over dy; rows (co, tap h, tap w)
-  std::unique_ptr<float[]> weight;  // per group: (C/g) x (Co/g * taps) = W_phase^T, the GEMM's A
+  std::vector<int64_t> tap_src;  // tap t's offset inside a kh*kw weight block (PhaseWeightA)
 
   int64_t K() const { return grid.rows(); }
   int64_t pixels() const { return Ha * Wb; }
 };
 
-std::vector<DataPhase> data_phases(const Conv2dShape& s, const float* w) {
+std::vector<DataPhase> data_phases(const Conv2dShape& s) {
   std::vector<DataPhase> phases;
-  const int64_t Cg = s.Cg(), Cog = s.Cog();
   for (int64_t rh = 0; rh < std::min(s.sh, s.H); ++rh)
     for (int64_t rw = 0; rw < std::min(s.sw, s.W); ++rw) {
       std::vector<int64_t> th, tw, oh, ow;
       phase_taps(rh, s.sh, s.ph, s.dh, s.kh, th, oh);
       phase_taps(rw, s.sw, s.pw, s.dw, s.kw, tw, ow);
       const int64_t Ha = (s.H - rh + s.sh - 1) / s.sh, Wb = (s.W - rw + s.sw - 1) / s.sw;
-      Im2colGrid grid(s.Co * s.Ho * s.Wo, Cog, s.Ho, s.Wo, Ha, Wb, 1, 1, oh, ow);
-      // Not value-initialised: every element is written (megabytes for the deep layers).
-      std::unique_ptr<float[]> wt(new float[s.groups * Cg * Cog * th.size() * tw.size()]);
-      transpose_phase_weight(s, w, th, tw, /*taps_major=*/false, wt.get());
-      phases.push_back(DataPhase{rh, rw, Ha, Wb, std::move(grid), std::move(wt)});
+      Im2colGrid grid(s.Co * s.Ho * s.Wo, s.Cog(), s.Ho, s.Wo, Ha, Wb, 1, 1, oh, ow);
+      std::vector<int64_t> tap_src;
+      for (int64_t i : th)
+        for (int64_t j : tw) tap_src.push_back(i * s.kw + j);
+      phases.push_back(DataPhase{rh, rw, Ha, Wb, std::move(grid), std::move(tap_src)});
     }
   return phases;
 }
@@ -244,7 +242,7 @@ void conv2d_backward_data(const Conv2dShape& s, const float* dy, const float* w,
   if (par == ConvParallel::automatic && conv2d_is_depthwise(s)) return conv2d_depthwise_backward_data(s, dy, w, dx);
   if (par == ConvParallel::automatic && conv2d_direct_backward_data_applies(s))
     return conv2d_direct_backward_data(s, dy, w, dx);
-  const std::vector<DataPhase> phases = data_phases(s, w);
+  const std::vector<DataPhase> phases = data_phases(s);
   const int64_t Cg = s.Cg(), Cog = s.Cog(), P = s.Ho * s.Wo, HW = s.H * s.W;
   const bool unit_stride = s.sh == 1 && s.sw == 1;
   int64_t phase_pixels = 0;
@@ -264,7 +262,7 @@ void conv2d_backward_data(const Conv2dShape& s, const float* dy, const float* w,
       for (int64_t c = 0; c < Cg; ++c) std::fill(out + c * ldc, out + c * ldc + cols, 0.f);
       return;
     }
-    const DenseA a(ph.weight.get() + g * Cg * K, K, 1);
+    const PhaseWeightA a(w + g * Cog * Cg * s.kh * s.kw, Cg, s.kh * s.kw, ph.tap_src);
     if (nb == 1 && ph.grid.is_identity())
       gemm_packed(Cg, cols, K, 1.f, a, DenseB(dy + (n0 * s.Co + g * Cog) * P, cols, 1), 0.f, out, ldc);
     else

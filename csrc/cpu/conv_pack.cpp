@@ -343,4 +343,49 @@ void BatchedPlanesA::pack(int64_t i0, int64_t mc, int64_t k0, int64_t kc, int mr
   }
 }
 
+namespace {
+
+// One k step of a PhaseWeightA sliver: MR rows `stride` apart into out[0:MR], zeros past `live`.
+template <int MR>
+inline void strided_column(const float* col, int64_t stride, int live, float* out) {
+  if (live == MR) {
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i) out[i] = col[i * stride];
+  } else {
+    for (int i = 0; i < MR; ++i) out[i] = i < live ? col[i * stride] : 0.f;
+  }
+}
+
+template <int MR>
+void pack_phase_weight(const PhaseWeightA& a, int64_t i0, int64_t mc, int64_t k0, int64_t kc, int mr, float* dst) {
+  const int64_t T = static_cast<int64_t>(a.tap_src.size()), channel = a.Cg * a.block;
+  for (int64_t s = 0; s * mr < mc; ++s) {
+    const int live = static_cast<int>(std::min<int64_t>(mr, mc - s * mr));
+    float* out = dst + s * mr * kc;
+    int64_t t = k0 % T;
+    const float* rows = a.w + (k0 / T) * channel + (i0 + s * mr) * a.block;  // output channel k0 / T
+    for (int64_t k = 0; k < kc; ++k) {
+      if (MR > 0)
+        strided_column<MR>(rows + a.tap_src[t], a.block, live, out + k * mr);
+      else
+        for (int i = 0; i < mr; ++i) out[k * mr + i] = i < live ? rows[a.tap_src[t] + i * a.block] : 0.f;
+      if (++t == T) {
+        t = 0;
+        rows += channel;
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void PhaseWeightA::pack(int64_t i0, int64_t mc, int64_t k0, int64_t kc, int mr, float* dst) const {
+  // The microkernels' sliver heights get a fixed-length copy the compiler unrolls.
+  switch (mr) {
+    case 14: return pack_phase_weight<14>(*this, i0, mc, k0, kc, mr, dst);
+    case 6: return pack_phase_weight<6>(*this, i0, mc, k0, kc, mr, dst);
+    default: return pack_phase_weight<0>(*this, i0, mc, k0, kc, mr, dst);
+  }
+}
+
 }  // namespace pn

@@ -88,4 +88,19 @@ struct BatchedPlanesA final : PackA {
   void pack(int64_t i0, int64_t mc, int64_t k0, int64_t kc, int mr, float* dst) const override;
 };
 
+// A = backward-data's W_phase^T of one group (conv.cpp), read from the weight as stored: element
+// (c, co*T + t) is w[co, c, tap t] with tap t at offset tap_src[t] inside a kh*kw block. Copying
+// the transpose into a matrix first and then packing that was two passes over megabytes of weights
+// (2.4M for a 512 -> 512 3x3 layer: 21% of its backward-data at 7x7, measured); this is one.
+// Within one output channel a sliver's rows are `block` floats apart, so each k step reads live
+// floats that share a few cache lines with the other taps of the same channel.
+struct PhaseWeightA final : PackA {
+  const float* w;       // the group's weights: Co/g blocks of C/g x kh*kw
+  int64_t Cg, block;    // input channels per group; kh*kw
+  const std::vector<int64_t>& tap_src;
+  PhaseWeightA(const float* w_, int64_t cg, int64_t blk, const std::vector<int64_t>& src)
+      : w(w_), Cg(cg), block(blk), tap_src(src) {}
+  void pack(int64_t i0, int64_t mc, int64_t k0, int64_t kc, int mr, float* dst) const override;
+};
+
 }  // namespace pn
