@@ -356,24 +356,38 @@ inline void strided_column(const float* col, int64_t stride, int live, float* ou
   }
 }
 
+// Output channel by output channel: the block's rows of one channel are mc*kh*kw consecutive
+// weights (12 KiB for 336 rows of 3x3), read front to back across all slivers. Where a channel's
+// taps are consecutive weights (every unstrided convolution), a sliver's share of them is a small
+// row-major matrix (live rows of `steps` floats, kh*kw apart), transposed in registers; otherwise
+// column by column.
 template <int MR>
 void pack_phase_weight(const PhaseWeightA& a, int64_t i0, int64_t mc, int64_t k0, int64_t kc, int mr, float* dst) {
-  const int64_t T = static_cast<int64_t>(a.tap_src.size()), channel = a.Cg * a.block;
-  for (int64_t s = 0; s * mr < mc; ++s) {
-    const int live = static_cast<int>(std::min<int64_t>(mr, mc - s * mr));
-    float* out = dst + s * mr * kc;
-    int64_t t = k0 % T;
-    const float* rows = a.w + (k0 / T) * channel + (i0 + s * mr) * a.block;  // output channel k0 / T
-    for (int64_t k = 0; k < kc; ++k) {
-      if (MR > 0)
-        strided_column<MR>(rows + a.tap_src[t], a.block, live, out + k * mr);
-      else
-        for (int i = 0; i < mr; ++i) out[k * mr + i] = i < live ? rows[a.tap_src[t] + i * a.block] : 0.f;
-      if (++t == T) {
-        t = 0;
-        rows += channel;
+  const int64_t T = static_cast<int64_t>(a.tap_src.size());
+  bool consecutive = true;
+  for (int64_t t = 1; t < T; ++t) consecutive = consecutive && a.tap_src[t] == a.tap_src[0] + t;
+  const PackCopies& v = pack_copies();
+  const bool transpose = consecutive && v.transpose && mr <= v.transpose_lanes;
+  const float* rows = a.w + (k0 / T) * a.Cg * a.block + i0 * a.block;  // output channel k0 / T
+  for (int64_t k = 0, t0 = k0 % T; k < kc; t0 = 0, rows += a.Cg * a.block) {
+    const int64_t steps = std::min(T - t0, kc - k);  // this channel's taps inside the block
+    for (int64_t s = 0; s * mr < mc; ++s) {
+      const int live = static_cast<int>(std::min<int64_t>(mr, mc - s * mr));
+      const float* src = rows + s * mr * a.block;
+      float* out = dst + s * mr * kc + k * mr;
+      if (transpose) {
+        v.transpose(src + a.tap_src[t0], a.block, live, steps, out, mr, mr);
+        continue;
+      }
+      for (int64_t j = 0; j < steps; ++j) {
+        const float* col = src + a.tap_src[t0 + j];
+        if (MR > 0)
+          strided_column<MR>(col, a.block, live, out + j * mr);
+        else
+          for (int i = 0; i < mr; ++i) out[j * mr + i] = i < live ? col[i * a.block] : 0.f;
       }
     }
+    k += steps;
   }
 }
 
