@@ -83,7 +83,8 @@ def assert_agrees_with_the_gemm_path(rng, c, atol=1e-5):
 _THREADS_SCRIPT = """
 import sys, numpy as np
 from pyneural import _C
-_C.set_team_handoff_ns(0)  # small test regions still get both threads (parallel_team.h)
+_C.set_team_handoff_ns(0)  # small test regions still get both threads (parallel_team.h),
+_C.set_team_load_sampling(False)  # also on a busy machine
 x_shape, w_shape, dy_shape, hyper, passes = eval(sys.argv[2])
 rng = np.random.default_rng(int(sys.argv[1]))
 x, w, dy = (rng.standard_normal(s).astype(np.float32) for s in (x_shape, w_shape, dy_shape))

@@ -7,6 +7,7 @@ them."""
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -98,13 +99,16 @@ def test_import_after_torch_keeps_its_runtime():
 @pytest.fixture
 def two_threads():
     """Two OpenMP threads for this thread's regions, adaptive team, clean history, a 20 us handoff
-    estimate; restored after."""
+    estimate, the load rule off (so what else runs on the machine does not count); restored after."""
     before, adaptive, handoff = get_threads(), _C.team_adaptive(), _C.team_handoff_ns()
+    sampling = _C.team_load_sampling()
     set_threads(2)
     _C.set_team_adaptive(True)
     _C.set_team_late_history(0)
     _C.set_team_handoff_ns(20_000)
+    _C.set_team_load_sampling(False)
     yield
+    _C.set_team_load_sampling(sampling)
     _C.set_team_late_history(0)
     _C.set_team_handoff_ns(handoff)
     _C.set_team_adaptive(adaptive)
@@ -238,6 +242,58 @@ def test_a_probing_gemm_books_its_region(two_threads):
     assert _C.team_late_history() in (0, 0xAAAB)
 
 
+# ---- the load rule: cores other runnable threads hold ------------------------------------------
+
+def test_runnable_threads_are_read_from_the_kernel():
+    """/proc/loadavg counts this thread itself: at least 1 on Linux, -1 (unknown) elsewhere."""
+    n = _C.team_runnable_threads()
+    assert n >= 1 if sys.platform.startswith("linux") else n == -1
+
+
+def test_load_average_moves_a_quarter_per_sample_and_counts_a_core_from_three_quarters(two_threads):
+    _C.set_team_load_sampling(True)  # fed samples below hold off the real reads for a second
+    assert _C.team_busy_cores() == 0
+    busy = []
+    for _ in range(6):
+        _C.team_record_load_sample(2)  # this thread and one more
+        busy.append(_C.team_busy_cores())
+    assert busy == [0.25, 0.4375, 0.5625, 0.6875, 0.75, 0.8125]  # in 1/16ths, rounded down
+    _C.team_record_load_sample(0)  # unknown: ignored
+    assert _C.team_busy_cores() == 0.8125
+
+
+def test_a_core_taken_elsewhere_leaves_the_rest(two_threads):
+    """With one core counted busy a region gets the other cores (one, on a 2-core machine), even a
+    big one; with the rule off, or once the samples say idle again, the full team."""
+    _C.set_team_load_sampling(True)
+    for _ in range(5):
+        _C.team_record_load_sample(2)
+    expected = min(2, max(1, _C.num_procs() - 1))
+    assert _C.team_threads(5e6) == expected and _C.team_threads() == expected
+    _C.team_record_load_sample(1)
+    assert _C.team_busy_cores() < 0.75 and _C.team_threads(5e6) == 2
+    _C.set_team_load_sampling(False)
+    assert _C.team_busy_cores() == 0 and _C.team_threads(5e6) == 2
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or _C.num_procs() != 2,
+                    reason="the rule's effect is one thread on a 2-core machine")
+def test_a_busy_process_on_one_of_two_cores_leaves_one_thread(two_threads):
+    """A real busy process: within about 100 ms of samples the team is one thread (more load from
+    elsewhere only adds to the count, so this cannot pass by chance on a busy machine or fail on one)."""
+    _C.set_team_load_sampling(True)
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        deadline, team = time.monotonic() + 5.0, 2
+        while time.monotonic() < deadline and team != 1:
+            team = _C.team_threads(5e6)
+            time.sleep(0.005)
+        assert team == 1, f"busy cores {_C.team_busy_cores()}"
+    finally:
+        busy.kill()
+        busy.wait()
+
+
 # ---- the same bits from any team ---------------------------------------------------------------
 
 def _with_team(threads, shrunk, fn):
@@ -245,9 +301,12 @@ def _with_team(threads, shrunk, fn):
     set_threads(threads)
     _C.set_team_late_history(0xFFFF if shrunk else 0)
     _C.set_team_handoff_ns(0)  # these small products would run alone otherwise
+    sampling = _C.team_load_sampling()
+    _C.set_team_load_sampling(False)  # and on a busy machine too
     try:
         return fn()
     finally:
+        _C.set_team_load_sampling(sampling)
         _C.set_team_late_history(0)
         _C.set_team_handoff_ns(handoff)
         set_threads(before)

@@ -7,8 +7,9 @@ namespace pn {
 
 void bind_parallel(py::module_& m) {
   m.def("team_threads", [](double work_ns) { return team_threads(work_ns); }, py::arg("work_ns") = 0.0,
-        "Threads the next kernel's parallel region gets (1 while helper threads arrive late, unless the\n"
-        "region would take work_ns >= 2 ms on one thread; 1 for a region worth under 10 handoffs).");
+        "Threads the next kernel's parallel region gets: at most the cores other runnable threads leave;\n"
+        "1 while helper threads arrive late, unless the region would take work_ns >= 2 ms on one thread;\n"
+        "1 for a region worth under 10 handoffs.");
   m.def("team_region_late", [](int64_t lost_ns, int64_t wall_ns) { return team_detail::region_late(lost_ns, wall_ns); },
         py::arg("lost_ns"), py::arg("wall_ns"),
         "Whether a region of wall_ns that lost lost_ns to a late helper counts as late.");
@@ -26,6 +27,24 @@ void bind_parallel(py::module_& m) {
         "The estimated cost (ns) of a region's helper thread (twice its arrival delay), from the timed regions.");
   m.def("set_team_handoff_ns", [](int64_t ns) { set_team_handoff_ns(ns); }, py::arg("ns"),
         "Set the handoff estimate (tests).");
+  m.def("team_load_sampling", [] { return team_load_sampling(); },
+        "Whether regions are sized by the machine's runnable threads (/proc/loadavg, Linux).");
+  m.def("set_team_load_sampling", [](bool on) { set_team_load_sampling(on); }, py::arg("on"),
+        "Turn the load rule on or off; either way the load average starts again from 0 (tests).");
+  m.def("team_busy_cores", [] { return team_busy_cores(); },
+        "The average count of threads runnable elsewhere, from the samples so far.");
+  m.def("team_record_load_sample",
+        [](int runnable) {
+          team_detail::record_load_sample(runnable);
+          // The next real read waits a second, so a test's samples are what the rule sees.
+          team_detail::next_load_sample_ns.store(team_detail::now_ns() + 1000000000, std::memory_order_relaxed);
+        },
+        py::arg("runnable"),
+        "Fold one runnable-thread count (this thread included) into the average and hold off the real\n"
+        "reads for a second (tests).");
+  m.def("num_procs", [] { return omp_get_num_procs(); }, "Processors this process may run on (omp_get_num_procs).");
+  m.def("team_runnable_threads", [] { return team_detail::read_runnable_threads(); },
+        "Runnable threads on the machine now (/proc/loadavg; -1 where unknown).");
   m.def("team_record_handoff", [](int64_t handoff_ns) { team_detail::record_handoff(handoff_ns); },
         py::arg("handoff_ns"), "Fold one region's handoff into the estimate, as a timed region does (tests).");
 }

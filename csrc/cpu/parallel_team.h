@@ -43,6 +43,14 @@
 // the work plus a handoff, so they win from about 2 handoffs of real work, and the estimates
 // (flops_ns) are conservative, 2-3x the real time.
 //
+// And before any helper is late: the kernel says how many threads are runnable (Linux,
+// /proc/loadavg, read at most every kLoadSampleNs by the thread starting a region, whose helpers
+// sleep between regions, so what it counts beyond itself runs elsewhere: another process, another
+// MPI rank, another Python thread). Averaged over the last few samples, that many cores are taken,
+// and a region gets at most the cores left (at least one): with a busy process on one of two
+// cores, one thread, where two would each wait in turn for a time slice (the MLP's 512 x 512 x 512
+// GEMMs, 2 ms regions that the late rule lets keep the team, ran at 0.90x one thread: bench/NOTES.md).
+//
 // Nothing here decides how work is *partitioned*: kernels plan their chunks from the nominal
 // thread count (omp_get_max_threads) and only run them on team_threads() threads, with dynamic
 // schedules, so results are the same bits whatever team ran them.
@@ -76,6 +84,24 @@ inline std::atomic<uint32_t> late_history{0};   // bit i: the i-th most recent t
 inline std::atomic<int64_t> handoff_ns{kInitialHandoffNs};  // what a helper costs a timed region (see above)
 inline std::atomic<uint32_t> shrunk_regions{0};  // regions run on one thread since the last probe
 inline std::atomic<bool> adaptive{true};
+
+// The load rule (see above): busy_x16 is the average of runnable threads elsewhere, in 1/16ths,
+// moved a quarter of the way to each sample, so a core counts as taken after ~5 samples (100 ms)
+// of a thread running there and a passing one (a kernel worker, a logger) does not count.
+constexpr int64_t kLoadSampleNs = 20000000;
+inline std::atomic<int64_t> next_load_sample_ns{0};
+inline std::atomic<int> busy_x16{0};
+inline std::atomic<bool> load_sampling{true};
+
+int read_runnable_threads();  // cpu_load.cpp: /proc/loadavg's runnable count, -1 where unknown
+
+inline void record_load_sample(int runnable) {
+  if (runnable < 1) return;
+  const int x16 = busy_x16.load(std::memory_order_relaxed), step = (runnable - 1) * 16 - x16;
+  busy_x16.store(x16 + (step + (step > 0 ? 2 : -2)) / 4, std::memory_order_relaxed);  // a quarter, rounded
+}
+
+inline int busy_cores() { return (busy_x16.load(std::memory_order_relaxed) + 4) / 16; }
 
 inline int64_t now_ns() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
@@ -118,10 +144,19 @@ inline void record_handoff(int64_t handoff) {
 // unknown or small.
 inline int team_threads(double work_ns = 0) {
   using namespace team_detail;
-  const int wanted = omp_get_level() > 0 ? 1 : omp_get_max_threads();
+  int wanted = omp_get_level() > 0 ? 1 : omp_get_max_threads();
   if (wanted == 1 || !adaptive.load(std::memory_order_relaxed)) return wanted;
   if (work_ns > 0 && work_ns < kWorthHandoff * static_cast<double>(handoff_ns.load(std::memory_order_relaxed)))
     return 1;
+  if (load_sampling.load(std::memory_order_relaxed)) {
+    const int64_t now = now_ns();
+    if (now >= next_load_sample_ns.load(std::memory_order_relaxed)) {
+      next_load_sample_ns.store(now + kLoadSampleNs, std::memory_order_relaxed);
+      record_load_sample(read_runnable_threads());
+    }
+    wanted = std::min(wanted, std::max(1, omp_get_num_procs() - busy_cores()));
+    if (wanted == 1) return 1;
+  }
   if (!loaded() || work_ns >= kBigRegionNs) return wanted;
   if (shrunk_regions.fetch_add(1, std::memory_order_relaxed) + 1 < kProbeEvery) return 1;
   shrunk_regions.store(0, std::memory_order_relaxed);
@@ -245,6 +280,13 @@ inline bool team_adaptive() { return team_detail::adaptive.load(std::memory_orde
 inline uint32_t team_late_history() { return team_detail::late_history.load(std::memory_order_relaxed); }
 inline int64_t team_handoff_ns() { return team_detail::handoff_ns.load(std::memory_order_relaxed); }
 inline void set_team_handoff_ns(int64_t ns) { team_detail::handoff_ns.store(ns, std::memory_order_relaxed); }
+inline void set_team_load_sampling(bool on) {
+  team_detail::load_sampling.store(on, std::memory_order_relaxed);
+  team_detail::busy_x16.store(0, std::memory_order_relaxed);
+  team_detail::next_load_sample_ns.store(0, std::memory_order_relaxed);
+}
+inline bool team_load_sampling() { return team_detail::load_sampling.load(std::memory_order_relaxed); }
+inline double team_busy_cores() { return team_detail::busy_x16.load(std::memory_order_relaxed) / 16.0; }
 inline void set_team_late_history(uint32_t bits) {
   team_detail::late_history.store(bits & 0xffffu, std::memory_order_relaxed);
   team_detail::shrunk_regions.store(0, std::memory_order_relaxed);
