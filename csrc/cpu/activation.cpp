@@ -31,7 +31,7 @@ inline float epilogue(float v) {
 
 template <bool Relu>
 void add_bias_rows(const float* x, const float* bias, float* y, int64_t rows, int64_t features) {
-#pragma omp parallel for num_threads(team_threads(elements_ns(rows * features))) schedule(static) if (rows * features >= kParallelMin)
+#pragma omp parallel for num_threads(elements_team(rows * features, kParallelMin)) schedule(static)
   for (int64_t r = 0; r < rows; ++r) {
     const float* xr = x + r * features;
     float* yr = y + r * features;
@@ -44,7 +44,7 @@ template <bool Relu>
 void add_bias_planes(const float* x, const float* bias, float* y, int64_t outer, int64_t channels,
                      int64_t plane) {
   const int64_t planes = outer * channels;
-#pragma omp parallel for num_threads(team_threads(elements_ns(planes * plane))) schedule(static) if (planes * plane >= kParallelMin)
+#pragma omp parallel for num_threads(elements_team(planes * plane, kParallelMin)) schedule(static)
   for (int64_t p = 0; p < planes; ++p) {
     const float b = bias[p % channels];
     const float* xp = x + p * plane;
@@ -57,7 +57,7 @@ void add_bias_planes(const float* x, const float* bias, float* y, int64_t outer,
 // No bias: one flat stream, cut into equal blocks per thread.
 template <bool Relu>
 void apply_flat(const float* x, float* y, int64_t n) {
-#pragma omp parallel for simd num_threads(team_threads(elements_ns(n))) schedule(static) if (parallel : n >= kParallelMin)
+#pragma omp parallel for simd num_threads(elements_team(n, kParallelMin)) schedule(static)
   for (int64_t i = 0; i < n; ++i) y[i] = epilogue<Relu>(x[i]);
 }
 
@@ -83,7 +83,7 @@ void bias_relu(const float* x, const float* bias, float* y, int64_t outer, int64
 
 void relu_backward(const float* dy, const float* y, float* dx, int64_t n) {
   // dy is read unconditionally: a load inside the select would keep SSE2 (no masked loads) scalar.
-#pragma omp parallel for simd num_threads(team_threads(elements_ns(n))) schedule(static) if (parallel : n >= kParallelMin)
+#pragma omp parallel for simd num_threads(elements_team(n, kParallelMin)) schedule(static)
   for (int64_t i = 0; i < n; ++i) {
     const float g = dy[i];
     dx[i] = y[i] > 0.f ? g : 0.f;

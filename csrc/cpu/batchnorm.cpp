@@ -43,7 +43,7 @@ template <typename Block>
 void row_block_sums(int64_t rows, int64_t width, int64_t elements, double* total, Block&& block) {
   const int64_t blocks = (rows + kRowBlock - 1) / kRowBlock;
   std::vector<float> partial(blocks * width, 0.f);
-#pragma omp parallel for num_threads(team_threads(elements_ns(elements))) schedule(static) if (elements >= kParallelMin)
+#pragma omp parallel for num_threads(elements_team(elements, kParallelMin)) schedule(static)
   for (int64_t b = 0; b < blocks; ++b)
     block(b * kRowBlock, b * kRowBlock + kRowBlock < rows ? b * kRowBlock + kRowBlock : rows,
           partial.data() + b * width);
@@ -78,7 +78,7 @@ void channel_stats_rows(const float* x, float* mean, float* var, int64_t rows, i
 
 void channel_affine_rows(const float* x, const float* scale, const float* shift, float* y, int64_t rows, int64_t C,
                          bool relu) {
-#pragma omp parallel for num_threads(team_threads(elements_ns(rows * C))) schedule(static) if (rows * C >= kParallelMin)
+#pragma omp parallel for num_threads(elements_team(rows * C, kParallelMin)) schedule(static)
   for (int64_t r = 0; r < rows; ++r) {
     const float* xr = x + r * C;
     float* yr = y + r * C;
@@ -131,7 +131,7 @@ void backward_reduce_rows(const float* dy, const float* y, const float* x, const
 void backward_apply_rows(const float* dy, const float* y, const float* x, const float* mean, const float* invstd,
                          const float* scale, const float* mean_g, const float* mean_gx, float* dx, int64_t rows,
                          int64_t C) {
-#pragma omp parallel for num_threads(team_threads(elements_ns(rows * C))) schedule(static) if (rows * C >= kParallelMin)
+#pragma omp parallel for num_threads(elements_team(rows * C, kParallelMin)) schedule(static)
   for (int64_t r = 0; r < rows; ++r) {
     const float* gr = dy + r * C;
     const float* xr = x + r * C;
@@ -157,7 +157,7 @@ void backward_apply_rows(const float* dy, const float* y, const float* x, const 
 void channel_stats(const float* x, float* mean, float* var, int64_t outer, int64_t channels, int64_t inner) {
   if (inner == 1) return channel_stats_rows(x, mean, var, outer, channels);
   const int64_t count = outer * inner;
-#pragma omp parallel for num_threads(team_threads(elements_ns(count * channels))) schedule(static) if (count * channels >= kParallelMin)
+#pragma omp parallel for num_threads(elements_team(count * channels, kParallelMin)) schedule(static)
   for (int64_t c = 0; c < channels; ++c) {
     const double k = x[c * inner];
     double s1 = 0.0, s2 = 0.0;
@@ -181,7 +181,7 @@ void channel_affine(const float* x, const float* scale, const float* shift, floa
                     int64_t channels, int64_t inner, bool relu) {
   if (inner == 1) return channel_affine_rows(x, scale, shift, y, outer, channels, relu);
   const int64_t runs = outer * channels;
-#pragma omp parallel for num_threads(team_threads(elements_ns(runs * inner))) schedule(static) if (runs * inner >= kParallelMin)
+#pragma omp parallel for num_threads(elements_team(runs * inner, kParallelMin)) schedule(static)
   for (int64_t r = 0; r < runs; ++r) {
     const int64_t c = r % channels;
     const float a = scale[c], b = shift[c];
@@ -204,7 +204,7 @@ void batchnorm_backward_reduce(const float* dy, const float* y, const float* x, 
                                const float* invstd, float* sum_g, float* sum_gx, int64_t outer, int64_t channels,
                                int64_t inner) {
   if (inner == 1) return backward_reduce_rows(dy, y, x, mean, invstd, sum_g, sum_gx, outer, channels);
-#pragma omp parallel for num_threads(team_threads(elements_ns(outer * inner * channels))) schedule(static) if (outer * inner * channels >= kParallelMin)
+#pragma omp parallel for num_threads(elements_team(outer * inner * channels, kParallelMin)) schedule(static)
   for (int64_t c = 0; c < channels; ++c) {
     const float m = mean[c];
     double sg = 0.0, sgx = 0.0;
@@ -247,7 +247,7 @@ void batchnorm_backward_apply(const float* dy, const float* y, const float* x, c
                               float* dx, int64_t outer, int64_t channels, int64_t inner) {
   if (inner == 1) return backward_apply_rows(dy, y, x, mean, invstd, scale, mean_g, mean_gx, dx, outer, channels);
   const int64_t runs = outer * channels;
-#pragma omp parallel for num_threads(team_threads(elements_ns(runs * inner))) schedule(static) if (runs * inner >= kParallelMin)
+#pragma omp parallel for num_threads(elements_team(runs * inner, kParallelMin)) schedule(static)
   for (int64_t r = 0; r < runs; ++r) {
     const int64_t c = r % channels;
     const float m = mean[c], s = invstd[c], a = scale[c], mg = mean_g[c], mgx = mean_gx[c];

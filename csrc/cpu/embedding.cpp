@@ -60,7 +60,7 @@ void throw_bad_index(const char* fn, const int64_t* indices, int64_t n, int64_t 
 
 void embedding_forward(const float* weight, int64_t V, int64_t D, const int64_t* indices, int64_t n, float* out) {
   int64_t bad = 0;  // an exception cannot leave the parallel region: count, then report
-#pragma omp parallel for num_threads(team_threads(elements_ns(n * D))) schedule(static) reduction(+ : bad) if (n * D >= kParallelMin)
+#pragma omp parallel for num_threads(elements_team(n * D, kParallelMin)) schedule(static) reduction(+ : bad)
   for (int64_t i = 0; i < n; ++i) {
     const int64_t r = indices[i];
     if (r >= 0 && r < V)
@@ -145,7 +145,7 @@ void RowGroups::thread_groups(int64_t t, int64_t T, int64_t* u_begin, int64_t* u
 void RowGroups::sum(const float* dout, int64_t D, float* grads, bool at_rows) const {
   const int64_t n = num_indices();
   const Position* order = order_.data();
-#pragma omp parallel num_threads(team_threads(elements_ns(n * D))) if (n * D >= kParallelMin)
+#pragma omp parallel num_threads(elements_team(n * D, kParallelMin))
   {
     int64_t u_begin, u_end;
     thread_groups(omp_get_thread_num(), omp_get_num_threads(), &u_begin, &u_end);
@@ -167,7 +167,7 @@ void RowGroups::weighted_sum(const float* w, const float* table, const int64_t* 
                              float* wsum, float decay, const float* self_table, const float* self_bias) const {
   const int64_t n = num_indices();
   const Position* order = order_.data();
-#pragma omp parallel num_threads(team_threads(elements_ns(n * (D + 1)))) if (n * (D + 1) >= kParallelMin)
+#pragma omp parallel num_threads(elements_team(n * (D + 1), kParallelMin))
   {
     int64_t u_begin, u_end;
     thread_groups(omp_get_thread_num(), omp_get_num_threads(), &u_begin, &u_end);
@@ -207,7 +207,7 @@ void embedding_backward_dense(const float* dout, const int64_t* indices, int64_t
   const std::vector<int64_t>& rows = groups.rows();
   const int64_t U = groups.num_groups();
   // Zero the untouched rows: the gap before each touched row, and the tail after the last.
-#pragma omp parallel for num_threads(team_threads(elements_ns(V * D))) schedule(static) if (V * D >= kParallelMin)
+#pragma omp parallel for num_threads(elements_team(V * D, kParallelMin)) schedule(static)
   for (int64_t u = 0; u <= U; ++u) {
     const int64_t lo = u == 0 ? 0 : rows[u - 1] + 1, hi = u == U ? V : rows[u];
     if (hi > lo) std::memset(dweight + lo * D, 0, sizeof(float) * (hi - lo) * D);
@@ -219,7 +219,7 @@ void embedding_dot_forward(const float* a, int64_t Va, const int64_t* ia, const 
                            const int64_t* ib, int64_t n, int64_t D, const float* bias_a, const float* bias_b,
                            float offset, float* out) {
   int64_t bad = 0;
-#pragma omp parallel for num_threads(team_threads(elements_ns(n * D))) schedule(static) reduction(+ : bad) if (n * D >= kParallelMin)
+#pragma omp parallel for num_threads(elements_team(n * D, kParallelMin)) schedule(static) reduction(+ : bad)
   for (int64_t i = 0; i < n; ++i) {
     const int64_t ra = ia[i], rb = ib[i];
     if (ra < 0 || ra >= Va || rb < 0 || rb >= Vb) {

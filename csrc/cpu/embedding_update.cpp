@@ -29,7 +29,7 @@ inline void prefetch_row(const float* row, int64_t D) {
 void sparse_sgd_update(float* param, int64_t D, const int64_t* rows, int64_t U, const float* grads, double lr,
                        double weight_decay, double momentum, double dampening, bool nesterov, float* buf) {
   const SgdStep k(lr, weight_decay, momentum, dampening, nesterov);
-#pragma omp parallel for num_threads(team_threads(elements_ns(U * D))) schedule(static) if (U * D >= kParallelMin)
+#pragma omp parallel for num_threads(elements_team(U * D, kParallelMin)) schedule(static)
   for (int64_t u = 0; u < U; ++u) {
     if (u + kPrefetch < U) {
       prefetch_row(param + rows[u + kPrefetch] * D, D);
@@ -43,7 +43,7 @@ void sparse_adam_update(float* param, int64_t D, const int64_t* rows, int64_t U,
                         float* exp_avg_sq, double lr, double beta1, double beta2, double eps, double weight_decay,
                         bool decoupled, double bc1, double bc2) {
   const AdamStep k(lr, beta1, beta2, eps, weight_decay, decoupled, bc1, bc2);
-#pragma omp parallel for num_threads(team_threads(elements_ns(U * D))) schedule(static) if (U * D >= kParallelMin)
+#pragma omp parallel for num_threads(elements_team(U * D, kParallelMin)) schedule(static)
   for (int64_t u = 0; u < U; ++u) {
     if (u + kPrefetch < U) {
       const int64_t ahead = rows[u + kPrefetch] * D;

@@ -167,7 +167,7 @@ void norm_rows_forward(const float* x, const float* weight, const float* bias, f
                        int64_t rows, int64_t D, int64_t groups, int64_t inner, float eps) {
   const int64_t per_group = D / inner;
   const NormalizeRow normalize = pick_normalize(weight != nullptr, bias != nullptr);
-#pragma omp parallel for num_threads(team_threads(elements_ns(rows * D))) schedule(static) if (rows * D >= kParallelMin)
+#pragma omp parallel for num_threads(elements_team(rows * D, kParallelMin)) schedule(static)
   for (int64_t r = 0; r < rows; ++r) {
     const float* xr = x + r * D;
     const RowStats s = row_stats(xr, D, eps);
@@ -189,7 +189,7 @@ void norm_rows_backward(const float* dy, const float* x, const float* mean, cons
   const int64_t rows_per_chunk = (rows + chunks - 1) / chunks;
   std::vector<double> acc(sums ? static_cast<size_t>(chunks * 2 * params) : 0, 0.0);
   const BackwardRow row_fn = pick_backward(weight != nullptr, inner);
-#pragma omp parallel for num_threads(team_threads(elements_ns(rows * D))) schedule(dynamic, 1) if (rows * D >= kParallelMin)
+#pragma omp parallel for num_threads(elements_team(rows * D, kParallelMin)) schedule(dynamic, 1)
   for (int64_t chunk = 0; chunk < chunks; ++chunk) {
     double* acc_w = sums ? acc.data() + chunk * 2 * params : nullptr;
     const int64_t end = std::min(rows, (chunk + 1) * rows_per_chunk);

@@ -20,7 +20,7 @@ constexpr int64_t kParallelMin = 1 << 16;  // below this a second thread costs m
 
 void sgd_update(float* param, const float* grad, float* buf, int64_t n, const SgdStep& k, bool first) {
   const int64_t chunks = (n + kChunk - 1) / kChunk;
-#pragma omp parallel for num_threads(team_threads(elements_ns(n))) schedule(dynamic, 1) if (n >= kParallelMin)
+#pragma omp parallel for num_threads(elements_team(n, kParallelMin)) schedule(dynamic, 1)
   for (int64_t c = 0; c < chunks; ++c) {
     const int64_t at = c * kChunk, len = std::min(kChunk, n - at);
     sgd_span(k, param + at, grad + at, buf ? buf + at : nullptr, len, first);
@@ -29,7 +29,7 @@ void sgd_update(float* param, const float* grad, float* buf, int64_t n, const Sg
 
 void adam_update(float* param, const float* grad, float* exp_avg, float* exp_avg_sq, int64_t n, const AdamStep& k) {
   const int64_t chunks = (n + kChunk - 1) / kChunk;
-#pragma omp parallel for num_threads(team_threads(elements_ns(n))) schedule(dynamic, 1) if (n >= kParallelMin)
+#pragma omp parallel for num_threads(elements_team(n, kParallelMin)) schedule(dynamic, 1)
   for (int64_t c = 0; c < chunks; ++c) {
     const int64_t at = c * kChunk, len = std::min(kChunk, n - at);
     adam_span(k, param + at, grad + at, exp_avg + at, exp_avg_sq + at, len);

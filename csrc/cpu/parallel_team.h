@@ -170,6 +170,12 @@ inline double flops_ns(double flops) { return flops * team_detail::kNsPerFlop; }
 // pool, an optimizer step): ~0.5 ns each, a read and a write at ~16 GB/s on one core.
 inline double elements_ns(double elements) { return elements * 0.5; }
 
+// The team of an elementwise region over `elements` floats: one thread below the kernel's own
+// `min_parallel` (where even a spinning helper costs more than it saves), else team_threads.
+inline int elements_team(int64_t elements, int64_t min_parallel) {
+  return elements >= min_parallel ? team_threads(elements_ns(static_cast<double>(elements))) : 1;
+}
+
 // Times one parallel region's helpers: construct before the region, call arrived() first thing in
 // every thread of it and done() when the thread's share is done (before the closing barrier),
 // finish() after it, with the work_ns given to team_threads().

@@ -203,7 +203,7 @@ void max_pool2d_forward(const float* x, float* y, int32_t* argmax, const Pool2dS
   const std::vector<ColumnRange> cols = column_ranges(s);
   const int64_t in_plane = s.H * s.W, out_plane = s.OH * s.OW;
   const bool two_by_two = s.kh == 2 && s.kw == 2 && s.sh == 2 && s.sw == 2 && s.ph == 0 && s.pw == 0;
-#pragma omp parallel for num_threads(team_threads(elements_ns(s.planes * in_plane))) schedule(static) if (s.planes * in_plane >= kParallelMin)
+#pragma omp parallel for num_threads(elements_team(s.planes * in_plane, kParallelMin)) schedule(static)
   for (int64_t p = 0; p < s.planes; ++p) {
     if (two_by_two)
       max_pool_plane_2x2(x + p * in_plane, y + p * out_plane, argmax + p * out_plane, s);
@@ -215,7 +215,7 @@ void max_pool2d_forward(const float* x, float* y, int32_t* argmax, const Pool2dS
 void max_pool2d_backward(const float* dy, const int32_t* argmax, float* dx, const Pool2dShape& s) {
   const int64_t in_plane = s.H * s.W, out_plane = s.OH * s.OW;
   int64_t bad = 0;  // count of out-of-range argmax entries (an exception cannot leave a parallel region)
-#pragma omp parallel for num_threads(team_threads(elements_ns(s.planes * in_plane))) schedule(static) reduction(+ : bad) if (s.planes * in_plane >= kParallelMin)
+#pragma omp parallel for num_threads(elements_team(s.planes * in_plane, kParallelMin)) schedule(static) reduction(+ : bad)
   for (int64_t p = 0; p < s.planes; ++p) {
     float* dxp = dx + p * in_plane;
     const float* dyp = dy + p * out_plane;
@@ -236,7 +236,7 @@ void max_pool2d_backward(const float* dy, const int32_t* argmax, float* dx, cons
 void avg_pool2d_forward(const float* x, float* y, const Pool2dShape& s, bool count_include_pad) {
   const std::vector<ColumnRange> cols = column_ranges(s);
   const int64_t in_plane = s.H * s.W, out_plane = s.OH * s.OW;
-#pragma omp parallel for num_threads(team_threads(elements_ns(s.planes * in_plane))) schedule(static) if (s.planes * in_plane >= kParallelMin)
+#pragma omp parallel for num_threads(elements_team(s.planes * in_plane, kParallelMin)) schedule(static)
   for (int64_t p = 0; p < s.planes; ++p)
     avg_pool_plane(x + p * in_plane, y + p * out_plane, s, cols, count_include_pad);
 }
@@ -244,7 +244,7 @@ void avg_pool2d_forward(const float* x, float* y, const Pool2dShape& s, bool cou
 void avg_pool2d_backward(const float* dy, float* dx, const Pool2dShape& s, bool count_include_pad) {
   const std::vector<ColumnRange> cols = column_ranges(s);
   const int64_t in_plane = s.H * s.W, out_plane = s.OH * s.OW;
-#pragma omp parallel num_threads(team_threads(elements_ns(s.planes * in_plane))) if (s.planes * in_plane >= kParallelMin)
+#pragma omp parallel num_threads(elements_team(s.planes * in_plane, kParallelMin))
   {
     std::vector<float> grad(s.OW);
 #pragma omp for schedule(static)
@@ -268,7 +268,7 @@ inline void cols_inside(const Pool2dShape& s, int64_t ow, int64_t& ws, int64_t& 
 
 void max_pool2d_forward_nhwc(const float* x, float* y, int32_t* argmax, const Pool2dShape& s, int64_t C) {
   const int64_t N = s.planes / C;
-#pragma omp parallel for num_threads(team_threads(elements_ns(s.planes * s.H * s.W))) schedule(static) if (s.planes * s.H * s.W >= kParallelMin)
+#pragma omp parallel for num_threads(elements_team(s.planes * s.H * s.W, kParallelMin)) schedule(static)
   for (int64_t r = 0; r < N * s.OH; ++r) {
     const int64_t n = r / s.OH, oh = r % s.OH;
     int64_t hs, he;
@@ -302,7 +302,7 @@ void max_pool2d_forward_nhwc(const float* x, float* y, int32_t* argmax, const Po
 void max_pool2d_backward_nhwc(const float* dy, const int32_t* argmax, float* dx, const Pool2dShape& s, int64_t C) {
   const int64_t N = s.planes / C, in_plane = s.H * s.W, out_plane = s.OH * s.OW;
   int64_t bad = 0;
-#pragma omp parallel for num_threads(team_threads(elements_ns(s.planes * in_plane))) schedule(static) reduction(+ : bad) if (s.planes * in_plane >= kParallelMin)
+#pragma omp parallel for num_threads(elements_team(s.planes * in_plane, kParallelMin)) schedule(static) reduction(+ : bad)
   for (int64_t n = 0; n < N; ++n) {
     float* dxn = dx + n * in_plane * C;
     for (int64_t i = 0; i < in_plane * C; ++i) dxn[i] = 0.f;
@@ -323,7 +323,7 @@ void max_pool2d_backward_nhwc(const float* dy, const int32_t* argmax, float* dx,
 
 void avg_pool2d_forward_nhwc(const float* x, float* y, const Pool2dShape& s, bool count_include_pad, int64_t C) {
   const int64_t N = s.planes / C;
-#pragma omp parallel for num_threads(team_threads(elements_ns(s.planes * s.H * s.W))) schedule(static) if (s.planes * s.H * s.W >= kParallelMin)
+#pragma omp parallel for num_threads(elements_team(s.planes * s.H * s.W, kParallelMin)) schedule(static)
   for (int64_t r = 0; r < N * s.OH; ++r) {
     const int64_t n = r / s.OH, oh = r % s.OH;
     int64_t hs, he;
@@ -348,7 +348,7 @@ void avg_pool2d_forward_nhwc(const float* x, float* y, const Pool2dShape& s, boo
 
 void avg_pool2d_backward_nhwc(const float* dy, float* dx, const Pool2dShape& s, bool count_include_pad, int64_t C) {
   const int64_t N = s.planes / C, in_plane = s.H * s.W;
-#pragma omp parallel num_threads(team_threads(elements_ns(s.planes * in_plane))) if (s.planes * in_plane >= kParallelMin)
+#pragma omp parallel num_threads(elements_team(s.planes * in_plane, kParallelMin))
   {
     std::vector<float> grad(C);
 #pragma omp for schedule(static)

@@ -77,7 +77,7 @@ inline void scale_row(float* y, float a, int64_t cols) {
 }
 
 void softmax(const float* x, float* y, int64_t rows, int64_t cols) {
-#pragma omp parallel for num_threads(team_threads(elements_ns(rows * cols))) schedule(static) if (rows * cols >= kParallelMin)
+#pragma omp parallel for num_threads(elements_team(rows * cols, kParallelMin)) schedule(static)
   for (int64_t i = 0; i < rows; ++i) {
     const float* xi = x + i * cols;
     float* yi = y + i * cols;
@@ -88,7 +88,7 @@ void softmax(const float* x, float* y, int64_t rows, int64_t cols) {
 
 // log p = (x - m) - log(sum exp(x - m)): the exps are summed but never stored.
 void log_softmax(const float* x, float* y, int64_t rows, int64_t cols) {
-#pragma omp parallel for num_threads(team_threads(elements_ns(rows * cols))) schedule(static) if (rows * cols >= kParallelMin)
+#pragma omp parallel for num_threads(elements_team(rows * cols, kParallelMin)) schedule(static)
   for (int64_t i = 0; i < rows; ++i) {
     const float* xi = x + i * cols;
     float* yi = y + i * cols;
@@ -107,7 +107,7 @@ void log_softmax(const float* x, float* y, int64_t rows, int64_t cols) {
 void xent_forward(const float* logits, const int64_t* labels, float* losses, float* probs, int64_t n, int64_t c,
                   float label_smoothing) {
   const float e = label_smoothing;
-#pragma omp parallel for num_threads(team_threads(elements_ns(n * c))) schedule(static) if (n * c >= kParallelMin)
+#pragma omp parallel for num_threads(elements_team(n * c, kParallelMin)) schedule(static)
   for (int64_t i = 0; i < n; ++i) {
     const float* xi = logits + i * c;
     float* pi = probs + i * c;
@@ -133,7 +133,7 @@ void xent_backward(const float* probs, const int64_t* labels, const float* dloss
                    int64_t c, float label_smoothing) {
   const float e = label_smoothing;
   const float uniform = e / static_cast<float>(c);
-#pragma omp parallel for num_threads(team_threads(elements_ns(n * c))) schedule(static) if (n * c >= kParallelMin)
+#pragma omp parallel for num_threads(elements_team(n * c, kParallelMin)) schedule(static)
   for (int64_t i = 0; i < n; ++i) {
     const float* pi = probs + i * c;
     float* gi = dlogits + i * c;
