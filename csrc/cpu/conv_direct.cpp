@@ -114,24 +114,36 @@ void weight_task(const DirectPlan& plan, const float* dy, int64_t n0, int64_t n1
 
 }  // namespace
 
+namespace {
+
+// dst[0:n] = src[0:n] for the short rows of small planes (8 to 16 floats for the digits and the
+// small ResNet): overlapping 4-float moves written out, not a loop, which GCC turns into a call to
+// memcpy (those calls and the memsets beside them were 9% of the digits 32 -> 64 forward).
+inline void copy_row(float* __restrict dst, const float* __restrict src, int64_t n) {
+  typedef float Vec4 __attribute__((vector_size(4 * sizeof(float))));
+  if (n < 4 || n > 16) {
+    std::memcpy(dst, src, sizeof(float) * n);
+    return;
+  }
+  Vec4 v[4];
+  const int64_t last = n - 4;
+  std::memcpy(&v[0], src, sizeof(Vec4)), std::memcpy(&v[3], src + last, sizeof(Vec4));
+  if (last > 4) std::memcpy(&v[1], src + 4, sizeof(Vec4)), std::memcpy(dst + 4, &v[1], sizeof(Vec4));
+  if (last > 8) std::memcpy(&v[2], src + 8, sizeof(Vec4)), std::memcpy(dst + 8, &v[2], sizeof(Vec4));
+  std::memcpy(dst, &v[0], sizeof(Vec4)), std::memcpy(dst + last, &v[3], sizeof(Vec4));
+}
+
+}  // namespace
+
 void direct_pad_image(const DirectPlan& plan, int64_t n, float* padded) {
   const DirectProblem& p = plan.p;
   const int64_t Wrow = plan.Wrow, copy = std::min(p.W, Wrow - p.pl);
+  if (copy <= 0) return;
+  const int64_t r0 = std::max<int64_t>(0, p.pt), r1 = std::min(plan.Hp, p.pt + p.H);
   for (int64_t c = 0; c < p.ins; ++c) {
     const float* src = p.in + (n * p.ins + c) * p.H * p.W;
-    for (int64_t r = 0; r < plan.Hp; ++r) {
-      float* row = padded + (c * plan.Hp + r) * Wrow;
-      const int64_t h = r - p.pt;
-      if (h < 0 || h >= p.H || copy <= 0) {
-        std::memset(row, 0, sizeof(float) * Wrow);
-        continue;
-      }
-      std::memset(row, 0, sizeof(float) * p.pl);
-      std::memcpy(row + p.pl, src + h * p.W, sizeof(float) * copy);
-      std::memset(row + p.pl + copy, 0, sizeof(float) * (Wrow - p.pl - copy));
-    }
+    for (int64_t r = r0; r < r1; ++r) copy_row(padded + (c * plan.Hp + r) * Wrow + p.pl, src + (r - p.pt) * p.W, copy);
   }
-  std::memset(padded + p.ins * plan.Hp * Wrow, 0, sizeof(float) * (plan.padded_floats() - p.ins * plan.Hp * Wrow));
 }
 
 bool conv2d_direct_forward_applies(const Conv2dShape& s) {

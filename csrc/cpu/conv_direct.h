@@ -111,9 +111,10 @@ void direct_block_avx2(const DirectPlan& plan, const DirectBlock& block, const f
 void direct_block_avx512(const DirectPlan& plan, const DirectBlock& block, const float* padded);
 
 // Image n of the input, zero-padded into `padded` (padded_floats()): channel c's padded row r at
-// padded[(c*Hp + r) * Wrow], holding input row r - pt shifted right by pl. The slack after the last
-// row is zeroed too: tiles at the right or bottom edge read into it (lanes that are never stored,
-// but kept finite and normal).
+// padded[(c*Hp + r) * Wrow], holding input row r - pt shifted right by pl. Only the input's own
+// floats are written: `padded` must start zeroed and serve only images of this plan, so the padding,
+// and the slack after the last row, stay zero (tiles at the right or bottom edge read into them:
+// lanes that are never stored, but kept finite and normal).
 void direct_pad_image(const DirectPlan& plan, int64_t n, float* padded);
 
 }  // namespace pn
