@@ -1,7 +1,7 @@
 // How many threads are runnable on this machine right now (parallel_team.h's load rule): the
 // numerator of the fourth field of /proc/loadavg ("1.02 0.87 0.70 3/214 5123": 3 runnable),
 // which counts every process's running and ready-to-run threads, the reader included. Read with
-// plain open/read (no stdio buffer or lock): ~5 us, done at most every 20 ms.
+// plain open/read (no stdio buffer or lock): ~5 us, done at most every 5 ms.
 #include "cpu/parallel_team.h"
 
 #if defined(__linux__)

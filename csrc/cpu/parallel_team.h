@@ -86,9 +86,10 @@ inline std::atomic<uint32_t> shrunk_regions{0};  // regions run on one thread si
 inline std::atomic<bool> adaptive{true};
 
 // The load rule (see above): busy_x16 is the average of runnable threads elsewhere, in 1/16ths,
-// moved a quarter of the way to each sample, so a core counts as taken after ~5 samples (100 ms)
-// of a thread running there and a passing one (a kernel worker, a logger) does not count.
-constexpr int64_t kLoadSampleNs = 20000000;
+// moved half way to each sample (5 ms apart at most), so a core counts as taken from the second
+// sample that finds a thread running there (~10 ms: a neighbour that starts mid-run costs one or
+// two regions) and a thread seen once (a kernel worker, a logger) does not count. A read costs ~5 us.
+constexpr int64_t kLoadSampleNs = 5000000;
 inline std::atomic<int64_t> next_load_sample_ns{0};
 inline std::atomic<int> busy_x16{0};
 inline std::atomic<bool> load_sampling{true};
@@ -98,7 +99,7 @@ int read_runnable_threads();  // cpu_load.cpp: /proc/loadavg's runnable count, -
 inline void record_load_sample(int runnable) {
   if (runnable < 1) return;
   const int x16 = busy_x16.load(std::memory_order_relaxed), step = (runnable - 1) * 16 - x16;
-  busy_x16.store(x16 + (step + (step > 0 ? 2 : -2)) / 4, std::memory_order_relaxed);  // a quarter, rounded
+  busy_x16.store(x16 + (step + (step > 0 ? 1 : -1)) / 2, std::memory_order_relaxed);  // half way, rounded
 }
 
 inline int busy_cores() { return (busy_x16.load(std::memory_order_relaxed) + 4) / 16; }
