@@ -12,6 +12,12 @@ OpenMP threads have stopped spinning on the two cores, and with --wait-idle it a
 the CPUs are idle (other people's jobs on a shared machine). ratio = ours / torch (> 1 means
 faster than PyTorch).
 
+On the CPU torch runs in a child process of its own (bench/torch_worker.py, which never imports
+pyneural), under its own OpenMP defaults, and the two processes take turns window by window.
+pyneural sets OMP_WAIT_POLICY=passive for its process, libgomp is one copy per process, and torch's
+threads sleeping between regions cost it 1.5-2x at small batches; --torch-process shared times it
+in this process instead (the old way, and the default for --device cuda).
+
     python bench/train.py                      # all models, batches 32 128 512
     python bench/train.py --quick              # fewer repetitions, smaller ResNet batches
     python bench/train.py --models cnn --batches 32 --profile 15   # where does a step go?
@@ -35,18 +41,21 @@ is the lucky one) and kills the child on exit, error or Ctrl-C. --threads takes 
 """
 import cProfile
 import io
+import json
 import os
 import pstats
 import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import best_interleaved, parser, report  # noqa: E402
+from torch_worker import torch_step_fn as _torch_step_fn  # noqa: E402
 
 import pyneural as pn  # noqa: E402
 from pyneural import functional as F  # noqa: E402
@@ -110,33 +119,71 @@ def ours_step_fn(name, batches, device="cpu", amp=None, channels_last=False):
 
 
 def torch_step_fn(name, batches, device="cpu", amp=None, channels_last=False):
-    import torch
-    import torch_models
-    model = torch_models.MODELS[MODEL_NAMES[name]]().to(device)
-    layout = torch.channels_last if channels_last and name != "mlp" else torch.contiguous_format
-    model = model.to(memory_format=layout)
-    opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
-    tensors = [(torch.from_numpy(x).to(device).contiguous(memory_format=layout), torch.from_numpy(y).to(device))
-               for x, y in batches]
-    dtype = getattr(torch, AMP_DTYPES[amp]) if amp else None
-    scaler = torch.amp.GradScaler(device) if amp == "fp16" else None
-    state = {"i": 0}
+    """One step of the torch twin, in this process (it then shares pyneural's OpenMP runtime)."""
+    return _torch_step_fn(name, batches, device, amp, channels_last, LR, MOMENTUM, MODEL_NAMES[name])
 
-    def step():
-        x, y = tensors[state["i"] % NUM_BATCHES]
-        state["i"] += 1
-        with torch.autocast(device, dtype=dtype, enabled=amp is not None):
-            loss = torch.nn.functional.cross_entropy(model(x), y)
-        opt.zero_grad(set_to_none=True)
-        if scaler is None:
-            loss.backward()
-            opt.step()
-        else:
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-        return loss.item()
-    return step
+
+class TorchProcess:
+    """The torch twin in a child process of its own (bench/torch_worker.py), which never imports
+    pyneural: torch's OpenMP threads then wait the way they do for torch's users. In this process
+    they would sleep between regions under pyneural's OMP_WAIT_POLICY=passive (one libgomp per
+    process), which slowed torch 1.5-2x at small batches. Calling it runs one step (warm-up);
+    ``window`` times a window there, with that process's clock."""
+
+    WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "torch_worker.py")
+
+    def __init__(self, name, batches, device, amp, channels_last, threads):
+        self._dir = tempfile.TemporaryDirectory()
+        data = os.path.join(self._dir.name, "batches.npz")
+        np.savez(data, **{f"x{i}": x for i, (x, _) in enumerate(batches)},
+                 **{f"y{i}": y for i, (_, y) in enumerate(batches)})
+        env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+        self.proc = subprocess.Popen([sys.executable, self.WORKER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     text=True, env=env,
+                                     preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+        spec = {"name": name, "data": data, "device": device, "amp": amp, "channels_last": channels_last,
+                "lr": LR, "momentum": MOMENTUM, "model_name": MODEL_NAMES[name]}
+        self.proc.stdin.write(json.dumps(spec) + "\n")
+        self.set_threads(threads)
+
+    def _ask(self, command):
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+        answer = self.proc.stdout.readline()
+        if not answer or answer.startswith("'error"):
+            raise RuntimeError(f"bench/torch_worker.py did not answer {command!r} (exit code {self.proc.poll()}): "
+                               f"{answer.strip() or 'no reply'}")
+        return answer
+
+    def __call__(self):
+        return float(self._ask("step"))
+
+    def window(self, min_time, clock=time.perf_counter):
+        return float(self._ask(f"window {min_time} {'cpu' if clock is time.process_time else 'wall'}"))
+
+    def set_threads(self, n):
+        return int(self._ask(f"threads {n}"))
+
+    def close(self):
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.write("quit\n")
+                self.proc.stdin.close()
+                self.proc.wait(timeout=30)
+            except (OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
+                self.proc.wait()
+        self._dir.cleanup()
+
+
+def torch_side(args, name, data, device, channels_last, threads):
+    """The torch step to time beside ours: in its own process (--torch-process own, the CPU default)
+    or in this one."""
+    import torch
+    if args.torch_process == "own":
+        return TorchProcess(name, data, device, args.amp, channels_last, threads)
+    torch.manual_seed(0)
+    return torch_step_fn(name, data, device, args.amp, channels_last)
 
 
 def omp_threads(n):
@@ -224,6 +271,9 @@ def time_contended(steps, thread_counts, set_threads, busy_core, rounds, warmup,
                     for i, step in enumerate(steps):
                         time.sleep(settle)
                         step()  # wake this library's threads
+                        if hasattr(step, "window"):  # timed in its own process
+                            samples.setdefault((threads, busy, i), []).append(step.window(min_time))
+                            continue
                         n, start = 0, time.perf_counter()
                         while time.perf_counter() - start < min_time or n == 0:
                             step()
@@ -263,9 +313,13 @@ def _device_name(device):
 
 def contend(args, names, batches, resnet_batches, thread_counts, torch, repeat):
     """--contend: quiet and busy tables side by side, one row per model, batch and thread count."""
+    theirs = []
+
     def set_threads(n):
         if torch is not None:
             torch.set_num_threads(n)
+        for side in theirs:
+            side.set_threads(n)
         omp_threads(n)
 
     try:
@@ -283,10 +337,14 @@ def contend(args, names, batches, resnet_batches, thread_counts, torch, repeat):
                 pn.manual_seed(0)
                 steps = [ours_step_fn(name, data, "cpu", args.amp, args.channels_last)]
                 if torch is not None:
-                    torch.manual_seed(0)
-                    steps.append(torch_step_fn(name, data, "cpu", args.amp, args.channels_last))
-                t = time_contended(steps, thread_counts, set_threads, busy_core, repeat, warmup, min_time,
-                                   args.settle)
+                    steps.append(torch_side(args, name, data, "cpu", args.channels_last, thread_counts[0]))
+                    theirs[:] = [steps[-1]] if hasattr(steps[-1], "window") else []
+                try:
+                    t = time_contended(steps, thread_counts, set_threads, busy_core, repeat, warmup, min_time,
+                                       args.settle)
+                finally:
+                    for side in theirs:
+                        side.close()
                 for threads in thread_counts:
                     row = {"model": name, "batch": batch, "threads": threads}
                     for busy, tag in ((False, "quiet"), (True, "busy")):
@@ -308,7 +366,8 @@ def contend(args, names, batches, resnet_batches, thread_counts, torch, repeat):
                ("busy_ratio", "busy ratio", "{:.2f}"),
                ("ours_kept", "ours busy/quiet", "{:.2f}"), ("torch_kept", "torch busy/quiet", "{:.2f}")]
     title = (f"training throughput, quiet vs one core busy (a child Python busy loop), images/s, median of "
-             f"{repeat} windows; ratio = ours / torch; OpenMP wait: {wait_policy()}; load average "
+             f"{repeat} windows; ratio = ours / torch; OpenMP wait: {wait_policy()}"
+             f"{'; torch in its own process, its defaults' if args.torch_process == 'own' else ''}; load average "
              f"{load_before[0]:.2f} before, {load_after[0]:.2f} after (1 min, {os.cpu_count()} cores)")
 
     def plot(rows, ax):
@@ -347,9 +406,14 @@ def main():
                         "fastest GPU layout; default on for --device cuda)")
     p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                    help="time wall seconds, or CPU seconds of the process (busy machines; see above)")
+    p.add_argument("--torch-process", choices=("own", "shared"), default=None,
+                   help="own: torch in a child process under its own OpenMP defaults (the CPU default); shared: "
+                        "in this process, whose OpenMP runtime pyneural set to wait passively (the cuda default)")
     p.add_argument("--profile", type=int, default=0, metavar="N",
                    help="cProfile our steps where ratio < 1 and print the top N functions by own time")
     args = p.parse_args()
+    if args.torch_process is None:
+        args.torch_process = "own" if args.device == "cpu" else "shared"
     names = [m.strip() for m in args.models.split(",") if m.strip()]
     unknown = set(names) - set(MODELS)
     if unknown:
@@ -390,10 +454,13 @@ def main():
             pn.manual_seed(0)
             steps = [ours_step_fn(name, data, args.device, args.amp, channels_last)]
             if torch is not None:
-                torch.manual_seed(0)
-                steps.append(torch_step_fn(name, data, args.device, args.amp, channels_last))
-            times = time_interleaved(steps, repeat, warmup, min_time, args.settle, args.wait_idle,
-                                     time.process_time if args.clock == "cpu" else time.perf_counter)
+                steps.append(torch_side(args, name, data, args.device, channels_last, thread_counts[0]))
+            try:
+                times = time_interleaved(steps, repeat, warmup, min_time, args.settle, args.wait_idle,
+                                         time.process_time if args.clock == "cpu" else time.perf_counter)
+            finally:
+                if hasattr(steps[-1], "close"):
+                    steps[-1].close()
             ours_step, ours_t, torch_t = steps[0], times[0], (times[1] if torch is not None else None)
             row = {"model": name, "batch": batch, "ours": batch / ours_t,
                    "torch": batch / torch_t if torch_t else None,
@@ -408,6 +475,9 @@ def main():
     columns = [("model", "model", "{}"), ("batch", "batch", "{}"), ("ours", "ours img/s", "{:,.0f}"),
                ("torch", "torch img/s", "{:,.0f}"), ("ratio", "ratio", "{:.2f}")]
     threads = f"threads: pyneural {ours_threads}" + (f", torch {torch_threads}" if torch is not None else ", no torch")
+    if torch is not None:
+        threads += ("; torch in its own process" if args.torch_process == "own"
+                    else "; torch in this process (pyneural's OpenMP wait policy)")
     where = "" if args.device == "cpu" else f" on {_device_name(args.device)}"
     precision = f", autocast {args.amp}" if args.amp else ""
     layout = ", channels_last" if channels_last else ""

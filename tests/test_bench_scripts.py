@@ -28,6 +28,7 @@ SCRIPTS = [
     ("train.py", ["--quick", "--models", "mlp", "--batches", "32", "--threads", "1"], "ours img/s", None),
     ("train.py", ["--contend", "--quick", "--models", "mlp", "--batches", "32", "--threads", "1,2"], "busy ratio",
      None),
+    ("train.py", ["--quick", "--models", "cnn", "--batches", "8", "--torch-process", "shared"], "torch img/s", None),
     ("recsys.py", ["--sizes", "2000", "--epochs", "1", "--torch-epochs", "1"], "s/epoch", None),
     ("allreduce.py", ["--max-mb", "0.02", "--min-time", "0.01", "--repeat", "1"], "bucketed us", "mpi"),
     ("scaling.py", ["--ranks", "2", "--model", "mlp", "--steps", "2", "--warmup", "1", "--rounds", "1",
@@ -38,8 +39,8 @@ SCRIPTS = [
 
 
 def test_every_bench_script_is_listed():
-    scripts = {f for f in os.listdir(BENCH) if f.endswith(".py") and f not in ("common.py", "scaling_model.py",
-                                                                              "torch_models.py")}
+    helpers = ("common.py", "scaling_model.py", "torch_models.py", "torch_worker.py")
+    scripts = {f for f in os.listdir(BENCH) if f.endswith(".py") and f not in helpers}
     assert scripts == {s[0] for s in SCRIPTS}, "a bench script without a smoke run here (or a stale entry)"
 
 
@@ -70,3 +71,24 @@ def test_conv_depthwise_set_combined_says_it_runs_alone(tmp_path):
     proc = subprocess.run([sys.executable, os.path.join(BENCH, "conv.py"), "--set", "depthwise,r50"], cwd=tmp_path,
                           env=subprocess_env(), capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and "runs alone" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_torch_worker_answers_step_window_and_threads(tmp_path):
+    """bench/train.py's torch side in its own process (bench/torch_worker.py): one line per command,
+    a step's loss, a window's seconds per step, the thread count set; a bad command says so."""
+    pytest.importorskip("torch")
+    import numpy as np
+    rng = np.random.default_rng(0)
+    data = tmp_path / "batches.npz"
+    np.savez(data, x0=rng.standard_normal((4, 1, 8, 8)).astype(np.float32), y0=np.arange(4) % 10)
+    spec = {"name": "mlp", "data": str(data), "device": "cpu", "amp": None, "channels_last": False,
+            "lr": 0.01, "momentum": 0.9, "model_name": "mlp"}
+    commands = [json.dumps(spec), "step", "window 0.01 wall", "window 0.01 cpu", "threads 1", "nonsense", "quit"]
+    env = subprocess_env()
+    env.pop("OMP_WAIT_POLICY", None)
+    proc = subprocess.run([sys.executable, os.path.join(BENCH, "torch_worker.py")], input="\n".join(commands) + "\n",
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    loss, wall, cpu, threads, bad = proc.stdout.splitlines()
+    assert 0 < float(loss) < 10 and 0 < float(wall) < 1 and 0 < float(cpu) < 1 and int(threads) == 1
+    assert "unknown command" in bad
