@@ -18,6 +18,7 @@ except ImportError as _error:
         f"directory, or build in place (see README, 'Development').") from _error
 finally:
     _threads.restore(_set_for_runtime)
+_C.set_team_load_sampling(_threads.helpers_sleep())
 
 from pyneural.tensor import (Tensor, enable_grad, get_array_module, is_grad_enabled, no_grad,
                              set_grad_enabled)

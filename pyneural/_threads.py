@@ -32,6 +32,7 @@ USER_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
 _RUNTIMES = ("libgomp", "libomp", "libiomp5")
 
 _outcome = "not configured (pyneural._threads.prepare was not called)"
+_sleeps = False
 
 
 def runtime_loaded(maps="/proc/self/maps"):
@@ -47,18 +48,22 @@ def prepare(environ=None, loaded=None):
     """Set the wait policy in ``environ`` (default: os.environ) unless the user chose one
     or a runtime is loaded already (``loaded``: default, look). Returns the names set here, for
     ``restore``."""
-    global _outcome
+    global _outcome, _sleeps
     environ = os.environ if environ is None else environ
     user = [f"{name}={environ[name]}" for name in USER_VARIABLES if name in environ]
     if user:
         _outcome = f"the user's {', '.join(user)}"
+        _sleeps = (environ.get("OMP_WAIT_POLICY", "").strip().lower() == "passive"
+                   and environ.get("GOMP_SPINCOUNT", "0").strip() == "0") or environ.get("GOMP_SPINCOUNT") == "0"
         return []
     if runtime_loaded() if loaded is None else loaded:
         _outcome = "the runtime's default (it was loaded before pyneural, e.g. by torch)"
+        _sleeps = False
         return []
     name, value = POLICY
     environ[name] = value
     _outcome = f"{name}={value} (set by pyneural)"
+    _sleeps = True
     return [name]
 
 
@@ -72,3 +77,11 @@ def restore(names, environ=None):
 def describe():
     """How this process's OpenMP threads wait, in words."""
     return _outcome
+
+
+def helpers_sleep():
+    """Whether idle OpenMP threads sleep at once (passive waiting). The kernels' load rule
+    (csrc/cpu/parallel_team.h) counts every runnable thread but the caller as another program's;
+    spinning helpers of our own would count too and shrink every region to one thread, so the
+    rule is on only where they sleep."""
+    return _sleeps

@@ -59,6 +59,7 @@ import pyneural
 from pyneural import _threads
 print(_threads.describe())
 print(os.environ.get("OMP_WAIT_POLICY", "-"))
+print(pyneural._C.team_load_sampling())
 """
 
 
@@ -70,28 +71,33 @@ def _child(before="", **env_extra):
     done = subprocess.run([sys.executable, "-c", _CHILD.format(before=before)], env=env, capture_output=True,
                           text=True, timeout=120, cwd=os.path.expanduser("~"))
     assert done.returncode == 0, done.stderr
-    return done.stdout.split("\n")[:2]
+    return done.stdout.split("\n")[:3]
 
 
 def test_import_sets_the_policy_before_the_runtime_loads_and_cleans_up():
     """In a fresh process libgomp is not loaded yet when pyneural prepares (else describe() would
-    say so), and the variable is gone from the environment afterwards (children see the user's)."""
-    outcome, left = _child()
+    say so), and the variable is gone from the environment afterwards (children see the user's).
+    Helpers sleep, so the load rule is on."""
+    outcome, left, sampling = _child()
     assert outcome == "OMP_WAIT_POLICY=passive (set by pyneural)"
-    assert left == "-"
+    assert left == "-" and sampling == "True"
 
 
 def test_import_respects_the_users_policy():
-    outcome, left = _child(OMP_WAIT_POLICY="active")
-    assert outcome == "the user's OMP_WAIT_POLICY=active" and left == "active"
-    outcome, left = _child(GOMP_SPINCOUNT="123")
-    assert outcome == "the user's GOMP_SPINCOUNT=123" and left == "-"
+    """And the load rule is on only where that policy lets the helpers sleep: spinning helpers of
+    our own would be counted as another program's threads."""
+    outcome, left, sampling = _child(OMP_WAIT_POLICY="active")
+    assert outcome == "the user's OMP_WAIT_POLICY=active" and left == "active" and sampling == "False"
+    outcome, left, sampling = _child(GOMP_SPINCOUNT="123")
+    assert outcome == "the user's GOMP_SPINCOUNT=123" and left == "-" and sampling == "False"
+    outcome, left, sampling = _child(OMP_WAIT_POLICY="PASSIVE")
+    assert outcome == "the user's OMP_WAIT_POLICY=PASSIVE" and sampling == "True"
 
 
 def test_import_after_torch_keeps_its_runtime():
     pytest.importorskip("torch")
-    outcome, _ = _child(before="import torch")
-    assert "loaded before pyneural" in outcome
+    outcome, _, sampling = _child(before="import torch")
+    assert "loaded before pyneural" in outcome and sampling == "False"
 
 
 # ---- the team (csrc/cpu/parallel_team.h) -------------------------------------------------------

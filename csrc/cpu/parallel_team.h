@@ -46,7 +46,8 @@
 // And before any helper is late: the kernel says how many threads are runnable (Linux,
 // /proc/loadavg, read at most every kLoadSampleNs by the thread starting a region, whose helpers
 // sleep between regions, so what it counts beyond itself runs elsewhere: another process, another
-// MPI rank, another Python thread). Averaged over the last few samples, that many cores are taken,
+// MPI rank, another Python thread; where the helpers spin instead, pyneural/_threads.py turns the
+// rule off). Averaged over the last few samples, that many cores are taken,
 // and a region gets at most the cores left (at least one): with a busy process on one of two
 // cores, one thread, where two would each wait in turn for a time slice (the MLP's 512 x 512 x 512
 // GEMMs, 2 ms regions that the late rule lets keep the team, ran at 0.90x one thread: bench/NOTES.md).
